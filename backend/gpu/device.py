@@ -1,0 +1,90 @@
+"""The wgpu device: adapter choice, features and limits, buffer creation, upload and readback."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import wgpu
+
+STORAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+UNIFORM = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
+
+# The engine binds many buffers per kernel and large weight matrices; wgpu's defaults
+# (8 storage buffers, 128 MiB bindings) are far below what real adapters offer.
+_RAISED_LIMITS = (
+    "max-storage-buffer-binding-size",
+    "max-buffer-size",
+    "max-storage-buffers-per-shader-stage",
+    "max-compute-workgroup-storage-size",
+    "max-compute-invocations-per-workgroup",
+    "max-compute-workgroup-size-x",
+    "max-compute-workgroups-per-dimension",
+    "max-bind-groups",
+    "max-bindings-per-bind-group",
+)
+_WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
+
+
+@dataclass(frozen=True)
+class AdapterSummary:
+    name: str
+    backend: str
+    kind: str
+    features: tuple[str, ...]
+    max_binding_bytes: int
+
+
+class Gpu:
+    """One wgpu device; every engine object on it shares this handle."""
+
+    def __init__(self, power_preference: str = "high-performance") -> None:
+        self.adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+        if self.adapter is None:
+            raise RuntimeError("no GPU adapter found: install a Vulkan driver (mesa-vulkan-drivers for CPU)")
+        features = [f for f in _WANTED_FEATURES if f in self.adapter.features]
+        limits = {k: self.adapter.limits[k] for k in _RAISED_LIMITS if k in self.adapter.limits}
+        self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
+        self.queue = self.device.queue
+        self.features = frozenset(features)
+        self.max_binding_bytes = int(limits.get("max-storage-buffer-binding-size", 128 << 20))
+        info = self.adapter.info
+        self.summary = AdapterSummary(
+            name=str(info.get("device", "?")),
+            backend=str(info.get("backend_type", "?")),
+            kind=str(info.get("adapter_type", "?")),
+            features=tuple(sorted(features)),
+            max_binding_bytes=self.max_binding_bytes,
+        )
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.summary.kind.lower() == "cpu" or os.environ.get("AI00_FORCE_CPU_ADAPTER") == "1"
+
+    def upload(self, array: np.ndarray, label: str = "") -> wgpu.GPUBuffer:
+        data = np.ascontiguousarray(array)
+        if data.nbytes == 0:  # wgpu refuses empty bindings; keep one padded word
+            data = np.zeros(4, np.uint8)
+        padded = _pad_to_multiple(data.view(np.uint8).reshape(-1), 16)
+        return self.device.create_buffer_with_data(data=padded, usage=STORAGE, label=label)
+
+    def empty(self, nbytes: int, label: str = "", usage: int = STORAGE) -> wgpu.GPUBuffer:
+        return self.device.create_buffer(size=max(16, _round_up(nbytes, 16)), usage=usage, label=label)
+
+    def write(self, buffer: wgpu.GPUBuffer, array: np.ndarray, offset: int = 0) -> None:
+        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        self.queue.write_buffer(buffer, offset, _pad_to_multiple(data, 4))
+
+    def read(self, buffer: wgpu.GPUBuffer, nbytes: int, offset: int = 0, dtype: type = np.float32) -> np.ndarray:
+        view = self.queue.read_buffer(buffer, offset, _round_up(nbytes, 4))
+        return np.frombuffer(view, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize).copy()
+
+
+def _round_up(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+def _pad_to_multiple(data: np.ndarray, m: int) -> np.ndarray:
+    extra = (-data.size) % m
+    return data if extra == 0 else np.concatenate([data, np.zeros(extra, np.uint8)])

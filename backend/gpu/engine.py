@@ -1,0 +1,210 @@
+"""The engine: weights and state slots on one GPU, and `step`, which runs a batch of rows.
+
+A step mixes decode rows (one token) and prefill chunks (many tokens) of different slots.
+Pipelines, buffers and bind groups are made once at load; a step writes the small
+token/row tables, records the precomputed dispatch list and reads back only the logits
+that were asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from backend.gpu import step_types
+from backend.gpu.device import Gpu
+from backend.gpu.models import layers, v4, v5, v6, v7
+from backend.gpu.models.info import ModelInfo, StateLayout, Version
+from backend.gpu.ops import Dispatch, Ops, StepDims, Tensor
+from backend.gpu.pipelines import PipelineCache
+from backend.gpu.state_pool import StatePool
+from backend.gpu.step_types import Logits, StepPlan, StepResult
+from backend.gpu.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16")
+PROGRESS_MIN_BYTES = 256 << 20  # show an upload progress bar for models above this
+
+
+def prepare_weights(info: ModelInfo, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical (official-layout) tensors -> the arrays the kernels read, per version."""
+    out = layers.prepare_common(t)
+    for i in range(info.n_layer):
+        match info.version.major:
+            case 7:
+                out |= v7.prepare_layer(t, i)
+            case 6:
+                out |= v6.prepare_layer(t, i)
+            case 5:
+                out |= v5.prepare_layer(t, i, info.version)
+            case 4:
+                out |= v4.prepare_layer(t, i)
+    return out
+
+
+def _layer_builder(info: ModelInfo) -> Callable[[layers.Layer], list[Dispatch]]:
+    return {7: v7.layer_ops, 6: v6.layer_ops, 5: v5.layer_ops, 4: v4.layer_ops}[info.version.major]
+
+
+def _lora_width(info: ModelInfo, t: dict[str, np.ndarray]) -> int:
+    if info.version is Version.V7:
+        return v7.lora_width(t)
+    if info.version is Version.V6:
+        return 5 * v6.lora_width(t)
+    return 4
+
+
+class Engine:
+    def __init__(
+        self,
+        info: ModelInfo,
+        tensors: dict[str, np.ndarray],
+        *,
+        max_batch: int = 8,
+        max_step_tokens: int = 256,
+        precision: str = "fp16",
+        gpu: Gpu | None = None,
+        pipelines: PipelineCache | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: must be one of {PRECISIONS}, got {precision!r}")
+        if info.head_size not in (0, 64) and info.version is not Version.V4:
+            raise ValueError(f"head size {info.head_size} unsupported: the wkv kernels use 64")
+        self.info = info
+        self.precision = precision
+        self.max_batch = max_batch
+        self.max_step_tokens = max_step_tokens
+        self.gpu = gpu or Gpu()
+        self.pipelines = pipelines or PipelineCache(self.gpu.device)
+        # Logit lines are bounded by the largest buffer one binding may hold.
+        self.max_logit_lines = max(1, min(max_step_tokens, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
+        self.ws = Workspace.allocate(
+            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, _lora_width(info, tensors)
+        )
+        self.ops = Ops(self.gpu, self.pipelines, self.ws, max_step_tokens)
+        self.states = StatePool(self.gpu, info, max_batch)
+        self.weights = self._upload(prepare_weights(info, tensors))
+        self.dispatches = self._build()
+        log.info(
+            "engine: %s %d layers x %d, %s, %d slots, %d dispatches/step on %s",
+            info.version, info.n_layer, info.n_embd, precision, max_batch, len(self.dispatches),
+            self.gpu.summary.name,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: object) -> Engine:
+        from backend.gpu.loader import read_model
+
+        info, tensors = read_model(Path(path))
+        return cls(info, tensors, **kwargs)  # type: ignore[arg-type]
+
+    def _upload(self, arrays: dict[str, np.ndarray]) -> dict[str, Tensor]:
+        f16 = self.precision == "fp16"
+        total = sum(a.nbytes for a in arrays.values())
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="upload", disable=total < PROGRESS_MIN_BYTES)
+        out = {}
+        for name, array in arrays.items():
+            out[name] = self.ops.upload(array, f16 and layers.is_matrix(name), name)
+            bar.update(array.nbytes)
+        bar.close()
+        return out
+
+    def _build(self) -> list[Dispatch]:
+        w = self.weights
+        build = _layer_builder(self.info)
+        layout = StateLayout.of(self.info)
+        steps = [self.ops.embed(w["emb"])]
+        for i in range(self.info.n_layer):
+            layer = layers.Layer(i, self.ops, self.info, layout, self.states.layers[i], w)
+            steps += build(layer)
+        steps.append(self.ops.head_norm(w["ln_out.weight"], w["ln_out.bias"]))
+        steps.append(self.ops.matmul("head", self.ws.head_x, w["head"], self.ws.logits, count="R"))
+        return steps
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def reset_slot(self, slot: int) -> None:
+        self.states.reset(slot)
+
+    def copy_slot(self, src: int, dst: int) -> None:
+        self.states.copy(src, dst)
+
+    def read_slot(self, slot: int) -> list[np.ndarray]:
+        return self.states.read(slot)
+
+    def write_slot(self, slot: int, layers_state: list[np.ndarray]) -> None:
+        self.states.write(slot, layers_state)
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self, plan: StepPlan) -> StepResult:
+        tokens, rows, positions, offsets = self._tables(plan)
+        self.ws.write_inputs(self.gpu, tokens, rows, positions)
+        dims = StepDims(len(tokens), len(positions), len(rows))
+        encoder = self.gpu.device.create_command_encoder()
+        compute = encoder.begin_compute_pass()
+        for d in self.dispatches:
+            x, y, z = d.grid(dims)
+            if x and y and z:
+                compute.set_pipeline(d.pipeline)
+                compute.set_bind_group(0, d.bind_group)
+                compute.dispatch_workgroups(x, y, z)
+        compute.end()
+        self.gpu.queue.submit([encoder.finish()])
+        vocab = self.info.n_vocab
+        if dims.R:
+            logits = self.gpu.read(self.ws.logits, dims.R * vocab * 4).reshape(dims.R, vocab)
+        else:
+            logits = np.zeros((0, vocab), np.float32)
+        return StepResult(logits, offsets)
+
+    def _tables(self, plan: StepPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+        """Token table [T, 4] (id, slot, first, row), row table [B, 4], logit positions [R]."""
+        self._validate(plan)
+        lens = np.fromiter((len(r.tokens) for r in plan.rows), np.int64, len(plan.rows))
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        slots = np.fromiter((r.slot for r in plan.rows), np.int64, len(plan.rows))
+        row_of_token = np.repeat(np.arange(len(lens)), lens)
+        tokens = np.zeros((int(lens.sum()), 4), np.uint32)
+        tokens[:, 0] = np.fromiter((t for r in plan.rows for t in r.tokens), np.int64, len(tokens))
+        tokens[:, 1] = slots[row_of_token]
+        tokens[starts, 2] = 1
+        tokens[:, 3] = row_of_token
+        rows = np.stack([slots, starts, lens, np.zeros_like(lens)], axis=1).astype(np.uint32)
+        positions: list[int] = []
+        offsets: list[int] = []
+        for r, start, n in zip(plan.rows, starts, lens, strict=True):
+            offsets.append(len(positions))
+            if r.logits is Logits.LAST:
+                positions.append(int(start + n - 1))
+            elif r.logits is Logits.ALL:
+                positions.extend(range(int(start), int(start + n)))
+        return tokens, rows, np.asarray(positions, np.uint32), tuple(offsets)
+
+    def _validate(self, plan: StepPlan) -> None:
+        if not plan.rows:
+            raise ValueError("step: empty plan")
+        if len(plan.rows) > self.max_batch:
+            raise ValueError(f"step: {len(plan.rows)} rows > max_batch {self.max_batch}")
+        slots = [r.slot for r in plan.rows]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"step: a slot appears twice in {slots}")
+        if any(not 0 <= s < self.max_batch for s in slots):
+            raise ValueError(f"step: slot out of range 0..{self.max_batch - 1} in {slots}")
+        if any(not r.tokens for r in plan.rows):
+            raise ValueError("step: a row has no tokens")
+        if plan.n_tokens > self.max_step_tokens:
+            raise ValueError(f"step: {plan.n_tokens} tokens > max_step_tokens {self.max_step_tokens}")
+        lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
+        if lines > self.max_logit_lines:
+            raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
+        if any(not 0 <= t < self.info.n_vocab for r in plan.rows for t in r.tokens):
+            raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
+
+
+__all__ = ["Engine", "step_types"]

@@ -1,0 +1,229 @@
+"""One builder per kernel: checks shapes, binds buffers, picks the pipeline variant.
+
+An op is data (`Dispatch`): the model is a list of them, recorded again each step with
+only the workgroup counts depending on the step's sizes. No wgpu calls happen here at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import wgpu
+
+from backend.gpu.device import Gpu
+from backend.gpu.pipelines import Defines, PipelineCache
+from backend.gpu.workspace import Workspace
+
+MATMUL_ROWS = 4  # output rows per matmul workgroup (matmul.wgsl)
+MATMUL_TOKENS = 8  # tokens per matmul workgroup
+
+
+class StepDims(NamedTuple):
+    T: int  # tokens
+    R: int  # logit lines
+    B: int  # rows
+
+
+Grid = Callable[[StepDims], tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A weight on the GPU: `shape` as the kernels see it, fp16 or f32 storage."""
+
+    buffer: wgpu.GPUBuffer
+    shape: tuple[int, ...]
+    f16: bool
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    name: str
+    pipeline: wgpu.GPUComputePipeline
+    bind_group: wgpu.GPUBindGroup
+    grid: Grid
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class Ops:
+    def __init__(self, gpu: Gpu, cache: PipelineCache, ws: Workspace, t_max: int) -> None:
+        self.gpu, self.cache, self.ws, self.t_max = gpu, cache, ws, t_max
+
+    def upload(self, array: np.ndarray, f16: bool, label: str) -> Tensor:
+        data = array.astype(np.float16 if f16 else np.float32)
+        return Tensor(self.gpu.upload(data, label), tuple(array.shape), f16)
+
+    def _dispatch(
+        self, name: str, shader: str, defines: Defines, bindings: dict[int, wgpu.GPUBuffer], grid: Grid
+    ) -> Dispatch:
+        pipeline = self.cache.get(shader, defines)
+        if set(bindings) != pipeline.bindings:
+            raise ValueError(f"{name}: bindings {sorted(bindings)} != shader's {sorted(pipeline.bindings)}")
+        entries = [{"binding": b, "resource": {"buffer": buf}} for b, buf in sorted(bindings.items())]
+        bind_group = self.gpu.device.create_bind_group(layout=pipeline.layout, entries=entries, label=name)
+        return Dispatch(name, pipeline.pipeline, bind_group, grid)
+
+    def embed(self, emb: Tensor) -> Dispatch:
+        c4 = emb.shape[1] // 4
+        return self._dispatch(
+            "embed",
+            "embed.wgsl",
+            {"C4": c4, "W_F16": emb.f16},
+            {0: self.ws.dims, 1: self.ws.tokens, 2: emb.buffer, 3: self.ws.x},
+            lambda d: (_ceil(c4, 64), d.T, 1),
+        )
+
+    def matmul(
+        self,
+        name: str,
+        x: wgpu.GPUBuffer,
+        w: Tensor,
+        y: wgpu.GPUBuffer,
+        *,
+        groups: int = 1,
+        x_base: int = 0,
+        x_group: int | None = None,
+        x_row: int | None = None,
+        y_base: int = 0,
+        y_group: int | None = None,
+        y_row: int | None = None,
+        count: str = "T",
+        act: str | None = None,
+        bias: Tensor | None = None,
+        mul: wgpu.GPUBuffer | None = None,
+        add: bool = False,
+    ) -> Dispatch:
+        """y[g, t, :] = epilogue(x[g, t, :] @ w[g].T); strides in floats, defaulting to [G, t_max, dim]."""
+        rows, k = w.shape
+        if rows % groups or k % 4:
+            raise ValueError(f"{name}: weight {w.shape} does not split into {groups} groups of K%4==0")
+        n = rows // groups
+        x_row = k if x_row is None else x_row
+        x_group = self.t_max * x_row if x_group is None else x_group
+        y_row = n if y_row is None else y_row
+        y_group = self.t_max * y_row if y_group is None else y_group
+        if (x_base | x_group | x_row) % 4:
+            raise ValueError(f"{name}: x offsets must be multiples of 4 floats")
+        defines = {
+            "K4": k // 4, "N": n, "G": groups,
+            "X_BASE": x_base // 4, "X_GROUP": x_group // 4, "X_ROW": x_row // 4,
+            "Y_BASE": y_base, "Y_GROUP": y_group, "Y_ROW": y_row,
+            "COUNT": count, "W_F16": w.f16, "BIAS": bias is not None, "MUL": mul is not None, "ADD": add,
+            f"ACT_{(act or 'none').upper()}": True,
+        }  # fmt: skip
+        bindings = {0: self.ws.dims, 1: x, 2: w.buffer, 3: y}
+        if bias is not None:
+            bindings[4] = bias.buffer
+        if mul is not None:
+            bindings[5] = mul
+        groups_x = _ceil(rows, MATMUL_ROWS)
+        if count == "T":
+            grid: Grid = lambda d: (groups_x, _ceil(d.T, MATMUL_TOKENS), 1)  # noqa: E731
+        else:
+            grid = lambda d: (groups_x, _ceil(d.R, MATMUL_TOKENS), 1)  # noqa: E731
+        return self._dispatch(name, "matmul.wgsl", defines, bindings, grid)
+
+    def ln_mix(
+        self,
+        name: str,
+        ln_w: Tensor,
+        ln_b: Tensor,
+        mu: Tensor,
+        state: wgpu.GPUBuffer,
+        slot_floats: int,
+        prev_offset: int,
+        ln_out: wgpu.GPUBuffer,
+        delta: wgpu.GPUBuffer | None = None,
+    ) -> Dispatch:
+        """LayerNorm + token shift: mix[g] = xx + (prev - xx) * mu[g] for the G rows of `mu`."""
+        groups, c = mu.shape
+        defines = {
+            "C4": c // 4, "G": groups, "T_MAX": self.t_max,
+            "S4": slot_floats // 4, "PREV4": prev_offset // 4, "DELTA": delta is not None,
+        }  # fmt: skip
+        ws = self.ws
+        bindings = {0: ws.dims, 1: ws.tokens, 2: ws.x, 3: ln_w.buffer, 4: ln_b.buffer, 5: mu.buffer}
+        bindings |= {6: state, 7: ln_out, 8: ws.mix}
+        if delta is not None:
+            bindings[9] = delta
+        return self._dispatch(name, "ln_mix.wgsl", defines, bindings, lambda d: (d.T, 1, 1))
+
+    def mix6(self, maa: Tensor) -> Dispatch:
+        c4 = maa.shape[1] // 4
+        ws = self.ws
+        bindings = {0: ws.dims, 1: ws.ln_att, 2: ws.delta, 3: maa.buffer, 4: ws.m6, 5: ws.mix}
+        return self._dispatch(
+            "mix6", "mix6.wgsl", {"C4": c4, "T_MAX": self.t_max}, bindings, lambda d: (_ceil(c4, 64), d.T, 1)
+        )
+
+    def wkv7(
+        self, layer: int, params: Tensor, ln_x: Tensor, state: wgpu.GPUBuffer, slot_floats: int, rec: int
+    ) -> Dispatch:
+        c = params.shape[1]
+        n = 64
+        ws = self.ws
+        defines = {"N": n, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec, "MIX_V": layer > 0}
+        bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: ws.decay, 4: ws.a, 5: ws.gate, 6: ws.v_first}
+        bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
+        if layer > 0:
+            bindings[11] = ws.v_gate
+        return self._dispatch(f"{layer}.wkv7", "wkv7.wgsl", defines, bindings, lambda d: (c // n, d.B, 1))
+
+    def wkv6(
+        self,
+        layer: int,
+        decay: wgpu.GPUBuffer,
+        decay_per_token: bool,
+        u: Tensor,
+        ln_x: Tensor,
+        state: wgpu.GPUBuffer,
+        slot_floats: int,
+        rec: int,
+        head_size: int,
+        gate: bool,
+    ) -> Dispatch:
+        c = u.shape[0]
+        ws = self.ws
+        defines = {
+            "N": head_size, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec,
+            "DECAY_PER_TOKEN": decay_per_token, "GATE": gate,
+        }  # fmt: skip
+        bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay, 4: u.buffer, 5: ln_x.buffer}
+        bindings |= {6: state, 7: ws.att_out}
+        if gate:
+            bindings[8] = ws.gate
+        grid: Grid = lambda d: (c // head_size, d.B, 1)  # noqa: E731
+        return self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings, grid)
+
+    def wkv4(
+        self, layer: int, decay: Tensor, u: Tensor, state: wgpu.GPUBuffer, slot_floats: int, rec: int
+    ) -> Dispatch:
+        c = u.shape[0]
+        ws = self.ws
+        defines = {"C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec}
+        bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay.buffer, 4: u.buffer, 6: state, 7: ws.att_out}
+        return self._dispatch(f"{layer}.wkv4", "wkv4.wgsl", defines, bindings, lambda d: (_ceil(c, 64), d.B, 1))
+
+    def store_shift(self, layer: int, state: wgpu.GPUBuffer, c: int, slot_floats: int) -> Dispatch:
+        c4 = c // 4
+        ws = self.ws
+        bindings = {0: ws.dims, 1: ws.rows, 2: ws.ln_att, 3: ws.ln_ffn, 4: state}
+        return self._dispatch(
+            f"{layer}.store_shift",
+            "store_shift.wgsl",
+            {"C4": c4, "S4": slot_floats // 4},
+            bindings,
+            lambda d: (_ceil(c4, 64), d.B, 1),
+        )
+
+    def head_norm(self, ln_w: Tensor, ln_b: Tensor) -> Dispatch:
+        c4 = ln_w.shape[0] // 4
+        ws = self.ws
+        bindings = {0: ws.dims, 1: ws.positions, 2: ws.x, 3: ln_w.buffer, 4: ln_b.buffer, 5: ws.head_x}
+        return self._dispatch("head_norm", "head_norm.wgsl", {"C4": c4}, bindings, lambda d: (d.R, 1, 1))

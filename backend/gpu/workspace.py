@@ -1,0 +1,91 @@
+"""Activation buffers of one engine, sized once for the largest step so bind groups never change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import wgpu
+
+from backend.gpu.device import UNIFORM, Gpu
+from backend.gpu.models.info import ModelInfo, Version
+
+F32 = 4
+TOKEN_FIELDS = 4  # Token struct in common.wgsl: id, slot, flags, row
+ROW_FIELDS = 4  # Row struct: slot, start, len, pad
+LORA_WIDTH_MAX_MULTIPLE = 5  # v6 packs five LoRA outputs side by side
+
+
+@dataclass
+class Workspace:
+    t_max: int  # tokens per step
+    r_max: int  # logit lines per step
+    b_max: int  # rows per step (= state slots)
+    lora_width: int  # widest LoRA hidden layer (f32 per token)
+    dims: wgpu.GPUBuffer  # uniform Dims {T, R, B, pad}
+    tokens: wgpu.GPUBuffer  # [t_max] Token
+    rows: wgpu.GPUBuffer  # [b_max] Row
+    positions: wgpu.GPUBuffer  # [r_max] u32 token index of each logit line
+    x: wgpu.GPUBuffer  # [t_max, C] residual stream
+    ln_att: wgpu.GPUBuffer  # [t_max, C] ln1 output (next x_prev)
+    ln_ffn: wgpu.GPUBuffer  # [t_max, C] ln2 output
+    mix: wgpu.GPUBuffer  # [6, t_max, C] token-shifted inputs
+    delta: wgpu.GPUBuffer  # [t_max, C] prev - xx (v6)
+    m6: wgpu.GPUBuffer  # [5, t_max, C] v6 LoRA mix offsets
+    rkv: wgpu.GPUBuffer  # [3, t_max, C]
+    lora: wgpu.GPUBuffer  # [t_max, lora_width]
+    decay: wgpu.GPUBuffer  # [t_max, C]
+    a: wgpu.GPUBuffer  # [t_max, C]
+    v_gate: wgpu.GPUBuffer  # [t_max, C]
+    gate: wgpu.GPUBuffer  # [t_max, C]
+    v_first: wgpu.GPUBuffer  # [t_max, C]
+    att_out: wgpu.GPUBuffer  # [t_max, C]
+    ffn_k: wgpu.GPUBuffer  # [t_max, F]
+    ffn_r: wgpu.GPUBuffer  # [t_max, C]
+    head_x: wgpu.GPUBuffer  # [r_max, C]
+    logits: wgpu.GPUBuffer  # [r_max, V]
+
+    @staticmethod
+    def allocate(gpu: Gpu, info: ModelInfo, t_max: int, r_max: int, b_max: int, lora_width: int) -> Workspace:
+        c, f = info.n_embd, info.n_ffn
+
+        def floats(n: int, label: str) -> wgpu.GPUBuffer:
+            return gpu.empty(n * F32, label)
+
+        return Workspace(
+            t_max=t_max,
+            r_max=r_max,
+            b_max=b_max,
+            lora_width=lora_width,
+            dims=gpu.empty(16, "dims", usage=UNIFORM),
+            tokens=floats(t_max * TOKEN_FIELDS, "tokens"),
+            rows=floats(b_max * ROW_FIELDS, "rows"),
+            positions=floats(r_max, "positions"),
+            x=floats(t_max * c, "x"),
+            ln_att=floats(t_max * c, "ln_att"),
+            ln_ffn=floats(t_max * c, "ln_ffn"),
+            mix=floats(6 * t_max * c, "mix"),
+            delta=floats(t_max * c if info.version is Version.V6 else 4, "delta"),
+            m6=floats(5 * t_max * c if info.version is Version.V6 else 4, "m6"),
+            rkv=floats(3 * t_max * c, "rkv"),
+            lora=floats(t_max * max(lora_width, 4), "lora"),
+            decay=floats(t_max * c, "decay"),
+            a=floats(t_max * c, "a"),
+            v_gate=floats(t_max * c, "v_gate"),
+            gate=floats(t_max * c, "gate"),
+            v_first=floats(t_max * c, "v_first"),
+            att_out=floats(t_max * c, "att_out"),
+            ffn_k=floats(t_max * f, "ffn_k"),
+            ffn_r=floats(t_max * c, "ffn_r"),
+            head_x=floats(r_max * c, "head_x"),
+            logits=floats(r_max * info.n_vocab, "logits"),
+        )
+
+    def write_inputs(self, gpu: Gpu, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
+        """tokens [T, 4] u32, rows [B, 4] u32, positions [R] u32: the only per-step uploads."""
+        dims = np.array([len(tokens), len(positions), len(rows), 0], np.uint32)
+        gpu.write(self.dims, dims)
+        gpu.write(self.tokens, tokens)
+        gpu.write(self.rows, rows)
+        if len(positions):
+            gpu.write(self.positions, positions)
