@@ -48,6 +48,7 @@ class Gpu:
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.queue = self.device.queue
         self.features = frozenset(features)
+        self.allocated_bytes = 0  # everything this handle created, for memory reports
         self.max_binding_bytes = int(limits.get("max-storage-buffer-binding-size", 128 << 20))
         info = self.adapter.info
         self.summary = AdapterSummary(
@@ -67,10 +68,13 @@ class Gpu:
         if data.nbytes == 0:  # wgpu refuses empty bindings; keep one padded word
             data = np.zeros(4, np.uint8)
         padded = _pad_to_multiple(data.view(np.uint8).reshape(-1), 16)
+        self.allocated_bytes += padded.nbytes
         return self.device.create_buffer_with_data(data=padded, usage=STORAGE, label=label)
 
     def empty(self, nbytes: int, label: str = "", usage: int = STORAGE) -> wgpu.GPUBuffer:
-        return self.device.create_buffer(size=max(16, _round_up(nbytes, 16)), usage=usage, label=label)
+        size = max(16, _round_up(nbytes, 16))
+        self.allocated_bytes += size
+        return self.device.create_buffer(size=size, usage=usage, label=label)
 
     def write(self, buffer: wgpu.GPUBuffer, array: np.ndarray, offset: int = 0) -> None:
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)

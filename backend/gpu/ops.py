@@ -6,6 +6,7 @@ only the workgroup counts depending on the step's sizes. No wgpu calls happen he
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -17,8 +18,10 @@ from backend.gpu.device import Gpu
 from backend.gpu.pipelines import Defines, PipelineCache
 from backend.gpu.workspace import Workspace
 
-MATMUL_ROWS = 4  # output rows per matmul workgroup (matmul.wgsl)
-MATMUL_TOKENS = 8  # tokens per matmul workgroup
+MATMUL_TOKENS = 8  # tokens per matmul workgroup (both kernels)
+# output rows per workgroup: matmul.wgsl shares a row among 64 lanes (GPUs: coalesced reads);
+# matmul_rows.wgsl gives each invocation a row (CPU drivers: no barriers, sequential reads)
+MATMUL_KERNELS = {"tiled": ("matmul.wgsl", 4), "rows": ("matmul_rows.wgsl", 64)}
 
 
 class StepDims(NamedTuple):
@@ -54,6 +57,10 @@ def _ceil(a: int, b: int) -> int:
 class Ops:
     def __init__(self, gpu: Gpu, cache: PipelineCache, ws: Workspace, t_max: int) -> None:
         self.gpu, self.cache, self.ws, self.t_max = gpu, cache, ws, t_max
+        kind = os.environ.get("AI00_MATMUL") or ("rows" if gpu.is_cpu else "tiled")
+        if kind not in MATMUL_KERNELS:
+            raise ValueError(f"AI00_MATMUL: must be one of {sorted(MATMUL_KERNELS)}, got {kind!r}")
+        self.matmul_shader, self.matmul_rows = MATMUL_KERNELS[kind]
 
     def upload(self, array: np.ndarray, f16: bool, label: str) -> Tensor:
         data = array.astype(np.float16 if f16 else np.float32)
@@ -122,12 +129,12 @@ class Ops:
             bindings[4] = bias.buffer
         if mul is not None:
             bindings[5] = mul
-        groups_x = _ceil(rows, MATMUL_ROWS)
+        groups_x = _ceil(rows, self.matmul_rows)
         if count == "T":
             grid: Grid = lambda d: (groups_x, _ceil(d.T, MATMUL_TOKENS), 1)  # noqa: E731
         else:
             grid = lambda d: (groups_x, _ceil(d.R, MATMUL_TOKENS), 1)  # noqa: E731
-        return self._dispatch(name, "matmul.wgsl", defines, bindings, grid)
+        return self._dispatch(name, self.matmul_shader, defines, bindings, grid)
 
     def ln_mix(
         self,

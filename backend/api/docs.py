@@ -1,0 +1,108 @@
+"""/api-docs (a readable page) and /api-docs/openapi.json, both generated from the pydantic models in schemas.py."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from backend.api import schemas as s
+from backend.api.openai import json_response
+
+if TYPE_CHECKING:
+    from backend.app import Server
+
+# (method, path, summary, request model, response model, streams)
+OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel], bool]] = [
+    ("get", "/api/oai/v1/models", "The served model", None, s.ModelList, False),
+    ("get", "/api/oai/v1/models/{id}", "One model by id", None, s.ModelCard, False),
+    ("post", "/api/oai/v1/completions", "Continue a prompt", s.CompletionRequest, s.CompletionResponse, True),
+    ("post", "/api/oai/v1/chat/completions", "Answer a chat", s.ChatCompletionRequest, s.ChatCompletionResponse,
+     True),
+    ("post", "/api/oai/v1/embeddings", "Embed texts: last-token pooled final-layer ln2 state, L2-normalized",
+     s.EmbeddingRequest, s.EmbeddingResponse, False),
+]
+WS_FRAMES = (s.SessionUpdateFrame, s.GenerateFrame, s.UpdateFrame, s.CancelFrame, s.StateSaveFrame, s.PingFrame)
+
+
+def openapi(server: Server) -> dict[str, Any]:
+    models = {m for op in OPERATIONS for m in (op[3], op[4]) if m is not None} | {s.ErrorResponse, *WS_FRAMES}
+    keys = sorted(models, key=lambda m: m.__name__)
+    refs, top = models_json_schema([(m, "validation") for m in keys], ref_template="#/components/schemas/{model}")
+    ref = {m: refs[(m, "validation")]["$ref"] for m in keys}
+    error = {"description": "error", "content": {"application/json": {"schema": {"$ref": ref[s.ErrorResponse]}}}}
+    paths: dict[str, Any] = {}
+    for method, path, summary, req, resp, streams in OPERATIONS:
+        content = {"application/json": {"schema": {"$ref": ref[resp]}}}
+        if streams:
+            content["text/event-stream"] = {"schema": {"type": "string", "description": "SSE chunks, then [DONE]"}}
+        op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "ok", "content": content},
+                                                                "default": error}}
+        if req is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": ref[req]}}}}
+        if "{id}" in path:
+            op["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+        paths.setdefault(path, {})[method] = op
+    paths["/api/ws"] = {"get": {
+        "summary": "WebSocket protocol v1 (client frames: components *Frame; see ws-protocol.md)",
+        "responses": {"101": {"description": "switching protocols"}, "401": error},
+    }}
+    paths["/health"] = {"get": {"summary": "Liveness of the engine thread", "security": [],
+                                "responses": {"200": {"description": "ok"}, "503": {"description": "unhealthy"}}}}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "text exposition format"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AI00 Server (Python)", "version": server.version,
+                 "description": "OpenAI-compatible RWKV server. Every /api/oai/v1/ route is also under /api/oai/."},
+        "servers": [{"url": "/"}],
+        "components": {"schemas": top.get("$defs", {}),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}] if server.config.listen.api_keys else [],
+        "paths": paths,
+    }
+
+
+def render_page(spec: dict[str, Any]) -> str:
+    """A plain page: each route with its summary and the fields of its request body."""
+    schemas = spec["components"]["schemas"]
+    parts = [f"<h1>{html.escape(spec['info']['title'])} {html.escape(spec['info']['version'])}</h1>",
+             f"<p>{html.escape(spec['info']['description'])} Machine-readable: "
+             "<a href='/api-docs/openapi.json'>openapi.json</a>.</p>"]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            title = f"<code>{method.upper()} {html.escape(path)}</code>"
+            parts.append(f"<h2>{title}</h2><p>{html.escape(op['summary'])}</p>")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                parts.append(fields_table(schemas[body["$ref"].rsplit("/", 1)[1]]))
+    style = "body{font-family:sans-serif;max-width:60em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
+    return f"<!doctype html><meta charset=utf-8><title>API docs</title><style>{style}</style>{''.join(parts)}"
+
+
+def fields_table(schema: dict[str, Any]) -> str:
+    rows = []
+    for name, prop in schema.get("properties", {}).items():
+        kind = prop.get("type") or " | ".join(
+            str(a.get("type", a.get("$ref", "").rsplit("/", 1)[-1])) for a in prop.get("anyOf", [])
+        )
+        notes = ", ".join(f"{k} {prop[k]}" for k in ("minimum", "maximum", "default", "description") if k in prop)
+        rows.append(f"<tr><td><code>{name}</code></td><td>{html.escape(str(kind))}</td><td>{html.escape(notes)}</td></tr>")
+    return "<table><tr><th>field</th><th>type</th><th>notes</th></tr>" + "".join(rows) + "</table>"
+
+
+def routes(server: Server) -> list[web.RouteDef]:
+    spec = openapi(server)
+    page = render_page(spec)
+
+    async def spec_json(request: web.Request) -> web.Response:
+        return json_response(spec)
+
+    async def docs_page(request: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    return [web.get("/api-docs", docs_page), web.get("/api-docs/", docs_page),
+            web.get("/api-docs/openapi.json", spec_json)]

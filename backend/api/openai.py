@@ -1,0 +1,433 @@
+"""OpenAI-compatible routes under /api/oai/ and /api/oai/v1/: validate -> Submit -> JSON or SSE.
+
+Embeddings are last-token pooled: the vector is the final layer's channel-mix input (its ln2 output) after
+the whole input was fed, L2-normalized, n_embd floats. RWKV is recurrent, so the last position has seen
+every token; the same input always gives the same vector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from backend.api import sse
+from backend.api.schemas import (
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    parse,
+    reject_grammar,
+)
+from backend.chat import chat_prompt, chat_stop
+from backend.messages import Cancel, Delta, Done, Embedded, EventSink, Failed, Started, Submit
+from backend.sampling.params import SamplerParams
+from backend.tokenizer import END_OF_TEXT
+
+if TYPE_CHECKING:
+    from backend.app import Server
+
+PREFIXES = ("/api/oai", "/api/oai/v1")
+FAILED_STATUS = {"overloaded": 429, "invalid_request": 400, "duplicate_id": 400, "unknown_id": 404}
+
+
+def routes(server: Server) -> list[web.RouteDef]:
+    """The OpenAI routes, under both prefixes."""
+
+    async def models(request: web.Request) -> web.Response:
+        return json_response({"object": "list", "data": [server.model_card()]})
+
+    async def model(request: web.Request) -> web.Response:
+        if request.match_info["id"] != server.model_id:
+            raise ApiError(
+                404, f"model '{request.match_info['id']}' not found", param="model", code="model_not_found"
+            )
+        return json_response(server.model_card())
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        req: CompletionRequest = parse(CompletionRequest, await read_json(request))
+        reject_grammar(req.model_dump(include={"bnf_schema", "response_format"}))
+        tokens = prompt_tokens(server, req.prompt_text())
+        echo = req.prompt_text() if req.echo else ""
+        params = sampler_params(server, req.sampler_fields(), req.stop_list(), req.logprobs)
+        gen = Generation(server, submit(server, "cmpl", tokens, params, req.n, req.state))
+        if req.stream:
+            return await stream(request, gen, completion_chunk, req.stream_options, echo)
+        await gen.collect()
+        choices = [
+            {
+                "index": b,
+                "text": echo + gen.texts[b],
+                "finish_reason": finish_reason(gen.dones[b]),
+                "logprobs": completion_logprobs(server, gen.logprobs[b])
+                if req.logprobs is not None
+                else None,
+            }
+            for b in range(req.n)
+        ]
+        return json_response(
+            {
+                "id": gen.id,
+                "object": "text_completion",
+                "created": gen.created,
+                "model": server.model_id,
+                "choices": choices,
+                "usage": gen.usage(),
+            }
+        )
+
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
+        reject_grammar(req.model_dump(include={"bnf_schema", "response_format"}))
+        prompt = chat_prompt(((m.role, m.text, m.name) for m in req.messages), req.names)
+        tokens = prompt_tokens(server, prompt)
+        top = (req.top_logprobs or 0) if req.logprobs else None
+        params = sampler_params(server, req.sampler_fields(), [*req.stop_list(), *chat_stop(req.names)], top)
+        gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state))
+        if req.stream:
+            return await stream(request, gen, chat_chunk, req.stream_options)
+        await gen.collect()
+        choices = [
+            {
+                "index": b,
+                "message": {"role": "assistant", "content": gen.texts[b]},
+                "finish_reason": finish_reason(gen.dones[b]),
+                "logprobs": chat_logprobs(server, gen.logprobs[b]) if req.logprobs else None,
+            }
+            for b in range(req.n)
+        ]
+        return json_response(
+            {
+                "id": gen.id,
+                "object": "chat.completion",
+                "created": gen.created,
+                "model": server.model_id,
+                "choices": choices,
+                "usage": gen.usage(),
+            }
+        )
+
+    async def embeddings(request: web.Request) -> web.Response:
+        req: EmbeddingRequest = parse(EmbeddingRequest, await read_json(request))
+        if req.dimensions is not None and req.dimensions != server.n_embd:
+            raise ApiError(400, f"dimensions: this model gives {server.n_embd}", param="dimensions")
+        inputs = req.input if isinstance(req.input, list) else [req.input]
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]
+        token_lists = [prompt_tokens(server, x) if isinstance(x, str) else tuple(x) for x in inputs]
+        results = await asyncio.gather(*(embed(server, tokens) for tokens in token_lists))
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": encode_vector(r.vector) if req.encoding_format == "base64" else list(r.vector),
+            }
+            for i, r in enumerate(results)
+        ]
+        n_prompt = sum(r.prompt_tokens for r in results)
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": server.model_id,
+                "usage": {"prompt_tokens": n_prompt, "total_tokens": n_prompt},
+            }
+        )
+
+    table = []
+    for p in PREFIXES:
+        table += [
+            web.get(f"{p}/models", models),
+            web.get(f"{p}/models/{{id}}", model),
+            web.post(f"{p}/completions", completions),
+            web.post(f"{p}/chat/completions", chat_completions),
+            web.post(f"{p}/embeddings", embeddings),
+        ]
+    return table
+
+
+# ---- request -> Submit ----
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON; 400 when it is not JSON (413 for a huge body comes from aiohttp's client_max_size)."""
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ApiError(400, f"body is not valid JSON: {e}", code="invalid_json") from None
+
+
+def prompt_tokens(server: Server, text: str) -> tuple[int, ...]:
+    tokens = tuple(server.tokenizer.encode(text)) or (END_OF_TEXT,)  # an empty prompt starts a document
+    limit = server.config.limits.max_prompt_tokens
+    if len(tokens) > limit:
+        raise ApiError(
+            400,
+            f"prompt: {len(tokens)} tokens, more than max_prompt_tokens ({limit})",
+            param="prompt",
+            code="context_length_exceeded",
+        )
+    return tokens
+
+
+def sampler_params(
+    server: Server, fields: dict[str, Any], stop: list[str], logprobs: int | None
+) -> SamplerParams:
+    """Request values over the config's [sampler] over OpenAI's defaults, checked against [limits]."""
+    limit = server.config.limits.max_tokens
+    if fields.get("max_tokens") and fields["max_tokens"] > limit:
+        raise ApiError(400, f"max_tokens: must be <= {limit}, got {fields['max_tokens']}", param="max_tokens")
+    return SamplerParams.resolve({**fields, "stop": stop, "logprobs": logprobs}, server.sampler_defaults)
+
+
+def submit(
+    server: Server, kind: str, tokens: tuple[int, ...], params: SamplerParams, n: int, state: str | None
+) -> Submit:
+    limits = server.config.limits
+    if n > min(limits.max_n, server.scheduler.max_batch):
+        raise ApiError(
+            400, f"n: must be <= {min(limits.max_n, server.scheduler.max_batch)}, got {n}", param="n"
+        )
+    return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state)
+
+
+async def embed(server: Server, tokens: tuple[int, ...]) -> Embedded:
+    sub = Submit(f"emb-{uuid.uuid4().hex}", tokens, SamplerParams(), EventSink(), embed=True)
+    server.scheduler.submit(sub)
+    try:
+        event = await sub.sink.get()
+        while isinstance(event, Started):
+            event = await sub.sink.get()
+    except asyncio.CancelledError:
+        server.scheduler.submit(Cancel(sub.id))
+        raise
+    if isinstance(event, Failed):
+        raise failed_error(event)
+    if not isinstance(event, Embedded):
+        raise ApiError(
+            500, f"embedding ended without a vector ({event})", type="server_error", code="internal"
+        )
+    return event
+
+
+def failed_error(event: Failed) -> ApiError:
+    status = FAILED_STATUS.get(event.code, 500)
+    return ApiError(
+        status,
+        event.message,
+        param=event.param,
+        code=event.code,
+        type="invalid_request_error" if status < 500 else "server_error",
+    )
+
+
+# ---- one generation, seen from a handler ----
+
+
+@dataclass
+class Generation:
+    """Submits a request and gathers its events; cancels it if the handler stops early."""
+
+    server: Server
+    sub: Submit
+    created: int = field(default_factory=lambda: int(time.time()))
+    started: Started | None = None
+    texts: list[str] = field(default_factory=list)
+    logprobs: list[list] = field(default_factory=list)
+    dones: list[Done | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.sub.n
+        self.texts, self.logprobs, self.dones = [""] * n, [[] for _ in range(n)], [None] * n
+
+    @property
+    def id(self) -> str:
+        return self.sub.id
+
+    async def events(self, next_event=None) -> AsyncIterator[Started | Delta | Done]:
+        """Every event until each branch is done; a refusal raises ApiError."""
+        self.server.scheduler.submit(self.sub)
+        remaining = self.sub.n
+        try:
+            while remaining:
+                event = await (next_event() if next_event else self.sub.sink.get())
+                if isinstance(event, Failed):
+                    raise failed_error(event)
+                if isinstance(event, Started):
+                    self.started = event
+                elif isinstance(event, Delta):
+                    self.texts[event.branch] += event.text
+                    self.logprobs[event.branch] += event.logprobs or ()
+                elif isinstance(event, Done):
+                    self.dones[event.branch] = event
+                    remaining -= 1
+                yield event
+        finally:
+            if remaining:
+                self.server.scheduler.submit(Cancel(self.sub.id))
+
+    async def collect(self) -> None:
+        async for _ in self.events():
+            pass
+        self.raise_on_error()
+
+    def raise_on_error(self) -> None:
+        for d in self.dones:
+            if d is not None and d.finish_reason == "error":
+                raise ApiError(500, d.error or "generation failed", type="server_error", code="internal")
+
+    def usage(self) -> dict[str, Any]:
+        prompt = len(self.sub.tokens)
+        completion = sum(d.usage.completion_tokens for d in self.dones if d)
+        cached = self.started.cached_tokens if self.started else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+
+
+def finish_reason(done: Done | None) -> str | None:
+    """OpenAI's names: a grammar that completed is a normal stop."""
+    if done is None:
+        return None
+    return "stop" if done.finish_reason == "grammar" else done.finish_reason
+
+
+# ---- streaming ----
+
+
+async def stream(request: web.Request, gen: Generation, chunk, options, echo: str = "") -> web.StreamResponse:
+    """SSE: one chunk per delta, a final chunk per branch with its finish_reason, usage if asked, [DONE]."""
+    server, resp = gen.server, None
+    fresh = set(range(gen.sub.n))  # branches that have not sent a chunk yet
+
+    def next_event():
+        return sse.next_event(gen.sub.sink, resp) if resp is not None else gen.sub.sink.get()
+
+    async for event in gen.events(next_event):
+        if resp is None:  # the first event decides: a refusal is still a plain JSON error with its status
+            resp = await sse.open_stream(request)
+        if isinstance(event, Delta) and (event.text or event.logprobs or event.branch in fresh):
+            text = echo + event.text if event.branch in fresh else event.text
+            await sse.send(
+                resp, chunk(server, gen, event.branch, text, event.logprobs, None, event.branch in fresh)
+            )
+            fresh.discard(event.branch)
+        elif isinstance(event, Done):
+            if event.finish_reason == "error":
+                await sse.send(
+                    resp,
+                    {
+                        "error": {
+                            "message": event.error,
+                            "type": "server_error",
+                            "param": None,
+                            "code": "internal",
+                        }
+                    },
+                )
+            text = echo if event.branch in fresh else None
+            await sse.send(
+                resp,
+                chunk(server, gen, event.branch, text, None, finish_reason(event), event.branch in fresh),
+            )
+    if options is not None and options.include_usage:
+        usage = chunk(server, gen, 0, None, None, None, False)
+        usage["choices"], usage["usage"] = [], gen.usage()
+        await sse.send(resp, usage)
+    await sse.send_done(resp)
+    return resp
+
+
+def completion_chunk(
+    server: Server, gen: Generation, branch: int, text: str | None, logprobs, reason: str | None, first: bool
+) -> dict[str, Any]:
+    lp = completion_logprobs(server, list(logprobs)) if logprobs else None
+    choice = {"index": branch, "text": text or "", "logprobs": lp, "finish_reason": reason}
+    return {
+        "id": gen.id,
+        "object": "text_completion",
+        "created": gen.created,
+        "model": server.model_id,
+        "choices": [choice],
+    }
+
+
+def chat_chunk(
+    server: Server, gen: Generation, branch: int, text: str | None, logprobs, reason: str | None, first: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"role": "assistant"} if first else {}
+    if text is not None:
+        body["content"] = text
+    lp = chat_logprobs(server, list(logprobs)) if logprobs else None
+    choice = {"index": branch, "delta": body, "logprobs": lp, "finish_reason": reason}
+    return {
+        "id": gen.id,
+        "object": "chat.completion.chunk",
+        "created": gen.created,
+        "model": server.model_id,
+        "choices": [choice],
+    }
+
+
+# ---- shaping ----
+
+
+def token_text(server: Server, token: int) -> str:
+    return server.tokenizer.token_bytes(token).decode("utf-8", errors="replace")
+
+
+def chat_logprobs(server: Server, items: list) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": token_text(server, t.token),
+                "logprob": t.logprob,
+                "bytes": list(server.tokenizer.token_bytes(t.token)),
+                "top_logprobs": [
+                    {
+                        "token": token_text(server, a),
+                        "logprob": lp,
+                        "bytes": list(server.tokenizer.token_bytes(a)),
+                    }
+                    for a, lp in t.top
+                ],
+            }
+            for t in items
+        ]
+    }
+
+
+def completion_logprobs(server: Server, items: list) -> dict[str, Any]:
+    tokens = [token_text(server, t.token) for t in items]
+    offsets, pos = [], 0
+    for s in tokens:
+        offsets.append(pos)
+        pos += len(s)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [t.logprob for t in items],
+        "top_logprobs": [{token_text(server, a): lp for a, lp in t.top} for t in items],
+        "text_offset": offsets,
+    }
+
+
+def encode_vector(vector: tuple[float, ...]) -> str:
+    """OpenAI's base64 encoding: little-endian float32."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

@@ -1,0 +1,368 @@
+"""Wire types: REST bodies, WebSocket frames, responses and errors. Validation and the OpenAPI document both
+come from these models, so they never disagree."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from backend.chat import DEFAULT_NAMES
+
+# ---- errors ----
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def describe(err: ValidationError, drop_tag: bool = False) -> tuple[str, str | None]:
+    """(message, param) of the first problem; `param` is the dotted field path."""
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"]]
+    if drop_tag and loc:  # a tagged union puts the tag (`generate`) first
+        loc = loc[1:]
+    param = ".".join(loc) or None
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate a request body, or raise a 400 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        message, param = describe(e)
+        raise ApiError(400, message, param=param, code="invalid_value") from None
+
+
+# ---- sampler fields shared by REST and WebSocket ----
+
+Temperature = Annotated[float, Field(ge=0.0, le=5.0, description="0: greedy")]
+TopP = Annotated[float, Field(ge=0.0, le=1.0)]
+TopK = Annotated[int, Field(ge=0, le=65536, description="0: off")]
+MinP = Annotated[float, Field(ge=0.0, le=1.0, description="0: off")]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+HalfLife = Annotated[
+    float, Field(ge=1.0, le=1e6, description="tokens after which a penalty count weighs half")
+]
+MaxTokens = Annotated[int, Field(ge=1, le=1 << 20)]
+Seed = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
+StopList = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
+Names = Annotated[
+    dict[Literal["user", "assistant", "system"], Annotated[str, Field(min_length=1, max_length=64)]],
+    Field(description=f"role -> display name in the RWKV prompt; defaults {DEFAULT_NAMES}"),
+]
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(None, max_length=64, description="speaker name shown instead of the role's")
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Request(BaseModel):
+    """Fields common to completions and chat. Unknown OpenAI fields are ignored, as OpenAI clients send many."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="ignored: the server serves one model")
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    half_life: HalfLife | None = None
+    stop: Annotated[str, Field(min_length=1)] | StopList | None = None
+    n: Annotated[int, Field(ge=1, le=64)] = 1
+    seed: Seed | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    state: str | None = Field(
+        None, description="handle of a saved state (WebSocket state.save) to start from"
+    )
+    bnf_schema: str | None = Field(None, description="AI00 BNF grammar (not supported yet: 400)")
+    response_format: dict[str, Any] | None = Field(None, description="only {'type': 'text'} for now")
+    user: str | None = None
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def sampler_fields(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "half_life": self.half_life,
+            "seed": self.seed,
+        }
+
+
+class CompletionRequest(_Request):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
+        "", description="the text to continue (a list of one string is accepted)"
+    )
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    echo: bool = False
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class ChatCompletionRequest(_Request):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    names: Names | None = None
+    max_completion_tokens: MaxTokens | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+    def sampler_fields(self) -> dict[str, Any]:
+        d = super().sampler_fields()
+        d["max_tokens"] = self.max_completion_tokens or self.max_tokens
+        return d
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=256)]
+        | Annotated[list[Annotated[int, Field(ge=0, lt=65536)]], Field(min_length=1)]
+        | Annotated[
+            list[Annotated[list[Annotated[int, Field(ge=0, lt=65536)]], Field(min_length=1)]],
+            Field(min_length=1),
+        ]
+    )
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(
+        None, description="not supported: must be omitted or equal the model's n_embd"
+    )
+    user: str | None = None
+
+
+# ---- REST responses ----
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ai00"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: UsageInfo
+
+
+# ---- WebSocket frames (see shared/ws-protocol.md) ----
+
+
+class WsParams(BaseModel):
+    """Sampler params of a generation; unknown keys are an error naming the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    half_life: HalfLife | None = None
+    stop: StopList | None = None
+    seed: Seed | None = None
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    bnf_schema: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+    def set_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+_Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionUpdateFrame(_Frame):
+    type: Literal["session.update"]
+    defaults: WsParams | None = None
+    model: str | None = None
+
+
+class GenerateFrame(_Frame):
+    type: Literal["generate"]
+    id: _Id
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    names: Names | None = None
+    params: WsParams | None = None
+    n: Annotated[int, Field(ge=1, le=64)] = 1
+    state: str | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` and `messages`")
+        return self
+
+
+class UpdateFrame(_Frame):
+    type: Literal["update"]
+    id: _Id
+    params: WsParams
+
+
+class CancelFrame(_Frame):
+    type: Literal["cancel"]
+    id: _Id = Field(description='a live id, or "*" for all of this socket\'s generations')
+
+
+class StateSaveFrame(_Frame):
+    type: Literal["state.save"]
+    id: _Id
+    branch: Annotated[int, Field(ge=0, le=63)] = 0
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+    data: Any = None
+
+
+ClientFrame = Annotated[
+    SessionUpdateFrame | GenerateFrame | UpdateFrame | CancelFrame | StateSaveFrame | PingFrame,
+    Field(discriminator="type"),
+]
+CLIENT_FRAME = TypeAdapter(ClientFrame)
+CLIENT_FRAME_TYPES = ("session.update", "generate", "update", "cancel", "state.save", "ping")
+
+
+def reject_grammar(fields: dict[str, Any]) -> None:
+    """Grammar-constrained sampling is the sampling issue's; until then say so instead of ignoring it."""
+    for key in ("bnf_schema", "json_schema"):
+        if fields.get(key) is not None:
+            raise ApiError(400, f"{key}: not supported yet", param=key, code="not_supported")
+    fmt = fields.get("response_format")
+    if fmt is not None and fmt.get("type", "text") != "text":
+        raise ApiError(
+            400,
+            "response_format: not supported yet (only {'type': 'text'})",
+            param="response_format",
+            code="not_supported",
+        )

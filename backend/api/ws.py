@@ -1,0 +1,363 @@
+"""/api/ws: the AI00 WebSocket protocol v1 (shared/ws-protocol.md).
+
+One reader loop turns frames into scheduler messages; one writer task per socket sends the scheduler's
+events, merging the deltas that piled up while the client read slowly (never dropping text). A bad frame
+is answered with an `error` event and the socket lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from backend.api.schemas import (
+    CLIENT_FRAME,
+    CLIENT_FRAME_TYPES,
+    ApiError,
+    CancelFrame,
+    GenerateFrame,
+    PingFrame,
+    SessionUpdateFrame,
+    StateSaveFrame,
+    UpdateFrame,
+    describe,
+    reject_grammar,
+)
+from backend.chat import chat_prompt, chat_stop
+from backend.messages import (
+    Cancel,
+    Delta,
+    Done,
+    EventSink,
+    Failed,
+    SaveState,
+    Started,
+    StateSaved,
+    Submit,
+    Update,
+    Updated,
+)
+from backend.sampling.params import SamplerParams
+
+if TYPE_CHECKING:
+    from backend.app import Server
+
+log = logging.getLogger("ai00.ws")
+
+PROTOCOL = "ai00.v1"
+_FINISHED_KEPT = 256  # finished ids a socket remembers for state.save
+_sockets = itertools.count()
+
+
+def routes(server: Server) -> list[web.RouteDef]:
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        # aiohttp's own limit only guards memory; over max_message_bytes we answer too_large and go on
+        ws = web.WebSocketResponse(
+            protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=4 * server.config.limits.max_message_bytes
+        )
+        await ws.prepare(request)
+        server.websockets.add(ws)
+        try:
+            await Connection(server, ws).run()
+        finally:
+            server.websockets.discard(ws)
+        return ws
+
+    return [web.get("/api/ws", handle)]
+
+
+@dataclass
+class _Live:
+    id: str  # the client's id
+    key: str  # the scheduler's id
+    remaining: int  # branches without a `done` yet
+    started: bool = False
+
+
+class WsError(Exception):
+    def __init__(self, code: str, message: str, id: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.frame = {"type": "error", "code": code, "message": message}
+        if id is not None:
+            self.frame["id"] = id
+        if param is not None:
+            self.frame["param"] = param
+
+
+class Connection:
+    def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
+        self.server, self.ws = server, ws
+        self.sink = EventSink()  # scheduler events and our own replies, in one order
+        self.prefix = f"ws{next(_sockets)}-"
+        self.seq = itertools.count()
+        self.live: dict[str, _Live] = {}  # client id -> generation
+        self.by_key: dict[str, _Live] = {}
+        self.finished: OrderedDict[str, str] = OrderedDict()  # client id -> key, for state.save after done
+        self.defaults: dict[str, Any] = {}
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self.write_loop())
+        self.reply(self.session_created())
+        try:
+            async for msg in self.ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self.on_frame(msg.data)
+                elif msg.type is WSMsgType.ERROR:
+                    break
+        finally:
+            for live in list(self.live.values()):  # a closed socket cancels all of its generations
+                self.server.scheduler.submit(Cancel(live.key))
+            writer.cancel()
+
+    def reply(self, frame: dict[str, Any]) -> None:
+        self.sink.put(frame)
+
+    def session_created(self) -> dict[str, Any]:
+        s = self.server
+        return {
+            "type": "session.created",
+            "protocol": 1,
+            "server": {"name": "ai00-server-py", "version": s.version},
+            "model": s.model_summary(),
+            "limits": {
+                "max_batch": s.scheduler.max_batch,
+                "max_tokens": s.config.limits.max_tokens,
+                "max_message_bytes": s.config.limits.max_message_bytes,
+            },
+            "defaults": SamplerParams.resolve({}, s.sampler_defaults).as_dict(),
+        }
+
+    # ---- reading ----
+
+    def on_frame(self, data: str | bytes) -> None:
+        frame: dict[str, Any] = {}
+        try:
+            size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
+            if size > self.server.config.limits.max_message_bytes:
+                raise WsError(
+                    "too_large", f"frame of {size} bytes, limit {self.server.config.limits.max_message_bytes}"
+                )
+            if isinstance(data, bytes):
+                raise WsError("invalid_request", "binary frames are not part of the protocol; send JSON text")
+            try:
+                frame = orjson.loads(data)
+            except orjson.JSONDecodeError as e:
+                raise WsError("invalid_json", f"not JSON: {e}") from None
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                raise WsError(
+                    "invalid_request", "a frame is a JSON object with a string `type`", param="type"
+                )
+            if frame["type"] not in CLIENT_FRAME_TYPES:
+                raise WsError("unknown_type", f"unknown type '{frame['type']}'", param="type")
+            try:
+                parsed = CLIENT_FRAME.validate_python(frame)
+            except ValidationError as e:
+                message, param = describe(e, drop_tag=True)
+                raise WsError("invalid_request", message, param=param) from None
+            self.dispatch(parsed)
+        except WsError as e:
+            if "id" not in e.frame and isinstance(frame, dict) and isinstance(frame.get("id"), str):
+                e.frame["id"] = frame["id"]
+            self.reply(e.frame)
+        except ApiError as e:
+            self.reply(WsError("invalid_request", e.message, frame.get("id"), e.param).frame)
+
+    def dispatch(self, f: Any) -> None:
+        scheduler = self.server.scheduler
+        if isinstance(f, GenerateFrame):
+            self.generate(f)
+        elif isinstance(f, UpdateFrame):
+            changes = f.params.set_fields()
+            reject_grammar(changes)
+            scheduler.submit(Update(self.live_of(f.id).key, tuple(changes.items())))
+        elif isinstance(f, CancelFrame):
+            targets = list(self.live.values()) if f.id == "*" else [self.live_of(f.id)]
+            for live in targets:
+                scheduler.submit(Cancel(live.key))
+        elif isinstance(f, StateSaveFrame):
+            key = self.live[f.id].key if f.id in self.live else self.finished.get(f.id)
+            if key is None:
+                raise WsError("unknown_id", f"no generation '{f.id}' on this socket", f.id, "id")
+            scheduler.submit(SaveState(key, self.sink, f.branch))
+        elif isinstance(f, PingFrame):
+            self.reply({"type": "pong", "data": f.data})
+        elif isinstance(f, SessionUpdateFrame) and f.defaults is not None:
+            fields = f.defaults.set_fields()
+            reject_grammar(fields)
+            self.defaults.update(fields)
+
+    def live_of(self, id: str) -> _Live:
+        if id not in self.live:
+            raise WsError("unknown_id", f"no live generation '{id}' on this socket", id, "id")
+        return self.live[id]
+
+    def generate(self, f: GenerateFrame) -> None:
+        s = self.server
+        if f.id in self.live:
+            raise WsError("duplicate_id", f"id '{f.id}' is already live on this socket", f.id, "id")
+        fields = {**self.defaults, **(f.params.set_fields() if f.params else {})}
+        reject_grammar(fields)
+        limits = s.config.limits
+        if fields.get("max_tokens", 0) > limits.max_tokens:
+            raise WsError(
+                "invalid_request",
+                f"params.max_tokens: must be <= {limits.max_tokens}",
+                f.id,
+                "params.max_tokens",
+            )
+        if f.n > min(limits.max_n, s.scheduler.max_batch):
+            raise WsError(
+                "invalid_request", f"n: must be <= {min(limits.max_n, s.scheduler.max_batch)}", f.id, "n"
+            )
+        if f.messages is not None:
+            text = chat_prompt(((m.role, m.text, m.name) for m in f.messages), f.names)
+            fields["stop"] = [*fields.get("stop", []), *chat_stop(f.names)]
+        else:
+            text = f.prompt or ""
+        tokens = tuple(s.tokenizer.encode(text)) or (0,)
+        if len(tokens) > limits.max_prompt_tokens:
+            raise WsError(
+                "invalid_request",
+                f"prompt: {len(tokens)} tokens, more than {limits.max_prompt_tokens}",
+                f.id,
+                "prompt",
+            )
+        key = f"{self.prefix}{next(self.seq)}"
+        live = _Live(f.id, key, f.n)
+        self.live[f.id] = self.by_key[key] = live
+        params = SamplerParams.resolve(fields, s.sampler_defaults)
+        s.scheduler.submit(Submit(key, tokens, params, self.sink, n=f.n, state=f.state))
+
+    # ---- writing ----
+
+    async def write_loop(self) -> None:
+        """Send events in order; whatever piled up meanwhile goes out with consecutive deltas merged."""
+        try:
+            while True:
+                batch = [await self.sink.get()]
+                while True:
+                    try:
+                        batch.append(self.sink.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                for event in coalesce(batch):
+                    for frame in self.frames_of(event):
+                        await self.ws.send_str(orjson.dumps(frame).decode())
+        except (ConnectionResetError, RuntimeError):  # socket closed under us; run() cancels the work
+            pass
+
+    def frames_of(self, event: Any) -> list[dict[str, Any]]:
+        if isinstance(event, dict):
+            return [event]
+        live = self.by_key.get(event.id)
+        if live is None:
+            return []
+        id = live.id
+        if isinstance(event, Started):
+            live.started = True
+            return [
+                {
+                    "type": "generation.started",
+                    "id": id,
+                    "prompt_tokens": event.prompt_tokens,
+                    "cached_tokens": event.cached_tokens,
+                    "params": event.params.as_dict(),
+                }
+            ]
+        if isinstance(event, Delta):
+            frame = {
+                "type": "delta",
+                "id": id,
+                "branch": event.branch,
+                "text": event.text,
+                "tokens": list(event.tokens),
+            }
+            if event.logprobs is not None:
+                frame["logprobs"] = [
+                    {"token": t.token, "logprob": t.logprob, "top": [list(a) for a in t.top]}
+                    for t in event.logprobs
+                ]
+            return [frame]
+        if isinstance(event, Updated):
+            return [
+                {"type": "updated", "id": id, "params": event.params.as_dict(), "at_token": event.at_token}
+            ]
+        if isinstance(event, Done):
+            return self.done_frames(live, event)
+        if isinstance(event, StateSaved):
+            return [{"type": "state.saved", "id": id, "handle": event.handle, "bytes": event.bytes}]
+        if isinstance(event, Failed):
+            if event.code != "unknown_id":  # a refused generate: it never became live
+                self.forget(live)
+            return [WsError(event.code, event.message, id, event.param).frame]
+        return []
+
+    def done_frames(self, live: _Live, d: Done) -> list[dict[str, Any]]:
+        frames = []
+        if d.finish_reason == "error":
+            frames.append(WsError("internal", d.error or "generation failed", live.id).frame)
+        frames.append(
+            {
+                "type": "done",
+                "id": live.id,
+                "branch": d.branch,
+                "finish_reason": d.finish_reason,
+                "text": d.text,
+                "usage": {
+                    "prompt_tokens": d.usage.prompt_tokens,
+                    "completion_tokens": d.usage.completion_tokens,
+                    "cached_tokens": d.usage.cached_tokens,
+                },
+                "timings": {
+                    "queue_ms": round(d.timings.queue_ms, 3),
+                    "prefill_ms": round(d.timings.prefill_ms, 3),
+                    "decode_tok_per_s": round(d.timings.decode_tok_per_s, 3),
+                },
+            }
+        )
+        live.remaining -= 1
+        if live.remaining == 0:
+            self.forget(live)
+            self.finished[live.id] = live.key
+            while len(self.finished) > _FINISHED_KEPT:
+                self.by_key.pop(self.finished.popitem(last=False)[1], None)
+        return frames
+
+    def forget(self, live: _Live) -> None:
+        if self.live.get(live.id) is live:
+            del self.live[live.id]
+        # by_key stays until the socket ends: late events (state.saved) still find their client id
+
+
+def coalesce(events: list[Any]) -> list[Any]:
+    """Merge the deltas of each generation branch that piled up (text and tokens concatenated, nothing dropped);
+    any other event of that generation keeps its place after them."""
+    out: list[Any] = []
+    open_delta: dict[tuple[str, int], int] = {}  # (id, branch) -> index in `out` of a delta still mergeable
+    for e in events:
+        if isinstance(e, Delta):
+            i = open_delta.get((e.id, e.branch))
+            if i is None:
+                open_delta[(e.id, e.branch)] = len(out)
+                out.append(e)
+            else:
+                p = out[i]
+                logprobs = (
+                    None
+                    if p.logprobs is None and e.logprobs is None
+                    else (p.logprobs or ()) + (e.logprobs or ())
+                )
+                out[i] = Delta(e.id, e.branch, p.text + e.text, p.tokens + e.tokens, logprobs)
+        else:
+            eid = getattr(e, "id", None)
+            open_delta = {k: v for k, v in open_delta.items() if k[0] != eid}
+            out.append(e)
+    return out

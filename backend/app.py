@@ -1,0 +1,219 @@
+"""create_app(config): the tokenizer, the scheduler (which loads the engine in its own thread), routes and
+middlewares. One cleanup_ctx starts and stops the engine thread; shutdown ends every stream with `done`."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from backend.api import admin, docs, openai, ws
+from backend.api.openai import json_response
+from backend.api.schemas import ApiError
+from backend.config import Config
+from backend.scheduler import Scheduler
+from backend.tokenizer import Tokenizer
+
+log = logging.getLogger("ai00.app")
+
+OPEN_PATHS = ("/health", "/api-docs")  # no API key needed: liveness probes and the docs page
+
+
+@dataclass
+class Server:
+    """What every route needs, built once by create_app and passed down (no globals)."""
+
+    config: Config
+    tokenizer: Tokenizer
+    scheduler: Scheduler
+    model_path: Path
+    created: int = field(default_factory=lambda: int(time.time()))
+    websockets: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+
+    @property
+    def model_id(self) -> str:
+        return self.model_path.stem
+
+    @property
+    def version(self) -> str:
+        try:
+            return version("ai00-server-py")
+        except PackageNotFoundError:
+            return "0.0.0+source"
+
+    @property
+    def n_embd(self) -> int:
+        return self.scheduler.engine.info.n_embd
+
+    @property
+    def sampler_defaults(self) -> dict[str, Any]:
+        return self.config.sampler.model_dump(exclude_none=True)
+
+    def model_card(self) -> dict[str, Any]:
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "ai00"}
+
+    def model_summary(self) -> dict[str, Any]:
+        info = self.scheduler.engine.info
+        return {"id": self.model_id, "version": str(info.version), "size": self.model_path.stat().st_size,
+                "n_layer": info.n_layer, "n_embd": info.n_embd, "n_vocab": info.n_vocab}
+
+
+SERVER = web.AppKey("server", Server)
+
+
+def resolve_model_path(config: Config) -> Path:
+    """The configured model, or the embedded demo model (generated on first use)."""
+    if config.model.path:
+        return Path(config.model.path)
+    from backend.tools.demo_model import ensure_demo_model
+
+    path = ensure_demo_model()
+    log.warning("model.path is empty: serving the demo model %s -- it is UNTRAINED, its output is noise", path)
+    return path
+
+
+def engine_loader(config: Config, path: Path) -> Callable[[int], Any]:
+    """Loads the engine in the engine thread with as many slots as the scheduler asks for."""
+
+    def load(n_slots: int) -> Any:
+        from backend.gpu.engine import Engine
+
+        m = config.model
+        if m.quant or m.quant_type != "none" or m.loras:
+            log.warning("model.quant/quant_type/loras are not implemented yet; loading %s unquantized", path)
+        return Engine.load(path, max_batch=n_slots, max_step_tokens=m.token_chunk_size + m.max_batch,
+                           precision=m.precision)
+
+    return load
+
+
+def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = None,
+               tokenizer: Tokenizer | None = None) -> web.Application:
+    """The whole server; tests pass their own engine loader only to pick a model or slot count."""
+    model_path = resolve_model_path(config)
+    tokenizer = tokenizer or Tokenizer.from_file(config.tokenizer.path or None)
+    m = config.model
+    scheduler = Scheduler(
+        load_engine or engine_loader(config, model_path),
+        tokenizer,
+        max_batch=m.max_batch,
+        token_chunk_size=m.token_chunk_size,
+        prefix_cache=m.prefix_cache,
+        max_queue=config.limits.max_queue,
+    )
+    server = Server(config, tokenizer, scheduler, model_path)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(config.listen.api_keys)],
+        client_max_size=config.limits.max_body_bytes,
+    )
+    app[SERVER] = server
+    app.cleanup_ctx.append(run_engine)
+    app.on_shutdown.append(end_streams)
+    app.add_routes(openai.routes(server) + ws.routes(server) + admin.routes(server) + docs.routes(server))
+    if config.listen.cors_origins:
+        app.on_response_prepare.append(cors_headers(config.listen.cors_origins))
+        app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
+    return app
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def run_engine(app: web.Application) -> AsyncIterator[None]:
+    """Start the engine thread and wait until the model is loaded; at exit stop it."""
+    scheduler = app[SERVER].scheduler
+    loop = asyncio.get_running_loop()
+    scheduler.start()
+    await loop.run_in_executor(None, scheduler.ready.wait)
+    if scheduler.error is not None:
+        raise RuntimeError(f"the engine failed to load: {scheduler.error}") from scheduler.error
+    log.info("model %s ready: %s", app[SERVER].model_id, app[SERVER].model_summary())
+    yield
+    await loop.run_in_executor(None, scheduler.stop)
+
+
+async def end_streams(app: web.Application) -> None:
+    """Graceful shutdown: every generation ends with done(cancelled), then sockets close."""
+    server = app[SERVER]
+    await asyncio.get_running_loop().run_in_executor(None, server.scheduler.stop)
+    await asyncio.sleep(0.05)  # let the handlers write their final events
+    for sock in list(server.websockets):
+        await sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Every error leaves as JSON in OpenAI's shape."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        resp = json_response(e.body(), e.status)
+        if e.status == 429:
+            resp.headers["Retry-After"] = "1"
+        return resp
+    except web.HTTPRequestEntityTooLarge as e:
+        return json_response(ApiError(413, f"body too large: {e.text}", code="too_large").body(), 413)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return json_response(ApiError(e.status, e.reason, code=e.reason.lower().replace(" ", "_")).body(),
+                             e.status)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response(ApiError(500, "internal error", type="server_error", code="internal").body(), 500)
+
+
+def auth_middleware(keys: tuple[str, ...]):
+    """Bearer keys on every route but the open ones; browsers' WebSockets send `bearer.KEY` as a subprotocol."""
+    encoded = [k.encode() for k in keys]
+
+    @web.middleware
+    async def auth(request: web.Request, handler) -> web.StreamResponse:
+        if not encoded or request.path.startswith(OPEN_PATHS) or request.method == "OPTIONS":
+            return await handler(request)
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not offered and request.path == "/api/ws":
+            protocols = (p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(","))
+            offered = next((p.removeprefix("bearer.") for p in protocols if p.startswith("bearer.")), "")
+        # compare with every key, in constant time, so timing tells nothing about a key
+        if not any([hmac.compare_digest(offered.encode(), k) for k in encoded]):
+            raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer KEY')",
+                           code="invalid_api_key")
+        return await handler(request)
+
+    return auth
+
+
+def cors_headers(origins: tuple[str, ...]):
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin and ("*" in origins or origin in origins):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+
+    return add
+
+
+def ssl_context(config: Config):
+    """TLS from [listen.tls] cert/key, or None for plain HTTP."""
+    tls = config.listen.tls
+    if tls is None:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx

@@ -1,0 +1,151 @@
+"""Config.toml -> frozen, validated sections. Every error names its field: `model.max_batch: must be 1..1024, got 0`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "assets" / "configs" / "Config.toml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists every bad field."""
+
+
+def _range(lo: float, hi: float):
+    def check(v):
+        if not lo <= v <= hi:
+            raise ValueError(f"must be {lo}..{hi}, got {v}")
+        return v
+
+    return AfterValidator(check)
+
+
+def _existing_file(v: str) -> str:
+    if v and not Path(v).is_file():
+        raise ValueError(f"file '{v}' not found")
+    return v
+
+
+FilePath = Annotated[str, AfterValidator(_existing_file)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StateEntry(_Section):
+    """An initial state file offered to requests by `name` (loading them is the admin issue's job)."""
+
+    path: FilePath
+    name: str = ""
+    default: bool = False
+
+
+class LoraEntry(_Section):
+    path: FilePath
+    alpha: float = 1.0
+
+
+class ModelSection(_Section):
+    path: str = ""  # empty: the embedded, UNTRAINED demo model
+    precision: Literal["fp16", "fp32"] = "fp16"
+    quant: Annotated[int, _range(0, 1024)] = 0  # number of layers to quantize
+    quant_type: Literal["none", "int8", "nf4"] = "none"
+    max_batch: Annotated[int, _range(1, 1024)] = 8  # concurrent sessions (state slots)
+    token_chunk_size: Annotated[int, _range(1, 8192)] = 128  # tokens per engine step (prefill budget)
+    prefix_cache: Annotated[int, _range(0, 1024)] = 8  # extra state slots holding recent prompt prefixes
+    states: tuple[StateEntry, ...] = ()
+    loras: tuple[LoraEntry, ...] = ()
+
+    @field_validator("path")
+    @classmethod
+    def _model_file_exists(cls, v: str) -> str:
+        if v and not Path(v).is_file():
+            raise ValueError(f"file '{v}' not found (leave it empty for the demo model)")
+        return v
+
+
+class TokenizerSection(_Section):
+    path: FilePath = ""  # empty: the World vocab shipped in assets/tokenizer/
+
+
+class TlsSection(_Section):
+    cert: FilePath
+    key: FilePath
+
+
+class ListenSection(_Section):
+    ip: str = "0.0.0.0"
+    port: Annotated[int, _range(0, 65535)] = 65530  # 0: any free port (tests)
+    tls: TlsSection | None = None
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+
+
+class LimitsSection(_Section):
+    max_body_bytes: Annotated[int, _range(1024, 1 << 30)] = 4 << 20
+    max_message_bytes: Annotated[int, _range(1024, 1 << 30)] = 1 << 20  # one WebSocket frame
+    max_prompt_tokens: Annotated[int, _range(1, 1 << 20)] = 16384
+    max_tokens: Annotated[int, _range(1, 1 << 20)] = 4096  # the most a request may ask to generate
+    max_n: Annotated[int, _range(1, 64)] = 16
+    max_queue: Annotated[int, _range(0, 1 << 16)] = 64  # waiting sessions before `overloaded` / 429
+
+
+class SamplerSection(_Section):
+    """Server-wide sampler defaults; a request's own values win, OpenAI's defaults fill the rest."""
+
+    max_tokens: Annotated[int, _range(1, 1 << 20)] = 256
+    temperature: Annotated[float, _range(0.0, 5.0)] | None = None
+    top_p: Annotated[float, _range(0.0, 1.0)] | None = None
+    top_k: Annotated[int, _range(0, 1 << 20)] | None = None
+    min_p: Annotated[float, _range(0.0, 1.0)] | None = None
+    presence_penalty: Annotated[float, _range(-2.0, 2.0)] | None = None
+    frequency_penalty: Annotated[float, _range(-2.0, 2.0)] | None = None
+    half_life: Annotated[float, _range(1.0, 1e6)] | None = None
+
+
+class BnfSection(_Section):
+    enable_bytes_cache: bool = True
+    start_nonterminal: str = Field("start", min_length=1)
+
+
+class Config(_Section):
+    model: ModelSection = ModelSection()
+    tokenizer: TokenizerSection = TokenizerSection()
+    listen: ListenSection = ListenSection()
+    limits: LimitsSection = LimitsSection()
+    sampler: SamplerSection = SamplerSection()
+    bnf: BnfSection = BnfSection()
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Config:
+        try:
+            return Config.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
+
+    @staticmethod
+    def load(path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file '{path}' not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        return Config.from_dict(data)
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] not in ("value_error", "missing"):
+        msg = f"{msg}, got {err.get('input')!r}"
+    return f"{loc}: {msg}"

@@ -1,0 +1,153 @@
+"""The only things that cross between the asyncio handlers and the engine thread: frozen messages and a sink.
+
+In (handler -> scheduler): Submit, Cancel, Update, SaveState.
+Out (scheduler -> handler, through the request's EventSink): Started, Delta, Updated, Done, Failed,
+StateSaved, Embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.sampling.params import SamplerParams
+
+
+class EventSink:
+    """Delivers scheduler events into one asyncio queue, from any thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(self, event: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Any:
+        """The next waiting event, or raise asyncio.QueueEmpty."""
+        return self._queue.get_nowait()
+
+
+# ---- in ----
+
+
+@dataclass(frozen=True)
+class Submit:
+    id: str  # unique among the server's live requests
+    tokens: tuple[int, ...]  # the prompt, already tokenized
+    params: SamplerParams
+    sink: EventSink = field(repr=False)
+    n: int = 1  # branches forked from one prefill
+    state: str | None = None  # handle of a saved state to start from instead of the zero state
+    embed: bool = False  # prefill only, then answer Embedded
+    submitted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: str
+
+
+@dataclass(frozen=True)
+class Update:
+    id: str
+    changes: tuple[tuple[str, Any], ...]  # (param, value) pairs, applied from the next token on
+
+
+@dataclass(frozen=True)
+class SaveState:
+    id: str
+    sink: EventSink = field(repr=False)
+    branch: int = 0
+
+
+# ---- out ----
+
+
+@dataclass(frozen=True)
+class Started:
+    id: str
+    prompt_tokens: int
+    cached_tokens: int
+    params: SamplerParams
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class Delta:
+    id: str
+    branch: int
+    text: str
+    tokens: tuple[int, ...]
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Updated:
+    id: str
+    params: SamplerParams
+    at_token: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Timings:
+    queue_ms: float
+    prefill_ms: float
+    decode_tok_per_s: float
+
+
+@dataclass(frozen=True)
+class Done:
+    """Always the last event of a branch. finish_reason: stop, length, cancelled, grammar, error."""
+
+    id: str
+    branch: int
+    finish_reason: str
+    text: str
+    usage: Usage
+    timings: Timings
+    error: str | None = None  # the message when finish_reason == "error"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A request refused before it started: no Started and no Done follow."""
+
+    id: str
+    code: str  # overloaded, invalid_request, unknown_id, internal
+    message: str
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class StateSaved:
+    id: str
+    handle: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Embedded:
+    id: str
+    vector: tuple[float, ...]
+    prompt_tokens: int

@@ -1,0 +1,403 @@
+"""The engine thread: drain inbox -> admit -> plan one step -> engine.step -> sample -> deliver.
+
+This is the only place where requests meet the engine. Every Session lives here; handlers only see the
+frozen messages of `messages.py`. Each step carries one decode token for every running session plus
+prefill chunks of waiting prompts, up to `token_chunk_size` tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from backend.gpu.step_types import Logits, StepPlan, StepRow
+from backend.messages import Cancel, Embedded, Failed, SaveState, Started, StateSaved, Submit, Update, Updated
+from backend.sessions import Session, Status
+from backend.state_cache import StateCache
+from backend.tokenizer import Tokenizer
+
+log = logging.getLogger("ai00.scheduler")
+
+_STOP = object()
+_SAVED_STATES = 64  # saved-state handles kept in host memory
+_FINISHED_KEPT = 256  # finished (id, branch) -> fed tokens, so state.save works after `done`
+_LOG_EVERY_S = 2.0
+
+
+class SchedulerMetrics:
+    """Prometheus metrics of this scheduler, in a registry of its own (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("ai00_requests", "Requests submitted", ["kind"], registry=r)
+        self.rejected = Counter(
+            "ai00_requests_rejected", "Requests refused before start", ["code"], registry=r
+        )
+        self.prompt_tokens = Counter("ai00_prompt_tokens", "Prompt tokens fed to the engine", registry=r)
+        self.cached_tokens = Counter(
+            "ai00_cached_tokens", "Prompt tokens restored from the prefix cache", registry=r
+        )
+        self.completion_tokens = Counter("ai00_completion_tokens", "Tokens generated", registry=r)
+        self.queue_depth = Gauge("ai00_queue_depth", "Sessions waiting for a slot", registry=r)
+        self.running = Gauge("ai00_running_sessions", "Sessions holding a slot", registry=r)
+        self.batch_rows = Histogram(
+            "ai00_step_rows",
+            "Rows (sequences) per engine step",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.step_tokens = Histogram(
+            "ai00_step_tokens", "Tokens per engine step", buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r
+        )
+        self.step_seconds = Histogram("ai00_step_seconds", "Engine step time (with sampling)", registry=r)
+
+
+@dataclass
+class _Group:
+    """The branches of one request: branch 0 prefills, the others fork its state when the prompt is in."""
+
+    submit: Submit
+    sessions: list[Session]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        load_engine: Callable[[int], Any],
+        tokenizer: Tokenizer,
+        *,
+        max_batch: int,
+        token_chunk_size: int,
+        prefix_cache: int = 0,
+        max_queue: int = 64,
+    ) -> None:
+        self._load_engine = load_engine  # called in the engine thread with the number of slots it must have
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.token_chunk_size = token_chunk_size
+        self.max_queue = max_queue
+        self.cache = StateCache(list(range(max_batch, max_batch + prefix_cache)))
+        self.metrics = SchedulerMetrics()
+        self.engine: Any = None
+        self.error: BaseException | None = None  # set when the engine thread died
+        self.ready = threading.Event()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._free_slots = list(range(max_batch - 1, -1, -1))
+        self._waiting: list[_Group] = []
+        self._groups: dict[str, _Group] = {}
+        self._running: list[Session] = []  # admission order
+        self._saved: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+        self._finished: OrderedDict[tuple[str, int], tuple[int, ...]] = OrderedDict()
+        self._stats = _StepStats()
+        self._stopping = False
+
+    # ---- thread-safe API ----
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, msg: Submit | Cancel | Update | SaveState) -> None:
+        if isinstance(msg, Submit | SaveState) and (self._stopping or not self.alive):
+            msg.sink.put(Failed(msg.id, "internal", "the engine is not running", None))
+            return
+        self._inbox.put(msg)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish every session as cancelled (each gets its Done), then end the thread."""
+        self._stopping = True
+        self._inbox.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not held by a session (read from other threads: a snapshot, for tests and /health)."""
+        return len(self._free_slots)
+
+    # ---- the engine thread ----
+
+    def _run(self) -> None:
+        try:
+            self.engine = self._load_engine(self.max_batch + len(self.cache._free))
+        except BaseException as e:
+            log.exception("engine failed to load")
+            self.error = e
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while self._handle_inbox(block=not (self._running or self._waiting)):
+                self._admit_waiting()
+                plan, owners = self._plan_step()
+                if plan.rows:
+                    self._run_step(plan, owners)
+        except BaseException as e:
+            log.exception("engine thread died")
+            self.error = e
+        self._finish_all("cancelled" if self.error is None else "error")
+
+    def _handle_inbox(self, block: bool) -> bool:
+        """Apply every waiting message; False once stop was asked."""
+        try:
+            msg = self._inbox.get() if block else self._inbox.get_nowait()
+            while True:
+                if msg is _STOP:
+                    return False
+                self._handle(msg)
+                msg = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _handle(self, msg: Any) -> None:
+        if isinstance(msg, Submit):
+            self._accept_submit(msg)
+        elif isinstance(msg, Cancel):
+            self._cancel(msg.id)
+        elif isinstance(msg, Update):
+            self._update(msg)
+        elif isinstance(msg, SaveState):
+            self._save_state(msg)
+
+    def _accept_submit(self, sub: Submit) -> None:
+        self.metrics.requests.labels("embed" if sub.embed else "generate").inc()
+        if sub.id in self._groups:
+            return self._reject(sub, "duplicate_id", f"id '{sub.id}' is already live", "id")
+        if sub.n > self.max_batch:
+            return self._reject(sub, "invalid_request", f"n: must be <= max_batch ({self.max_batch})", "n")
+        if sub.state is not None and sub.state not in self._saved:
+            return self._reject(sub, "invalid_request", f"state: unknown state '{sub.state}'", "state")
+        if len(self._waiting) >= self.max_queue and not (not self._waiting and sub.n <= len(self._free_slots)):
+            return self._reject(sub, "overloaded", "all slots and the queue are full, retry later", None)
+        group = _Group(sub, [Session(sub, b, self.tokenizer, sub.params) for b in range(sub.n)])
+        self._groups[sub.id] = group
+        self._waiting.append(group)
+        self._admit_waiting()  # at once, so the queue holds only what truly waits for a slot
+
+    def _reject(self, sub: Submit, code: str, message: str, param: str | None) -> None:
+        self.metrics.rejected.labels(code).inc()
+        sub.sink.put(Failed(sub.id, code, message, param))
+
+    def _admit_waiting(self) -> None:
+        """Give slots to waiting requests in arrival order; a request needs one slot per branch."""
+        while self._waiting and self._waiting[0].submit.n <= len(self._free_slots):
+            group = self._waiting.pop(0)
+            sub, first = group.submit, group.sessions[0]
+            slots = [self._free_slots.pop() for _ in group.sessions]
+            cached = 0
+            if sub.state is not None:
+                self.engine.write_slot(slots[0], self._saved[sub.state])
+            elif (hit := self.cache.match(sub.tokens)) is not None:
+                cached, cache_slot = hit
+                self.engine.copy_slot(cache_slot, slots[0])
+            else:
+                self.engine.reset_slot(slots[0])
+            for s, slot in zip(group.sessions, slots, strict=True):
+                s.grant(slot, cached)
+            self._running.extend(group.sessions)
+            self.metrics.cached_tokens.inc(cached)
+            sub.sink.put(Started(sub.id, len(sub.tokens), cached, first.params))
+        self.metrics.queue_depth.set(len(self._waiting))
+        self.metrics.running.set(len(self._running))
+
+    def _plan_step(self) -> tuple[StepPlan, list[Session]]:
+        """One decode token per decoding session, then prompt chunks in admission order within the budget."""
+        rows, owners = [], []
+        for s in self._running:
+            if s.status is Status.DECODE:
+                rows.append(StepRow(s.slot, (s.out_tokens[-1],), Logits.LAST))
+                owners.append(s)
+        # decoding never starves prefill completely: a quarter of the budget is always the prompts'
+        budget = max(self.token_chunk_size - len(rows), max(1, self.token_chunk_size // 4))
+        for s in self._running:
+            if s.status is not Status.PREFILL or s.branch != 0 or budget <= 0:
+                continue
+            take = min(len(s.prompt) - s.n_fed, budget)
+            last = s.n_fed + take == len(s.prompt)
+            logits = Logits.LAST if last and not s.submit.embed else Logits.NONE
+            rows.append(StepRow(s.slot, s.prompt[s.n_fed : s.n_fed + take], logits))
+            owners.append(s)
+            budget -= take
+        return StepPlan(tuple(rows)), owners
+
+    def _run_step(self, plan: StepPlan, owners: list[Session]) -> None:
+        t0 = time.perf_counter()
+        try:
+            result = self.engine.step(plan)
+        except Exception as e:  # fail this step's sessions, keep serving the rest
+            log.exception("engine step failed (%d rows)", len(plan.rows))
+            for s in owners:
+                self._end_group_on_error(s, f"engine step failed: {e}")
+            return
+        for i, (row, s) in enumerate(zip(plan.rows, owners, strict=True)):
+            if s.status is Status.FINISHED:  # cancelled meanwhile? (cannot happen within a step, but be safe)
+                continue
+            if s.status is Status.PREFILL:
+                s.n_fed += len(row.tokens)
+                self.metrics.prompt_tokens.inc(len(row.tokens))
+                if s.n_fed == len(s.prompt):
+                    self._prompt_done(s, result.of_row(i)[0] if row.logits is Logits.LAST else None)
+            else:
+                self._sample(s, result.of_row(i)[0])
+        dt = time.perf_counter() - t0
+        self.metrics.step_seconds.observe(dt)
+        self.metrics.batch_rows.observe(len(plan.rows))
+        self.metrics.step_tokens.observe(plan.n_tokens)
+        self._stats.record(len(plan.rows), plan.n_tokens, dt)
+
+    def _prompt_done(self, first: Session, logits: np.ndarray | None) -> None:
+        """The prompt is in branch 0's slot: cache its state, embed or fork the branches, sample each."""
+        group = self._groups[first.id]
+        if first.submit.state is None and (cache_slot := self.cache.insert(first.prompt)) is not None:
+            self.engine.copy_slot(first.slot, cache_slot)
+        if first.submit.embed:
+            self._embed(first)
+            return
+        for s in group.sessions[1:]:
+            self.engine.copy_slot(first.slot, s.slot)
+            s.n_fed = len(s.prompt)
+        for s in group.sessions:
+            self._sample(s, logits)
+
+    def _embed(self, s: Session) -> None:
+        """Last-token pooling: the final layer's channel-mix input (ln2 output), L2-normalized."""
+        state = self.engine.read_slot(s.slot)[-1].reshape(-1)
+        n_embd = self.engine.info.n_embd
+        vec = state[n_embd : 2 * n_embd].astype(np.float64)  # layout: att_x_prev [C], ffn_x_prev [C], ...
+        vec /= max(float(np.linalg.norm(vec)), 1e-12)
+        s.submit.sink.put(Embedded(s.id, tuple(vec.tolist()), len(s.prompt)))
+        s.finish_reason, s.status = "stop", Status.FINISHED
+        self._release(s, send_done=False)
+
+    def _sample(self, s: Session, logits: np.ndarray) -> None:
+        delta = s.sample(logits)
+        self.metrics.completion_tokens.inc()
+        if delta is not None:
+            s.submit.sink.put(delta)
+        if s.status is Status.FINISHED:
+            self._release(s)
+
+    def _release(self, s: Session, send_done: bool = True, error: str | None = None) -> None:
+        """Free the session's slot now (keeping its final state in the prefix cache) and send its Done."""
+        if s.slot >= 0:
+            if s.submit.state is None and s.out_tokens and s.finish_reason != "error":
+                fed = s.fed_tokens
+                if (cache_slot := self.cache.insert(fed)) is not None:
+                    self.engine.copy_slot(s.slot, cache_slot)
+                self._finished[(s.id, s.branch)] = fed
+                while len(self._finished) > _FINISHED_KEPT:
+                    self._finished.popitem(last=False)
+            self._free_slots.append(s.slot)
+            s.slot = -1
+        if s in self._running:
+            self._running.remove(s)
+        if send_done:
+            s.submit.sink.put(s.done(error))
+        group = self._groups.get(s.id)
+        if group is not None and all(b.status is Status.FINISHED for b in group.sessions):
+            del self._groups[s.id]
+        self.metrics.running.set(len(self._running))
+
+    def _cancel(self, id: str) -> None:
+        group = self._groups.get(id)
+        if group is None:
+            return
+        if group in self._waiting:
+            self._waiting.remove(group)
+        for s in group.sessions:
+            if s.status is not Status.FINISHED:
+                s.finish("cancelled")
+                self._release(s)
+
+    def _end_group_on_error(self, s: Session, message: str) -> None:
+        group = self._groups.get(s.id)
+        for b in group.sessions if group else [s]:
+            if b.status is not Status.FINISHED:
+                b.finish("error")
+                self._release(b, error=message)
+
+    def _finish_all(self, reason: str) -> None:
+        for group in list(self._groups.values()):
+            for s in group.sessions:
+                if s.status is not Status.FINISHED:
+                    s.finish(reason)
+                    self._release(s)
+        self._waiting.clear()
+
+    def _update(self, msg: Update) -> None:
+        group = self._groups.get(msg.id)
+        if group is None:
+            return
+        changes = dict(msg.changes)
+        for s in group.sessions:
+            s.update(changes)
+        first = group.sessions[0]
+        first.submit.sink.put(Updated(msg.id, first.params, len(first.out_tokens)))
+
+    def _save_state(self, msg: SaveState) -> None:
+        """Snapshot a live branch's slot, or a finished branch's state still held by the prefix cache."""
+        group = self._groups.get(msg.id)
+        state = None
+        if group is not None and msg.branch < len(group.sessions):
+            s = group.sessions[msg.branch]
+            if s.slot >= 0 and s.status is not Status.WAITING:
+                state = self.engine.read_slot(s.slot)
+        elif (fed := self._finished.get((msg.id, msg.branch))) is not None:
+            slot = self.cache.get(fed)
+            if slot is not None:
+                state = self.engine.read_slot(slot)
+        if state is None:
+            msg.sink.put(
+                Failed(msg.id, "unknown_id", f"no state to save for '{msg.id}' branch {msg.branch}", "id")
+            )
+            return
+        handle = f"state-{uuid.uuid4().hex[:16]}"
+        self._saved[handle] = [np.array(a, copy=True) for a in state]
+        while len(self._saved) > _SAVED_STATES:
+            self._saved.popitem(last=False)
+        msg.sink.put(StateSaved(msg.id, handle, sum(a.nbytes for a in state)))
+
+
+class _StepStats:
+    """Logs a line every few seconds while busy, so batching is visible: rows per step, tokens, speed."""
+
+    def __init__(self) -> None:
+        self._reset(time.monotonic())
+
+    def _reset(self, now: float) -> None:
+        self.since, self.steps, self.rows, self.max_rows, self.tokens, self.busy_s = now, 0, 0, 0, 0, 0.0
+
+    def record(self, rows: int, tokens: int, dt: float) -> None:
+        self.steps += 1
+        self.rows += rows
+        self.max_rows = max(self.max_rows, rows)
+        self.tokens += tokens
+        self.busy_s += dt
+        log.debug("step: %d rows, %d tokens, %.1f ms", rows, tokens, dt * 1e3)
+        now = time.monotonic()
+        if now - self.since >= _LOG_EVERY_S:
+            log.info(
+                "engine: %d steps, batch rows mean %.1f max %d, %d tokens, %.1f steps/s busy",
+                self.steps,
+                self.rows / self.steps,
+                self.max_rows,
+                self.tokens,
+                self.steps / max(self.busy_s, 1e-9),
+            )
+            self._reset(now)

@@ -1,0 +1,209 @@
+"""Engine speed on the GPU machine: our wgpu engine vs web-rwkv-py 0.2.3 and the bandwidth floor.
+
+    python -m bench.engine_speed --model v6:1.6B --model v7:1.6B [--web-rwkv] [--out bench/results/X.json]
+
+Builds random-init models of real shapes (fp16), then measures, token in -> token out as a user
+would: batch-1 decode tok/s, aggregate decode at 8/32/64 streams, prefill of a 1024-token prompt,
+time to first token and GPU memory. The bandwidth floor is the non-embedding weight bytes divided by
+the measured device-to-device copy bandwidth (read + write bytes per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.gpu.engine import Engine
+from backend.gpu.loader import canonical_shapes
+from backend.gpu.models.info import ModelInfo, Version
+from backend.gpu.step_types import Logits, StepPlan, StepRow
+from backend.tools import demo_model
+
+SIZES = {"0.1B": (12, 768), "0.4B": (24, 1024), "1.6B": (24, 2048), "3B": (32, 2560), "7B": (32, 4096)}
+STREAMS = (8, 32, 64)
+PROMPT = 1024
+BIG = 1 << 22  # tensors above this many elements are filled from a tiled random block (fast)
+
+
+@dataclass
+class Figures:
+    engine: str
+    model: str
+    decode_tok_s: float = 0.0
+    aggregate_tok_s: dict[int, float] = field(default_factory=dict)
+    prefill_tok_s: float = 0.0
+    ttft_ms: float = 0.0
+    gpu_mem_gib: float = 0.0
+
+
+def build_tensors(version: Version, n_layer: int, n_embd: int, seed: int = 0) -> dict[str, np.ndarray]:
+    info = ModelInfo(version, n_layer, n_embd, 65536, demo_model.default_ffn(version, n_embd),
+                     0 if version is Version.V4 else 64)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    block = rng.standard_normal(BIG + 4099).astype(np.float16)
+    out = {}
+    for i, (name, shape) in enumerate(canonical_shapes(info, demo_model.default_lora(info)).items()):
+        size = math.prod(shape)
+        if size > BIG:
+            start = (i * 4099) % 4096
+            scale = 0.1 if name == "emb.weight" else shape[-1] ** -0.5
+            tiled = np.resize(block[start:], size).reshape(shape)
+            out[name] = tiled * np.float16(scale)
+        else:
+            out[name] = demo_model._initializer(name, version)(shape, rng).astype(np.float32).reshape(shape)
+    return out
+
+
+def weight_bytes(tensors: dict[str, np.ndarray]) -> int:
+    """Bytes a decode step must read: every weight but the embedding table, in fp16."""
+    return sum(2 * a.size for n, a in tensors.items() if n != "emb.weight")
+
+
+def copy_bandwidth(engine: Engine, nbytes: int = 1 << 30, repeat: int = 10) -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    gpu = engine.gpu
+    a, b = gpu.empty(nbytes, "bw_a"), gpu.empty(nbytes, "bw_b")
+    gpu.read(b, 4)
+    best = math.inf
+    for _ in range(3):
+        enc = gpu.device.create_command_encoder()
+        for _ in range(repeat):
+            enc.copy_buffer_to_buffer(a, 0, b, 0, nbytes)
+        start = time.perf_counter()
+        gpu.queue.submit([enc.finish()])
+        gpu.read(b, 4)
+        best = min(best, time.perf_counter() - start)
+    a.destroy()
+    b.destroy()
+    return 2 * nbytes * repeat / best
+
+
+def measure_ours(engine: Engine, prompt: list[int], steps: int) -> Figures:
+    fig = Figures("ai00-py", "")
+    engine.reset_slot(0)
+    chunk = engine.max_step_tokens
+    start = time.perf_counter()
+    for s in range(0, len(prompt), chunk):
+        last = s + chunk >= len(prompt)
+        res = engine.step(StepPlan((StepRow(0, tuple(prompt[s : s + chunk]), Logits.LAST if last else Logits.NONE),)))
+    token = int(np.argmax(res.logits[0]))
+    elapsed = time.perf_counter() - start
+    fig.ttft_ms = elapsed * 1e3
+    fig.prefill_tok_s = len(prompt) / elapsed
+    for _ in range(3):  # warm up
+        token = int(np.argmax(engine.step(StepPlan((StepRow(0, (token,)),))).logits[0]))
+    start = time.perf_counter()
+    for _ in range(steps):
+        token = int(np.argmax(engine.step(StepPlan((StepRow(0, (token,)),))).logits[0]))
+    fig.decode_tok_s = steps / (time.perf_counter() - start)
+    for n in STREAMS:
+        if n > engine.max_batch:
+            continue
+        tokens = list(range(1, n + 1))
+        for slot in range(n):
+            engine.reset_slot(slot)
+        for rep in range(steps // 2 + 2):
+            if rep == 2:
+                start = time.perf_counter()
+            res = engine.step(StepPlan(tuple(StepRow(s, (tokens[s],)) for s in range(n))))
+            tokens = [int(t) for t in res.logits.argmax(-1)]
+        fig.aggregate_tok_s[n] = n * (steps // 2) / (time.perf_counter() - start)
+    fig.gpu_mem_gib = engine.gpu.allocated_bytes / 2**30
+    return fig
+
+
+def measure_web_rwkv(st_path: Path, prompt: list[int], steps: int, chunk: int) -> Figures:
+    import web_rwkv_py as wrp
+
+    fig = Figures("web-rwkv-py 0.2.3", "")
+    model = wrp.Model(str(st_path), quant=0, quant_nf4=0)
+    model.clear_state()
+    start = time.perf_counter()
+    logits = model.run(prompt, token_chunk_size=chunk)
+    token = int(np.argmax(logits))
+    elapsed = time.perf_counter() - start
+    fig.ttft_ms, fig.prefill_tok_s = elapsed * 1e3, len(prompt) / elapsed
+    for _ in range(3):
+        token = int(np.argmax(model.run([token])))
+    start = time.perf_counter()
+    for _ in range(steps):
+        token = int(np.argmax(model.run([token])))
+    fig.decode_tok_s = steps / (time.perf_counter() - start)
+    return fig
+
+
+def run_model(spec: str, args: argparse.Namespace) -> dict:
+    version_name, size = spec.split(":")
+    version = Version(version_name)
+    n_layer, n_embd = SIZES[size]
+    t0 = time.perf_counter()
+    tensors = build_tensors(version, n_layer, n_embd)
+    print(f"[{spec}] built tensors in {time.perf_counter() - t0:.1f} s", flush=True)
+    info = ModelInfo(version, n_layer, n_embd, 65536, tensors["blocks.0.ffn.key.weight"].shape[0],
+                     0 if version is Version.V4 else 64)  # fmt: skip
+    engine = Engine(info, tensors, max_batch=max(STREAMS), max_step_tokens=args.chunk, precision="fp16")
+    prompt = [int(t) for t in np.random.default_rng(1).integers(1, 65535, PROMPT)]
+    ours = measure_ours(engine, prompt, args.steps)
+    ours.model = spec
+    bw = copy_bandwidth(engine)
+    floor = bw / weight_bytes(tensors)
+    result = {"model": spec, "ours": asdict(ours), "copy_bandwidth_gb_s": bw / 1e9, "floor_tok_s": floor}
+    print(f"[{spec}] ours: {asdict(ours)}; floor {floor:.0f} tok/s", flush=True)
+    del engine
+    if args.web_rwkv and version.major in (4, 5, 6):
+        from backend.tools.convert import save_st
+
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            path = Path(tmp) / "model.st"
+            save_st(tensors, path, layout="ai00", dtype=np.float16, info=info)
+            theirs = measure_web_rwkv(path, prompt, args.steps, chunk=256)
+        theirs.model = spec
+        result["web_rwkv"] = asdict(theirs)
+        print(f"[{spec}] web-rwkv: {asdict(theirs)}", flush=True)
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| model | engine | decode tok/s (b=1) | x web-rwkv | x floor | agg 8/32/64 | prefill tok/s | TTFT ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        o, w = r["ours"], r.get("web_rwkv")
+        vs = f"{o['decode_tok_s'] / w['decode_tok_s']:.2f}" if w else "-"
+        agg = "/".join(f"{v:.0f}" for v in o["aggregate_tok_s"].values())
+        print(f"| {r['model']} | ai00-py | {o['decode_tok_s']:.1f} | {vs} | {o['decode_tok_s'] / r['floor_tok_s']:.2f} "
+              f"| {agg} | {o['prefill_tok_s']:.0f} | {o['ttft_ms']:.0f} |")
+        if w:
+            print(f"| {r['model']} | web-rwkv-py | {w['decode_tok_s']:.1f} | 1.00 | "
+                  f"{w['decode_tok_s'] / r['floor_tok_s']:.2f} | - | {w['prefill_tok_s']:.0f} | {w['ttft_ms']:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", default=[], help="VERSION:SIZE, e.g. v6:1.6B")
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--chunk", type=int, default=256, help="max tokens per step (prefill chunk)")
+    parser.add_argument("--web-rwkv", action="store_true")
+    parser.add_argument("--tmp", default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    results = [run_model(spec, args) for spec in args.model or ["v6:1.6B"]]
+    print_table(results)
+    if args.out:
+        import wgpu
+
+        doc = {"results": results, "python": sys.version, "platform": platform.platform(),
+               "wgpu": wgpu.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        Path(args.out).write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""A step mixing prefill chunks and decode rows of different slots equals each sequence run alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.gpu.models.info import Version
+from backend.gpu.step_types import Logits, StepPlan, StepRow
+from tests.engine.conftest import Case, Device
+
+LENGTHS = (1, 5, 17, 30)  # one decode-sized row, three prefill chunks
+
+
+@pytest.mark.parametrize("version", [Version.V4, Version.V5_2, Version.V6, Version.V7], ids=str)
+def test_mixed_batch_equals_each_sequence_alone(device: Device, cases: dict[Version, Case], version: Version) -> None:
+    case = cases[version]
+    engine = device.engine(case, max_batch=4, max_step_tokens=64)
+    seqs = [case.prompt[i * 3 : i * 3 + 3 + n] for i, n in enumerate(LENGTHS)]
+
+    alone = []
+    for slot, seq in enumerate(seqs):
+        engine.reset_slot(slot)
+        engine.step(StepPlan((StepRow(slot, seq[:3], Logits.NONE),)))
+        alone.append(engine.step(StepPlan((StepRow(slot, seq[3:], Logits.ALL),))).logits)
+
+    for slot, seq in enumerate(seqs):
+        engine.reset_slot(slot)
+        engine.step(StepPlan((StepRow(slot, seq[:3], Logits.NONE),)))
+    # slots in a different order than their rows, to catch row/slot mix-ups
+    order = [2, 0, 3, 1]
+    plan = StepPlan(tuple(StepRow(s, seqs[s][3:], Logits.ALL) for s in order))
+    result = engine.step(plan)
+    for i, s in enumerate(order):
+        batched = result.of_row(i, len(seqs[s]) - 3)
+        np.testing.assert_allclose(batched, alone[s], rtol=1e-5, atol=1e-5, err_msg=f"slot {s}")
+
+
+def test_rows_without_logits_return_no_lines(device: Device, cases: dict[Version, Case]) -> None:
+    engine = device.engine(cases[Version.V7])
+    plan = StepPlan((StepRow(0, (1, 2, 3), Logits.NONE), StepRow(1, (4,), Logits.LAST)))
+    result = engine.step(plan)
+    assert result.logits.shape == (1, engine.info.n_vocab)
+    assert result.row_offsets == (0, 0)

@@ -1,0 +1,41 @@
+"""Step validation, and that a steady-state step builds no pipelines or bind groups."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.gpu.models.info import Version
+from backend.gpu.step_types import Logits, StepPlan, StepRow
+from tests.engine.conftest import Case, Device
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ((StepRow(0, (1,)), StepRow(0, (2,))), "slot appears twice"),
+        ((StepRow(9, (1,)),), "slot out of range"),
+        ((StepRow(0, ()),), "no tokens"),
+        ((StepRow(0, (70000,)),), "token id"),
+        ((StepRow(0, tuple(range(1, 66)), Logits.NONE),), "max_step_tokens"),
+    ],
+)
+def test_bad_plans_are_refused_with_the_reason(
+    device: Device, cases: dict[Version, Case], rows: tuple[StepRow, ...], message: str
+) -> None:
+    engine = device.engine(cases[Version.V7], max_batch=4, max_step_tokens=64)
+    with pytest.raises(ValueError, match=message):
+        engine.step(StepPlan(rows))
+
+
+def test_steady_state_step_builds_nothing(device: Device, cases: dict[Version, Case], monkeypatch) -> None:
+    engine = device.engine(cases[Version.V6])
+    engine.reset_slot(0)
+    misses = device.pipelines.misses
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a bind group was created during a step")
+
+    monkeypatch.setattr(engine.gpu.device, "create_bind_group", refuse)
+    for n in (1, 3, 17):
+        engine.step(StepPlan((StepRow(0, tuple(range(1, n + 1))),)))
+    assert device.pipelines.misses == misses

@@ -1,0 +1,85 @@
+import pytest
+from pydantic import ValidationError
+
+from backend.api.schemas import (
+    CLIENT_FRAME,
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    GenerateFrame,
+    describe,
+    parse,
+    reject_grammar,
+)
+from backend.api.ws import coalesce
+from backend.messages import Delta, Updated
+from backend.sampling.params import SamplerParams
+
+
+def test_completion_defaults_and_ai00_fields():
+    req = CompletionRequest.model_validate({"prompt": ["hi"], "stop": "\n", "half_life": 50, "unknown": 1})
+    assert req.prompt_text() == "hi" and req.stop_list() == ["\n"] and req.n == 1 and not req.stream
+    fields = req.sampler_fields()
+    assert fields["half_life"] == 50 and fields["temperature"] is None  # unset: config/OpenAI defaults apply
+
+
+def test_chat_max_completion_tokens_wins_and_content_parts_join():
+    req = ChatCompletionRequest.model_validate({
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+        "max_tokens": 5, "max_completion_tokens": 7,
+    })
+    assert req.sampler_fields()["max_tokens"] == 7 and req.messages[0].text == "ab"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "x", "top_p": 1.5}, "top_p"),
+        ({"prompt": "x", "n": 0}, "n"),
+        ({"prompt": "x", "frequency_penalty": -3}, "frequency_penalty"),
+        ({"prompt": "x", "half_life": 0}, "half_life"),
+        ({"prompt": 5}, "prompt"),
+    ],
+)
+def test_out_of_bounds_is_a_400_naming_the_field(body, param):
+    with pytest.raises(ApiError) as e:
+        parse(CompletionRequest, body)
+    assert e.value.status == 400 and e.value.param.split(".")[0] == param
+    assert e.value.body()["error"]["param"] == e.value.param
+
+
+def test_embedding_input_shapes():
+    assert EmbeddingRequest.model_validate({"input": [1, 2, 3]}).input == [1, 2, 3]
+    assert EmbeddingRequest.model_validate({"input": [[1], [2, 3]]}).input == [[1], [2, 3]]
+    with pytest.raises(ValidationError):
+        EmbeddingRequest.model_validate({"input": []})
+
+
+def test_ws_frames_are_strict_and_name_the_bad_key():
+    frame = CLIENT_FRAME.validate_python({"type": "generate", "id": "a", "prompt": "x", "params": {"top_k": 3}})
+    assert isinstance(frame, GenerateFrame) and frame.params.set_fields() == {"top_k": 3}
+    with pytest.raises(ValidationError) as e:
+        CLIENT_FRAME.validate_python({"type": "generate", "id": "a", "prompt": "x", "params": {"topk": 3}})
+    assert describe(e.value, drop_tag=True) == ("params.topk: unknown field", "params.topk")
+    with pytest.raises(ValidationError):
+        CLIENT_FRAME.validate_python({"type": "generate", "id": "a"})  # neither prompt nor messages
+    with pytest.raises(ValidationError):
+        CLIENT_FRAME.validate_python({"type": "generate", "id": "a", "prompt": "x", "n": 65})
+
+
+def test_grammar_fields_are_refused_until_the_sampling_issue_lands():
+    reject_grammar({"bnf_schema": None, "response_format": {"type": "text"}})
+    for fields in ({"bnf_schema": "<a> ::= 'b'"}, {"json_schema": {}}, {"response_format": {"type": "json_object"}}):
+        with pytest.raises(ApiError, match="not supported"):
+            reject_grammar(fields)
+
+
+def test_coalesce_merges_piled_up_deltas_per_branch_without_losing_text_or_order():
+    d = lambda id, b, text, tok: Delta(id, b, text, (tok,))  # noqa: E731
+    events = [d("a", 0, "x", 1), d("b", 0, "p", 9), d("a", 0, "y", 2), d("a", 1, "z", 3),
+              Updated("a", SamplerParams(), 2), d("a", 0, "w", 4)]
+    out = coalesce(events)
+    assert out[0] == Delta("a", 0, "xy", (1, 2)) and out[1] == Delta("b", 0, "p", (9,))
+    assert out[2] == Delta("a", 1, "z", (3,)) and isinstance(out[3], Updated)
+    assert out[4] == Delta("a", 0, "w", (4,))  # after the update: not merged back before it
