@@ -31,19 +31,23 @@ PRECISIONS = ("fp32", "fp16")
 PROGRESS_MIN_BYTES = 256 << 20  # show an upload progress bar for models above this
 
 
+def prepare_layer_weights(info: ModelInfo, t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    match info.version.major:
+        case 7:
+            return v7.prepare_layer(t, i)
+        case 6:
+            return v6.prepare_layer(t, i)
+        case 5:
+            return v5.prepare_layer(t, i, info.version)
+        case _:
+            return v4.prepare_layer(t, i)
+
+
 def prepare_weights(info: ModelInfo, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical (official-layout) tensors -> the arrays the kernels read, per version."""
     out = layers.prepare_common(t)
     for i in range(info.n_layer):
-        match info.version.major:
-            case 7:
-                out |= v7.prepare_layer(t, i)
-            case 6:
-                out |= v6.prepare_layer(t, i)
-            case 5:
-                out |= v5.prepare_layer(t, i, info.version)
-            case 4:
-                out |= v4.prepare_layer(t, i)
+        out |= prepare_layer_weights(info, t, i)
     return out
 
 
@@ -128,8 +132,15 @@ class Engine:
 
     # -- slots -------------------------------------------------------------------------------
 
-    def reset_slot(self, slot: int) -> None:
-        self.states.reset(slot)
+    def reset_slot(self, slot: int, state_id: str = "") -> None:
+        """Start `slot` afresh, from the zero state or a registered initial state."""
+        self.states.reset(slot, state_id)
+
+    def add_initial_state(self, state_id: str, layers_state: list[np.ndarray]) -> None:
+        self.states.add_template(state_id, layers_state)
+
+    def remove_initial_state(self, state_id: str) -> None:
+        self.states.remove_template(state_id)
 
     def copy_slot(self, src: int, dst: int) -> None:
         self.states.copy(src, dst)
@@ -139,6 +150,23 @@ class Engine:
 
     def write_slot(self, slot: int, layers_state: list[np.ndarray]) -> None:
         self.states.write(slot, layers_state)
+
+    def write_weights(self, tensors: dict[str, np.ndarray]) -> list[str]:
+        """Overwrite weights in place (LoRA switch): `tensors` holds every canonical tensor of each
+        layer it touches (and all of emb/ln0/ln_out/head if it touches those). Same shapes, same
+        buffers, so the recorded dispatches stay valid; takes effect from the next step."""
+        layer_ids = sorted({int(n.split(".")[1]) for n in tensors if n.startswith("blocks.")})
+        prepared: dict[str, np.ndarray] = {}
+        if any(not n.startswith("blocks.") or n.startswith("blocks.0.ln0") for n in tensors):
+            prepared |= layers.prepare_common(tensors)
+        for i in layer_ids:
+            prepared |= prepare_layer_weights(self.info, tensors, i)
+        for name, array in prepared.items():
+            target = self.weights[name]
+            if tuple(array.shape) != target.shape:
+                raise ValueError(f"{name}: shape {array.shape} differs from the loaded {target.shape}")
+            self.gpu.write(target.buffer, array.astype(np.float16 if target.f16 else np.float32))
+        return sorted(prepared)
 
     # -- the step ----------------------------------------------------------------------------
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
 from backend.gpu.step_types import StepPlan, StepRow
 from tests.engine.conftest import Case, Device
 
 
-def run(engine, slot: int, tokens: tuple[int, ...]) -> np.ndarray:
+def run(engine: Engine, slot: int, tokens: tuple[int, ...]) -> np.ndarray:
     return engine.step(StepPlan((StepRow(slot, tokens),))).logits[0]
 
 
