@@ -10,7 +10,8 @@
 const LANES: u32 = 64u;
 const ROWS: u32 = 4u;
 
-var<workgroup> partial: array<f32, 2048>;  // [256 threads][TT]
+var<workgroup> partial_a: array<vec4<f32>, 256>;  // per thread: tokens 0..3
+var<workgroup> partial_b: array<vec4<f32>, 256>;  // tokens 4..7
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -20,33 +21,43 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let t0 = wg.y * TT;
     let n_t = min(TT, dims.{{COUNT}} - min(t0, dims.{{COUNT}}));
 
-    var acc: array<f32, 8>;
+    var a = vec4<f32>(0.0);  // tokens 0..3 (vectors, not arrays: arrays spill on some drivers)
+    var b = vec4<f32>(0.0);  // tokens 4..7
     if (o < G * N) {
         let xb = X_BASE + (o / N) * X_GROUP + t0 * X_ROW;
         let wrow = o * K4;
         for (var k = lane; k < K4; k += LANES) {
             let wv = w4(wrow + k);
-            for (var t = 0u; t < TT; t++) {
-                if (t < n_t) {
-                    acc[t] += dot(wv, x[xb + t * X_ROW + k]);
+            let xi = xb + k;
+            a.x += dot(wv, x[xi]);
+            if (n_t > 1u) {
+                a.y += dot(wv, x[xi + X_ROW]);
+                if (n_t > 2u) {
+                    a.z += dot(wv, x[xi + 2u * X_ROW]);
+                    a.w += dot(wv, x[xi + 3u * X_ROW]);
+                    if (n_t > 4u) {
+                        b.x += dot(wv, x[xi + 4u * X_ROW]);
+                        b.y += dot(wv, x[xi + 5u * X_ROW]);
+                        b.z += dot(wv, x[xi + 6u * X_ROW]);
+                        b.w += dot(wv, x[xi + 7u * X_ROW]);
+                    }
                 }
             }
         }
     }
-    for (var t = 0u; t < TT; t++) {
-        partial[li * TT + t] = acc[t];
-    }
+    partial_a[li] = a;
+    partial_b[li] = b;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
-            for (var t = 0u; t < TT; t++) {
-                partial[li * TT + t] += partial[(li + s) * TT + t];
-            }
+            partial_a[li] += partial_a[li + s];
+            partial_b[li] += partial_b[li + s];
         }
         workgroupBarrier();
     }
     // lane t writes token t0 + t
     if (o < G * N && lane < n_t) {
-        finish(o, t0 + lane, partial[sub * LANES * TT + lane]);
+        let row0 = sub * LANES;
+        finish(o, t0 + lane, select(partial_b[row0][lane % 4u], partial_a[row0][lane % 4u], lane < 4u));
     }
 }

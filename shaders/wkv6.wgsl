@@ -1,6 +1,7 @@
 // RWKV-5/6 time mixing for one (head h, row b). State S [N(key i), N(value j)] per head:
 //   y_j = sum_i r_i (u_i k_i v_j + S_ij);   S_ij = k_i v_j + w_i S_ij,   w = exp(-exp(decay))
-// then group norm over the head and (GATE) the silu gate.
+// then group norm over the head and (GATE) the silu gate. Invocation j owns state column j as
+// 16 vec4 over i (unrolled: constant indices stay in registers).
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -17,19 +18,30 @@
 
 #include "head_reduce.wgsl"
 
-const N: u32 = {{N}}u;
+const N: u32 = 64u;
 const C: u32 = {{C}}u;
 const TC: u32 = {{T_MAX}}u * {{C}}u;
 const S: u32 = {{S}}u;
 const REC: u32 = {{REC}}u;
 
-var<workgroup> sh_r: array<f32, {{N}}>;
-var<workgroup> sh_k: array<f32, {{N}}>;
-var<workgroup> sh_u: array<f32, {{N}}>;
-var<workgroup> sh_w: array<f32, {{N}}>;
+var<workgroup> sh_r: array<vec4<f32>, 16>;
+var<workgroup> sh_k: array<vec4<f32>, 16>;
+var<workgroup> sh_u: array<vec4<f32>, 16>;
+var<workgroup> sh_w: array<vec4<f32>, 16>;
 var<workgroup> row_len: u32;
 
-@compute @workgroup_size({{N}})
+fn load4(at: u32) -> vec4<f32> {  // S[i .. i+4, j] sits N floats apart
+    return vec4<f32>(state[at], state[at + N], state[at + 2u * N], state[at + 3u * N]);
+}
+
+fn store4(at: u32, v: vec4<f32>) {
+    state[at] = v.x;
+    state[at + N] = v.y;
+    state[at + 2u * N] = v.z;
+    state[at + 3u * N] = v.w;
+}
+
+@compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
     let row = rows[wg.y];
@@ -39,28 +51,30 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
     let len = workgroupUniformLoad(&row_len);
     let c = h * N + j;
     let base = row.slot * S + REC + h * N * N + j;  // S[h, i, j] at base + i * N
-    var s: array<f32, {{N}}>;
-    for (var i = 0u; i < N; i++) {
-        s[i] = state[base + i * N];
-    }
-    sh_u[j] = u[c];
+    var s: array<vec4<f32>, 16>;
+#unroll I 16
+    s[{{I}}] = load4(base + {{I}}u * 4u * N);
+#end
+    sh_u[j / 4u][j % 4u] = u[c];
     for (var n = 0u; n < len; n++) {
         let tc = (row.start + n) * C + c;
-        sh_r[j] = rkv[tc];
-        sh_k[j] = rkv[TC + tc];
+        sh_r[j / 4u][j % 4u] = rkv[tc];
+        sh_k[j / 4u][j % 4u] = rkv[TC + tc];
 #if DECAY_PER_TOKEN
-        sh_w[j] = exp(-exp(decay[tc]));
+        sh_w[j / 4u][j % 4u] = exp(-exp(decay[tc]));
 #else
-        sh_w[j] = exp(-exp(decay[c]));
+        sh_w[j / 4u][j % 4u] = exp(-exp(decay[c]));
 #endif
         let v = rkv[2u * TC + tc];
         workgroupBarrier();
         var y = 0.0;
-        for (var i = 0u; i < N; i++) {
-            let kv = sh_k[i] * v;
-            y += sh_r[i] * (sh_u[i] * kv + s[i]);
-            s[i] = kv + sh_w[i] * s[i];
+#unroll I 16
+        {
+            let kv = sh_k[{{I}}] * v;
+            y += dot(sh_r[{{I}}], sh_u[{{I}}] * kv + s[{{I}}]);
+            s[{{I}}] = kv + sh_w[{{I}}] * s[{{I}}];
         }
+#end
         let mean = head_sum(y, j) / f32(N);
         let d = y - mean;
         let variance = head_sum(d * d, j) / f32(N);
@@ -70,7 +84,7 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 #endif
         out[tc] = o;
     }
-    for (var i = 0u; i < N; i++) {
-        state[base + i * N] = s[i];
-    }
+#unroll I 16
+    store4(base + {{I}}u * 4u * N, s[{{I}}]);
+#end
 }

@@ -1,6 +1,7 @@
 // RWKV-7 time mixing for one (head h, row b): runs the row's tokens through the
 // generalised delta rule and writes the gated, group-normed output.
 // State S [N(value i), N(key j)] per head:  S = S diag(w) + (S (-kk)) (kk*a)^T + v k^T;  y = S r
+// Invocation i owns state row i as 16 vec4 (unrolled: constant indices stay in registers).
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -12,7 +13,7 @@
 @group(0) @binding(6) var<storage, read_write> v_first: array<f32>;  // [T_MAX, C] layer 0's v
 @group(0) @binding(7) var<storage, read> params: array<f32>;  // [4, C]: k_k, k_a, r_k, (unused)
 @group(0) @binding(8) var<storage, read> ln_x: array<f32>;    // [2, C]: weight, bias
-@group(0) @binding(9) var<storage, read_write> state: array<f32>;
+@group(0) @binding(9) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
 #if MIX_V
 @group(0) @binding(11) var<storage, read> vg_in: array<f32>;  // [T_MAX, C] sigmoid(v0 + lora)
@@ -20,20 +21,20 @@
 
 #include "head_reduce.wgsl"
 
-const N: u32 = {{N}}u;
+const N: u32 = 64u;
 const C: u32 = {{C}}u;
 const TC: u32 = {{T_MAX}}u * {{C}}u;
-const S: u32 = {{S}}u;
-const REC: u32 = {{REC}}u;
+const S4: u32 = {{S}}u / 4u;
+const REC4: u32 = {{REC}}u / 4u;
 
-var<workgroup> sh_r: array<f32, {{N}}>;
-var<workgroup> sh_w: array<f32, {{N}}>;
-var<workgroup> sh_k: array<f32, {{N}}>;
-var<workgroup> sh_kk: array<f32, {{N}}>;
-var<workgroup> sh_b: array<f32, {{N}}>;
+var<workgroup> sh_r: array<vec4<f32>, 16>;
+var<workgroup> sh_w: array<vec4<f32>, 16>;
+var<workgroup> sh_k: array<vec4<f32>, 16>;
+var<workgroup> sh_kk: array<vec4<f32>, 16>;
+var<workgroup> sh_b: array<vec4<f32>, 16>;
 var<workgroup> row_len: u32;
 
-@compute @workgroup_size({{N}})
+@compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
     let row = rows[wg.y];
@@ -42,11 +43,11 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
     }
     let len = workgroupUniformLoad(&row_len);
     let c = h * N + i;
-    let base = row.slot * S + REC + (h * N + i) * N;
-    var s: array<f32, {{N}}>;
-    for (var j = 0u; j < N; j++) {
-        s[j] = state[base + j];
-    }
+    let base = row.slot * S4 + REC4 + (h * N + i) * 16u;
+    var s: array<vec4<f32>, 16>;
+#unroll J 16
+    s[{{J}}] = state[base + {{J}}u];
+#end
     for (var n = 0u; n < len; n++) {
         let tc = (row.start + n) * C + c;
         let r = rkv[tc];
@@ -61,21 +62,21 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
 #else
         v_first[tc] = v;
 #endif
-        sh_r[i] = r;
-        sh_w[i] = exp(-0.606531 * sigmoid(w_in[tc]));  // 0.606531 = exp(-0.5)
-        sh_k[i] = k;
-        sh_kk[i] = kk;
-        sh_b[i] = kk * a;
+        sh_r[i / 4u][i % 4u] = r;
+        sh_w[i / 4u][i % 4u] = exp(-0.606531 * sigmoid(w_in[tc]));  // 0.606531 = exp(-0.5)
+        sh_k[i / 4u][i % 4u] = k;
+        sh_kk[i / 4u][i % 4u] = kk;
+        sh_b[i / 4u][i % 4u] = kk * a;
         workgroupBarrier();
         var sa = 0.0;
-        for (var j = 0u; j < N; j++) {
-            sa -= s[j] * sh_kk[j];
-        }
+#unroll J 16
+        sa -= dot(s[{{J}}], sh_kk[{{J}}]);
+#end
         var y = 0.0;
-        for (var j = 0u; j < N; j++) {
-            s[j] = s[j] * sh_w[j] + sa * sh_b[j] + v * sh_k[j];
-            y += s[j] * sh_r[j];
-        }
+#unroll J 16
+        s[{{J}}] = s[{{J}}] * sh_w[{{J}}] + sa * sh_b[{{J}}] + v * sh_k[{{J}}];
+        y += dot(s[{{J}}], sh_r[{{J}}]);
+#end
         // group norm over the head, then the r.k bonus, then the gate
         let mean = head_sum(y, i) / f32(N);
         let d = y - mean;
@@ -84,7 +85,7 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
         o += head_sum(r * k * params[2u * C + c], i) * v;
         out[tc] = o * g_in[tc];
     }
-    for (var j = 0u; j < N; j++) {
-        state[base + j] = s[j];
-    }
+#unroll J 16
+    state[base + {{J}}u] = s[{{J}}];
+#end
 }

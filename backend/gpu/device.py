@@ -51,6 +51,7 @@ class Gpu:
         self.allocated_bytes = 0  # everything this handle created, for memory reports
         self.max_binding_bytes = int(limits.get("max-storage-buffer-binding-size", 128 << 20))
         info = self.adapter.info
+        self.subgroup_size = self._probe_subgroup_size() if "subgroup" in self.features else 0
         self.summary = AdapterSummary(
             name=str(info.get("device", "?")),
             backend=str(info.get("backend_type", "?")),
@@ -58,6 +59,30 @@ class Gpu:
             features=tuple(sorted(features)),
             max_binding_bytes=self.max_binding_bytes,
         )
+
+    def _probe_subgroup_size(self) -> int:
+        """The subgroup width compute shaders get here, or 0 when it differs between invocations.
+        (Adapters report only a min..max range; kernels written for 32 lanes need the real one.)"""
+        source = """
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) i: u32, @builtin(subgroup_size) n: u32) { out[i] = n; }"""
+        module = self.device.create_shader_module(code=source)
+        pipeline = self.device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+        out = self.empty(256 * 4, "subgroup_probe")
+        group = self.device.create_bind_group(
+            layout=pipeline.get_bind_group_layout(0), entries=[{"binding": 0, "resource": {"buffer": out}}]
+        )
+        encoder = self.device.create_command_encoder()
+        compute = encoder.begin_compute_pass()
+        compute.set_pipeline(pipeline)
+        compute.set_bind_group(0, group)
+        compute.dispatch_workgroups(1)
+        compute.end()
+        self.queue.submit([encoder.finish()])
+        sizes = set(self.read(out, 256 * 4, dtype=np.uint32).tolist())
+        out.destroy()
+        return sizes.pop() if len(sizes) == 1 else 0
 
     @property
     def is_cpu(self) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import wgpu
 from tqdm import tqdm
 
 from backend.gpu import step_types
@@ -21,6 +22,7 @@ from backend.gpu.models import layers, v4, v5, v6, v7
 from backend.gpu.models.info import ModelInfo, StateLayout, Version
 from backend.gpu.ops import Dispatch, Ops, StepDims, Tensor
 from backend.gpu.pipelines import PipelineCache
+from backend.gpu.recorder import Recorder
 from backend.gpu.state_pool import StatePool
 from backend.gpu.step_types import Logits, StepPlan, StepResult
 from backend.gpu.workspace import Workspace
@@ -92,8 +94,14 @@ class Engine:
         )
         self.ops = Ops(self.gpu, self.pipelines, self.ws, max_step_tokens)
         self.states = StatePool(self.gpu, info, max_batch)
+        # one mapped staging buffer for every step's logits (no allocation per step)
+        self.readback = self.gpu.empty(
+            self.max_logit_lines * info.n_vocab * 4, "logits_readback",
+            usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+        )  # fmt: skip
         self.weights = self._upload(prepare_weights(info, tensors))
         self.dispatches = self._build()
+        self.recorder = Recorder(self.dispatches)
         log.info(
             "engine: %s %d layers x %d, %s, %d slots, %d dispatches/step on %s",
             info.version, info.n_layer, info.n_embd, precision, max_batch, len(self.dispatches),
@@ -127,7 +135,7 @@ class Engine:
             layer = layers.Layer(i, self.ops, self.info, layout, self.states.layers[i], w)
             steps += build(layer)
         steps.append(self.ops.head_norm(w["ln_out.weight"], w["ln_out.bias"]))
-        steps.append(self.ops.matmul("head", self.ws.head_x, w["head"], self.ws.logits, count="R"))
+        steps += self.ops.matmul("head", self.ws.head_x, w["head"], self.ws.logits, count="R")
         return steps
 
     # -- slots -------------------------------------------------------------------------------
@@ -176,19 +184,20 @@ class Engine:
         dims = StepDims(len(tokens), len(positions), len(rows))
         encoder = self.gpu.device.create_command_encoder()
         compute = encoder.begin_compute_pass()
-        for d in self.dispatches:
-            x, y, z = d.grid(dims)
-            if x and y and z:
-                compute.set_pipeline(d.pipeline)
-                compute.set_bind_group(0, d.bind_group)
-                compute.dispatch_workgroups(x, y, z)
+        self.recorder.record(compute, dims)
         compute.end()
-        self.gpu.queue.submit([encoder.finish()])
         vocab = self.info.n_vocab
-        if dims.R:
-            logits = self.gpu.read(self.ws.logits, dims.R * vocab * 4).reshape(dims.R, vocab)
-        else:
-            logits = np.zeros((0, vocab), np.float32)
+        nbytes = dims.R * vocab * 4
+        if nbytes:
+            encoder.copy_buffer_to_buffer(self.ws.logits, 0, self.readback, 0, nbytes)
+        self.gpu.queue.submit([encoder.finish()])
+        if not nbytes:
+            return StepResult(np.zeros((0, vocab), np.float32), offsets)
+        self.readback.map_sync(wgpu.MapMode.READ, 0, nbytes)
+        try:
+            logits = np.frombuffer(self.readback.read_mapped(0, nbytes), np.float32).reshape(dims.R, vocab).copy()
+        finally:
+            self.readback.unmap()
         return StepResult(logits, offsets)
 
     def _tables(self, plan: StepPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -18,10 +18,40 @@ from backend.gpu.device import Gpu
 from backend.gpu.pipelines import Defines, PipelineCache
 from backend.gpu.workspace import Workspace
 
-MATMUL_TOKENS = 8  # tokens per matmul workgroup (both kernels)
-# output rows per workgroup: matmul.wgsl shares a row among 64 lanes (GPUs: coalesced reads);
-# matmul_rows.wgsl gives each invocation a row (CPU drivers: no barriers, sequential reads)
-MATMUL_KERNELS = {"tiled": ("matmul.wgsl", 4), "rows": ("matmul_rows.wgsl", 64)}
+VEC_MAX_TOKENS = 16  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
+
+
+@dataclass(frozen=True)
+class MatmulKernel:
+    shader: str
+    rows: int  # output rows per workgroup
+    tokens: int  # tokens per workgroup
+    min_count: int = 0  # used when the step's count lies in [min_count, max_count]
+    max_count: int = 1 << 30
+
+
+# tiled: 64 lanes share a row (coalesced, portable); vec: a 32-wide subgroup per row (GPUs with
+# 32-lane subgroups); gemm: 64 x 64 tiles through workgroup memory; rows: one invocation per row
+# (CPU drivers such as lavapipe: no barriers, sequential reads).
+KERNELS = {
+    "tiled": MatmulKernel("matmul.wgsl", 4, 8),
+    "vec": MatmulKernel("matmul_vec.wgsl", 8, 8),
+    "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64),
+    "rows": MatmulKernel("matmul_rows.wgsl", 64, 8),
+}
+
+
+def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
+    """Which kernels serve which token counts on this adapter (AI00_MATMUL overrides: one kernel)."""
+    forced = os.environ.get("AI00_MATMUL")
+    if forced:
+        if forced not in KERNELS:
+            raise ValueError(f"AI00_MATMUL: must be one of {sorted(KERNELS)}, got {forced!r}")
+        return [KERNELS[forced]]
+    if gpu.is_cpu:
+        return [KERNELS["rows"]]
+    small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
+    return [replace(small, max_count=VEC_MAX_TOKENS), replace(KERNELS["gemm"], min_count=VEC_MAX_TOKENS + 1)]
 
 
 class StepDims(NamedTuple):
@@ -54,13 +84,22 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _matmul_grid(kernel: MatmulKernel, rows: int, count: str) -> Grid:
+    groups_x = _ceil(rows, kernel.rows)
+
+    def grid(d: StepDims) -> tuple[int, int, int]:
+        n = d.T if count == "T" else d.R
+        if not kernel.min_count <= n <= kernel.max_count:
+            return (0, 0, 0)
+        return (groups_x, _ceil(n, kernel.tokens), 1)
+
+    return grid
+
+
 class Ops:
     def __init__(self, gpu: Gpu, cache: PipelineCache, ws: Workspace, t_max: int) -> None:
         self.gpu, self.cache, self.ws, self.t_max = gpu, cache, ws, t_max
-        kind = os.environ.get("AI00_MATMUL") or ("rows" if gpu.is_cpu else "tiled")
-        if kind not in MATMUL_KERNELS:
-            raise ValueError(f"AI00_MATMUL: must be one of {sorted(MATMUL_KERNELS)}, got {kind!r}")
-        self.matmul_shader, self.matmul_rows = MATMUL_KERNELS[kind]
+        self.matmul_kernels = matmul_plan(gpu)
 
     def upload(self, array: np.ndarray, f16: bool, label: str) -> Tensor:
         data = array.astype(np.float16 if f16 else np.float32)
@@ -105,11 +144,12 @@ class Ops:
         bias: Tensor | None = None,
         mul: wgpu.GPUBuffer | None = None,
         add: bool = False,
-    ) -> Dispatch:
-        """y[g, t, :] = epilogue(x[g, t, :] @ w[g].T); strides in floats, defaulting to [G, t_max, dim]."""
+    ) -> list[Dispatch]:
+        """y[g, t, :] = epilogue(x[g, t, :] @ w[g].T); strides in floats, defaulting to [G, t_max, dim].
+        One dispatch per kernel of the plan; each runs only for the token counts it serves."""
         rows, k = w.shape
-        if rows % groups or k % 4:
-            raise ValueError(f"{name}: weight {w.shape} does not split into {groups} groups of K%4==0")
+        if rows % groups or k % 16:
+            raise ValueError(f"{name}: weight {w.shape} does not split into {groups} groups of K%16==0")
         n = rows // groups
         x_row = k if x_row is None else x_row
         x_group = self.t_max * x_row if x_group is None else x_group
@@ -129,12 +169,14 @@ class Ops:
             bindings[4] = bias.buffer
         if mul is not None:
             bindings[5] = mul
-        groups_x = _ceil(rows, self.matmul_rows)
-        if count == "T":
-            grid: Grid = lambda d: (groups_x, _ceil(d.T, MATMUL_TOKENS), 1)  # noqa: E731
-        else:
-            grid = lambda d: (groups_x, _ceil(d.R, MATMUL_TOKENS), 1)  # noqa: E731
-        return self._dispatch(name, self.matmul_shader, defines, bindings, grid)
+        out = []
+        for kernel in self.matmul_kernels:
+            if kernel.shader == "matmul_gemm.wgsl" and groups > 1 and n % kernel.rows:
+                kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+            out.append(
+                self._dispatch(name, kernel.shader, defines, bindings, _matmul_grid(kernel, rows, count))
+            )
+        return out
 
     def ln_mix(
         self,
@@ -175,7 +217,7 @@ class Ops:
         c = params.shape[1]
         n = 64
         ws = self.ws
-        defines = {"N": n, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec, "MIX_V": layer > 0}
+        defines = {"N": 64, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec, "MIX_V": layer > 0}
         bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: ws.decay, 4: ws.a, 5: ws.gate, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
         if layer > 0:

@@ -5,6 +5,8 @@ are known to the compiler and variants (f16 weights, epilogues) cost nothing at 
   `{{NAME}}`                     replaced by the define's value
   `#if NAME` / `#else` / `#endif`  kept or dropped by the define's truthiness (nestable)
   `#include "file.wgsl"`          another file of shaders/, specialised with the same defines
+  `#unroll J N` ... `#end`        the lines between, N times, with `{{J}}` = 0 .. N-1 (drivers keep
+                                  constant-indexed arrays in registers, loop-indexed ones may spill)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ Defines = Mapping[str, int | bool | str]
 
 def specialise(name: str, defines: Defines, shader_dir: Path = SHADER_DIR) -> str:
     """Return shader `name` with its directives applied."""
-    lines = (shader_dir / name).read_text().splitlines()
+    lines = _unroll((shader_dir / name).read_text().splitlines(), defines)
     out: list[str] = []
     keep_stack: list[bool] = []
     for line in lines:
@@ -46,6 +48,25 @@ def specialise(name: str, defines: Defines, shader_dir: Path = SHADER_DIR) -> st
     if keep_stack:
         raise ValueError(f"{name}: unclosed #if")
     return "\n".join(out)
+
+
+def _unroll(lines: list[str], defines: Defines) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip()
+        if not stripped.startswith("#unroll "):
+            out.append(lines[i])
+            i += 1
+            continue
+        _, var, count = stripped.split()
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "#end")
+        body = lines[i + 1 : end]
+        n = int(defines[count]) if count in defines else int(count)
+        for k in range(n):
+            out.extend(line.replace("{{" + var + "}}", str(k)) for line in body)
+        i = end + 1
+    return out
 
 
 def _render(shader: str, key: str, defines: Defines) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from backend.gpu.models.info import Version
+from backend.gpu.recorder import Recorder
 from backend.gpu.step_types import Logits, StepPlan, StepRow
 from tests.engine.conftest import Case, Device
 
@@ -39,3 +41,17 @@ def test_steady_state_step_builds_nothing(device: Device, cases: dict[Version, C
     for n in (1, 3, 17):
         engine.step(StepPlan((StepRow(0, tuple(range(1, n + 1))),)))
     assert device.pipelines.misses == misses
+
+
+def test_native_and_public_recording_give_the_same_logits(device: Device, cases: dict[Version, Case]) -> None:
+    """The recorder's direct wgpu-native calls must encode exactly what the public API would."""
+    engine = device.engine(cases[Version.V7])
+    assert engine.recorder.native, "wgpu-native's pass functions are no longer reachable: recording is slow"
+    plan = StepPlan((StepRow(0, (1, 2, 3)), StepRow(1, (4,))))
+    engine.reset_slot(0)
+    engine.reset_slot(1)
+    native = engine.step(plan).logits
+    engine.recorder = Recorder(engine.dispatches, native=False)
+    engine.reset_slot(0)
+    engine.reset_slot(1)
+    np.testing.assert_array_equal(engine.step(plan).logits, native)

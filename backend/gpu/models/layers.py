@@ -91,11 +91,11 @@ def channel_mix_v4(layer: Layer) -> list[Dispatch]:
     f = layer.info.n_ffn
     return [
         layer.ln_mix("ffn", "ffn.mu"),
-        ops.matmul(f"{i}.ffn.key", ws.mix, layer.w("ffn.key"), ws.ffn_k, act="relu_sq"),
-        ops.matmul(
+        *ops.matmul(f"{i}.ffn.key", ws.mix, layer.w("ffn.key"), ws.ffn_k, act="relu_sq"),
+        *ops.matmul(
             f"{i}.ffn.receptance", ws.mix, layer.w("ffn.receptance"), ws.ffn_r, x_base=layer.group(1), act="sigmoid"
         ),
-        ops.matmul(f"{i}.ffn.value", ws.ffn_k, layer.w("ffn.value"), ws.x, x_row=f, mul=ws.ffn_r, add=True),
+        *ops.matmul(f"{i}.ffn.value", ws.ffn_k, layer.w("ffn.value"), ws.x, x_row=f, mul=ws.ffn_r, add=True),
     ]
 
 

@@ -27,10 +27,10 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     lo = layer.layout
     return [
         layer.ln_mix("att", "att.mu"),
-        ops.matmul(f"{i}.receptance", ws.mix, w("att.receptance"), ws.rkv, act="sigmoid"),
-        ops.matmul(f"{i}.kv", ws.mix, w("att.kv"), ws.rkv, groups=2, x_base=one, y_base=one),
+        *ops.matmul(f"{i}.receptance", ws.mix, w("att.receptance"), ws.rkv, act="sigmoid"),
+        *ops.matmul(f"{i}.kv", ws.mix, w("att.kv"), ws.rkv, groups=2, x_base=one, y_base=one),
         ops.wkv4(i, w("att.decay"), w("att.u"), layer.state, lo.size, lo.recurrent),
-        ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
+        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
     ]
 
 

@@ -41,16 +41,16 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     lo = layer.layout
     steps = [
         layer.ln_mix("att", "att.mu"),
-        ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
+        *ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
     ]
     if gated:
-        steps.append(ops.matmul(f"{i}.gate", ws.mix, w("att.gate"), ws.gate, x_base=layer.group(3), act="silu"))
+        steps += ops.matmul(f"{i}.gate", ws.mix, w("att.gate"), ws.gate, x_base=layer.group(3), act="silu")
     steps += [
         ops.wkv6(
             i, w("att.decay").buffer, False, w("att.u"), w("att.ln_x"), layer.state, lo.size, lo.recurrent,
             layer.info.head_size, gate=gated,
         ),
-        ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
+        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
     ]  # fmt: skip
     return steps
 

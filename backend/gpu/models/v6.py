@@ -38,18 +38,18 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     lo = layer.layout
     return [
         layer.ln_mix("att", "att.mu_x", delta=True),
-        ops.matmul(f"{i}.maa_w1", ws.mix, w("att.maa_w1"), ws.lora, y_row=5 * d1, act="tanh"),
-        ops.matmul(f"{i}.maa_w2", ws.lora, w("att.maa_w2"), ws.m6, groups=5, x_row=5 * d1, x_group=d1),
+        *ops.matmul(f"{i}.maa_w1", ws.mix, w("att.maa_w1"), ws.lora, y_row=5 * d1, act="tanh"),
+        *ops.matmul(f"{i}.maa_w2", ws.lora, w("att.maa_w2"), ws.m6, groups=5, x_row=5 * d1, x_group=d1),
         ops.mix6(w("att.maa5")),
-        ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
-        ops.matmul(f"{i}.gate", ws.mix, w("att.gate"), ws.gate, x_base=grp(G), act="silu"),
-        ops.matmul(f"{i}.decay_w1", ws.mix, w("att.decay_w1"), ws.lora, x_base=grp(W), y_row=d2, act="tanh"),
-        ops.matmul(f"{i}.decay_w2", ws.lora, w("att.decay_w2"), ws.decay, x_row=d2, bias=w("att.decay")),
+        *ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
+        *ops.matmul(f"{i}.gate", ws.mix, w("att.gate"), ws.gate, x_base=grp(G), act="silu"),
+        *ops.matmul(f"{i}.decay_w1", ws.mix, w("att.decay_w1"), ws.lora, x_base=grp(W), y_row=d2, act="tanh"),
+        *ops.matmul(f"{i}.decay_w2", ws.lora, w("att.decay_w2"), ws.decay, x_row=d2, bias=w("att.decay")),
         ops.wkv6(
             i, ws.decay, True, w("att.u"), w("att.ln_x"), layer.state, lo.size, lo.recurrent,
             layer.info.head_size, gate=True,
         ),
-        ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
+        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
     ]  # fmt: skip
 
 

@@ -47,8 +47,8 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     def lora(name: str, source: int, target, act1: str | None, act2: str | None, bias: bool) -> list[Dispatch]:
         d = w(f"att.{name}1").shape[0]
         return [
-            ops.matmul(f"{i}.{name}1", ws.mix, w(f"att.{name}1"), ws.lora, x_base=grp(source), y_row=d, act=act1),
-            ops.matmul(
+            *ops.matmul(f"{i}.{name}1", ws.mix, w(f"att.{name}1"), ws.lora, x_base=grp(source), y_row=d, act=act1),
+            *ops.matmul(
                 f"{i}.{name}2", ws.lora, w(f"att.{name}2"), target, x_row=d, act=act2,
                 bias=w(f"att.{name}0") if bias else None,
             ),
@@ -56,7 +56,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
 
     steps = [
         layer.ln_mix("att", "att.mu"),
-        ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
+        *ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
         *lora("w", W, ws.decay, "tanh", None, bias=True),
         *lora("a", A, ws.a, None, "sigmoid", bias=True),
     ]
@@ -65,7 +65,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     steps += lora("g", G, ws.gate, "sigmoid", None, bias=False)
     steps += [
         ops.wkv7(i, w("att.params"), w("att.ln_x"), layer.state, layer.layout.size, layer.layout.recurrent),
-        ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
+        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
     ]
     return steps
 
@@ -75,8 +75,8 @@ def channel_mix(layer: Layer) -> list[Dispatch]:
     ops, ws, i = layer.ops, layer.ops.ws, layer.i
     return [
         layer.ln_mix("ffn", "ffn.mu"),
-        ops.matmul(f"{i}.ffn.key", ws.mix, layer.w("ffn.key"), ws.ffn_k, act="relu_sq"),
-        ops.matmul(f"{i}.ffn.value", ws.ffn_k, layer.w("ffn.value"), ws.x, x_row=layer.info.n_ffn, add=True),
+        *ops.matmul(f"{i}.ffn.key", ws.mix, layer.w("ffn.key"), ws.ffn_k, act="relu_sq"),
+        *ops.matmul(f"{i}.ffn.value", ws.ffn_k, layer.w("ffn.value"), ws.x, x_row=layer.info.n_ffn, add=True),
     ]
 
 
