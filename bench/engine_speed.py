@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.gpu.device import Gpu
 from backend.gpu.engine import Engine
 from backend.gpu.loader import canonical_shapes
 from backend.gpu.models.info import ModelInfo, Version
@@ -141,7 +142,7 @@ def measure_web_rwkv(st_path: Path, prompt: list[int], steps: int, chunk: int) -
     return fig
 
 
-def run_model(spec: str, args: argparse.Namespace) -> dict:
+def run_model(spec: str, args: argparse.Namespace, gpu: Gpu) -> dict:
     version_name, size = spec.split(":")
     version = Version(version_name)
     n_layer, n_embd = SIZES[size]
@@ -150,7 +151,7 @@ def run_model(spec: str, args: argparse.Namespace) -> dict:
     print(f"[{spec}] built tensors in {time.perf_counter() - t0:.1f} s", flush=True)
     info = ModelInfo(version, n_layer, n_embd, 65536, tensors["blocks.0.ffn.key.weight"].shape[0],
                      0 if version is Version.V4 else 64)  # fmt: skip
-    engine = Engine(info, tensors, max_batch=max(STREAMS), max_step_tokens=args.chunk, precision="fp16")
+    engine = Engine(info, tensors, max_batch=max(STREAMS), max_step_tokens=args.chunk, precision="fp16", gpu=gpu)
     prompt = [int(t) for t in np.random.default_rng(1).integers(1, 65535, PROMPT)]
     ours = measure_ours(engine, prompt, args.steps)
     ours.model = spec
@@ -195,12 +196,15 @@ def main() -> None:
     parser.add_argument("--tmp", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    results = [run_model(spec, args) for spec in args.model or ["v6:1.6B"]]
+    # one device for every model: asking wgpu for a second adapter after web-rwkv has run panics
+    gpu = Gpu()
+    print(f"device: {gpu.summary.name} ({gpu.summary.backend}), subgroup size {gpu.subgroup_size}", flush=True)
+    results = [run_model(spec, args, gpu) for spec in args.model or ["v6:1.6B"]]
     print_table(results)
     if args.out:
         import wgpu
 
-        doc = {"results": results, "python": sys.version, "platform": platform.platform(),
+        doc = {"results": results, "device": gpu.summary.name, "python": sys.version, "platform": platform.platform(),
                "wgpu": wgpu.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         Path(args.out).write_text(json.dumps(doc, indent=2))
 
