@@ -86,6 +86,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_step_tokens = max_step_tokens
         self.gpu = gpu or Gpu()
+        allocated_before = self.gpu.allocated_bytes
         self.pipelines = pipelines or PipelineCache(self.gpu.device)
         # Logit lines are bounded by the largest buffer one binding may hold.
         self.max_logit_lines = max(1, min(max_step_tokens, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
@@ -102,6 +103,7 @@ class Engine:
         self.weights = self._upload(prepare_weights(info, tensors))
         self.dispatches = self._build()
         self.recorder = Recorder(self.dispatches)
+        self.gpu_bytes = self.gpu.allocated_bytes - allocated_before  # weights, states, workspace
         log.info(
             "engine: %s %d layers x %d, %s, %d slots, %d dispatches/step on %s",
             info.version, info.n_layer, info.n_embd, precision, max_batch, len(self.dispatches),

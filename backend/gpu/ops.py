@@ -18,7 +18,7 @@ from backend.gpu.device import Gpu
 from backend.gpu.pipelines import Defines, PipelineCache
 from backend.gpu.workspace import Workspace
 
-VEC_MAX_TOKENS = 16  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
+VEC_MAX_TOKENS = 64  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
 
 
 @dataclass(frozen=True)
