@@ -10,17 +10,20 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from backend.api import admin, docs, openai, ws
+from backend.api import admin, docs, openai, static, ws
 from backend.api.openai import json_response
 from backend.api.schemas import ApiError
 from backend.config import Config
+from backend.grammar.matcher import Vocabulary
 from backend.scheduler import Scheduler
+from backend.served_model import ModelSpec, ServedModel
 from backend.tokenizer import Tokenizer
 
 log = logging.getLogger("ai00.app")
@@ -35,13 +38,22 @@ class Server:
     config: Config
     tokenizer: Tokenizer
     scheduler: Scheduler
-    model_path: Path
+    model: ServedModel  # the model file and what the admin routes layered on it; swapped at run time
     created: int = field(default_factory=lambda: int(time.time()))
     websockets: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
+    @cached_property
+    def grammar_vocab(self) -> Vocabulary:
+        """The vocabulary prepared for grammar masks, built on the first request that has a grammar."""
+        return Vocabulary(self.tokenizer)
+
     @property
     def model_id(self) -> str:
-        return self.model_path.stem
+        return self.model.id
+
+    @property
+    def model_path(self) -> Path:
+        return self.model.spec.path
 
     @property
     def version(self) -> str:
@@ -52,7 +64,7 @@ class Server:
 
     @property
     def n_embd(self) -> int:
-        return self.scheduler.engine.info.n_embd
+        return self.model.info.n_embd
 
     @property
     def sampler_defaults(self) -> dict[str, Any]:
@@ -62,8 +74,9 @@ class Server:
         return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "ai00"}
 
     def model_summary(self) -> dict[str, Any]:
-        info = self.scheduler.engine.info
-        return {"id": self.model_id, "version": str(info.version), "size": self.model_path.stat().st_size,
+        info, path = self.model.info, self.model_path
+        size = path.stat().st_size if path.is_file() else None
+        return {"id": self.model_id, "version": str(info.version), "size": size,
                 "n_layer": info.n_layer, "n_embd": info.n_embd, "n_vocab": info.n_vocab}
 
 
@@ -81,36 +94,22 @@ def resolve_model_path(config: Config) -> Path:
     return path
 
 
-def engine_loader(config: Config, path: Path) -> Callable[[int], Any]:
-    """Loads the engine in the engine thread with as many slots as the scheduler asks for."""
-
-    def load(n_slots: int) -> Any:
-        from backend.gpu.engine import Engine
-
-        m = config.model
-        if m.quant or m.quant_type != "none" or m.loras:
-            log.warning("model.quant/quant_type/loras are not implemented yet; loading %s unquantized", path)
-        return Engine.load(path, max_batch=n_slots, max_step_tokens=m.token_chunk_size + m.max_batch,
-                           precision=m.precision)
-
-    return load
-
-
 def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = None,
                tokenizer: Tokenizer | None = None) -> web.Application:
     """The whole server; tests pass their own engine loader only to pick a model or slot count."""
-    model_path = resolve_model_path(config)
+    model = ServedModel(config, ModelSpec(resolve_model_path(config), config.model.precision))
     tokenizer = tokenizer or Tokenizer.from_file(config.tokenizer.path or None)
     m = config.model
     scheduler = Scheduler(
-        load_engine or engine_loader(config, model_path),
+        load_engine or model.load_engine,
         tokenizer,
         max_batch=m.max_batch,
         token_chunk_size=m.token_chunk_size,
         prefix_cache=m.prefix_cache,
         max_queue=config.limits.max_queue,
     )
-    server = Server(config, tokenizer, scheduler, model_path)
+    model.scheduler = scheduler
+    server = Server(config, tokenizer, scheduler, model)
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(config.listen.api_keys)],
         client_max_size=config.limits.max_body_bytes,
@@ -122,6 +121,7 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
     if config.listen.cors_origins:
         app.on_response_prepare.append(cors_headers(config.listen.cors_origins))
         app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
+    app.add_routes(static.routes())  # last: every API route wins over the UI's catch-all
     return app
 
 
@@ -137,6 +137,11 @@ async def run_engine(app: web.Application) -> AsyncIterator[None]:
     await loop.run_in_executor(None, scheduler.ready.wait)
     if scheduler.error is not None:
         raise RuntimeError(f"the engine failed to load: {scheduler.error}") from scheduler.error
+    try:
+        await app[SERVER].model.start()  # the configured initial states
+    except ValueError as e:
+        await loop.run_in_executor(None, scheduler.stop)
+        raise RuntimeError(f"the engine failed to load: {e}") from None
     log.info("model %s ready: %s", app[SERVER].model_id, app[SERVER].model_summary())
     yield
     await loop.run_in_executor(None, scheduler.stop)
@@ -181,7 +186,7 @@ def auth_middleware(keys: tuple[str, ...]):
 
     @web.middleware
     async def auth(request: web.Request, handler) -> web.StreamResponse:
-        if not encoded or request.path.startswith(OPEN_PATHS) or request.method == "OPTIONS":
+        if not encoded or request.path.startswith(OPEN_PATHS) or static.is_ui(request) or request.method == "OPTIONS":
             return await handler(request)
         offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not offered and request.path == "/api/ws":
@@ -202,7 +207,7 @@ def cors_headers(origins: tuple[str, ...]):
         if origin and ("*" in origins or origin in origins):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
 
     return add
 

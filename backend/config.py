@@ -39,14 +39,16 @@ class _Section(BaseModel):
 
 
 class StateEntry(_Section):
-    """An initial state file offered to requests by `name` (loading them is the admin issue's job)."""
+    """A tuned initial state (.st with blocks.{i}.att.time_state) that requests choose by `state: name`."""
 
     path: FilePath
-    name: str = ""
-    default: bool = False
+    name: str = ""  # empty: the file name without its extension
+    default: bool = False  # generations that name no state start from it
 
 
 class LoraEntry(_Section):
+    """A LoRA adapter merged at load (W += alpha / r * B @ A); switchable later through /api/adapters."""
+
     path: FilePath
     alpha: float = 1.0
 

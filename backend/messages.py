@@ -1,6 +1,6 @@
 """The only things that cross between the asyncio handlers and the engine thread: frozen messages and a sink.
 
-In (handler -> scheduler): Submit, Cancel, Update, SaveState.
+In (handler -> scheduler): Submit, Cancel, Update, SaveState; EngineCall for admin work.
 Out (scheduler -> handler, through the request's EventSink): Started, Delta, Updated, Done, Failed,
 StateSaved, Embedded.
 """
@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.grammar.matcher import Grammar
 from backend.sampling.params import SamplerParams
 
 
@@ -45,8 +48,9 @@ class Submit:
     params: SamplerParams
     sink: EventSink = field(repr=False)
     n: int = 1  # branches forked from one prefill
-    state: str | None = None  # handle of a saved state to start from instead of the zero state
+    state: str | None = None  # a saved-state handle or initial-state id ("": zero state); None: the default
     embed: bool = False  # prefill only, then answer Embedded
+    grammar: Grammar | None = None  # every branch's output must follow it; it ends them when complete
     submitted_at: float = field(default_factory=time.monotonic)
 
 
@@ -66,6 +70,18 @@ class SaveState:
     id: str
     sink: EventSink = field(repr=False)
     branch: int = 0
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """Admin work (LoRA switch, state load, model swap): `fn(scheduler)` runs on the engine thread between two
+    steps and its result or exception goes to `future`. With `drain`, it waits until no session runs (new ones
+    queue meanwhile), failing with scheduler.Busy once `deadline` (time.monotonic()) has passed."""
+
+    fn: Callable[[Any], Any]
+    future: Future = field(repr=False)
+    drain: bool = False
+    deadline: float | None = None
 
 
 # ---- out ----

@@ -2,11 +2,14 @@
 
 This is the only place where requests meet the engine. Every Session lives here; handlers only see the
 frozen messages of `messages.py`. Each step carries one decode token for every running session plus
-prefill chunks of waiting prompts, up to `token_chunk_size` tokens.
+prefill chunks of waiting prompts, up to `token_chunk_size` tokens. Admin work (LoRA switch, initial states,
+model swap) arrives as EngineCall and runs between two steps; a draining one holds admissions until nothing runs.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import logging
 import queue
 import threading
@@ -14,6 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +25,19 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from backend.gpu.step_types import Logits, StepPlan, StepRow
-from backend.messages import Cancel, Embedded, Failed, SaveState, Started, StateSaved, Submit, Update, Updated
+from backend.grammar import GrammarError
+from backend.messages import (
+    Cancel,
+    Embedded,
+    EngineCall,
+    Failed,
+    SaveState,
+    Started,
+    StateSaved,
+    Submit,
+    Update,
+    Updated,
+)
 from backend.sessions import Session, Status
 from backend.state_cache import StateCache
 from backend.tokenizer import Tokenizer
@@ -69,6 +85,11 @@ class _Group:
 
     submit: Submit
     sessions: list[Session]
+    initial: str | None = None  # the initial state its slot started from ("": zero); None: a saved state
+
+
+class Busy(RuntimeError):
+    """A draining EngineCall's deadline passed while generations were still running."""
 
 
 class Scheduler:
@@ -99,7 +120,11 @@ class Scheduler:
         self._groups: dict[str, _Group] = {}
         self._running: list[Session] = []  # admission order
         self._saved: OrderedDict[str, list[np.ndarray]] = OrderedDict()
-        self._finished: OrderedDict[tuple[str, int], tuple[int, ...]] = OrderedDict()
+        self._finished: OrderedDict[tuple[str, int], tuple[int, tuple[int, ...]]] = OrderedDict()  # -> (ns, fed)
+        self.initial_states: dict[str, int] = {"": 0}  # initial-state id -> its prefix-cache namespace
+        self.default_state = ""  # where a generation that names no state starts
+        self._namespaces = itertools.count(1)
+        self._calls: list[EngineCall] = []
         self._stats = _StepStats()
         self._stopping = False
 
@@ -114,6 +139,16 @@ class Scheduler:
             msg.sink.put(Failed(msg.id, "internal", "the engine is not running", None))
             return
         self._inbox.put(msg)
+
+    def call(self, fn: Callable[[Scheduler], Any], *, drain: bool = False, timeout: float | None = None) -> Future:
+        """Run `fn(self)` on the engine thread between steps (see messages.EngineCall); a Future of its result."""
+        future: Future = Future()
+        if self._stopping or not self.alive:
+            future.set_exception(RuntimeError("the engine is not running"))
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._inbox.put(EngineCall(fn, future, drain, deadline))
+        return future
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish every session as cancelled (each gets its Done), then end the thread."""
@@ -143,7 +178,8 @@ class Scheduler:
             return
         self.ready.set()
         try:
-            while self._handle_inbox(block=not (self._running or self._waiting)):
+            while self._handle_inbox(block=not (self._running or self._waiting or self._calls)):
+                self._run_calls()
                 self._admit_waiting()
                 plan, owners = self._plan_step()
                 if plan.rows:
@@ -152,6 +188,7 @@ class Scheduler:
             log.exception("engine thread died")
             self.error = e
         self._finish_all("cancelled" if self.error is None else "error")
+        self._fail_calls()
 
     def _handle_inbox(self, block: bool) -> bool:
         """Apply every waiting message; False once stop was asked."""
@@ -174,6 +211,8 @@ class Scheduler:
             self._update(msg)
         elif isinstance(msg, SaveState):
             self._save_state(msg)
+        elif isinstance(msg, EngineCall):
+            self._calls.append(msg)
 
     def _accept_submit(self, sub: Submit) -> None:
         self.metrics.requests.labels("embed" if sub.embed else "generate").inc()
@@ -181,8 +220,10 @@ class Scheduler:
             return self._reject(sub, "duplicate_id", f"id '{sub.id}' is already live", "id")
         if sub.n > self.max_batch:
             return self._reject(sub, "invalid_request", f"n: must be <= max_batch ({self.max_batch})", "n")
-        if sub.state is not None and sub.state not in self._saved:
-            return self._reject(sub, "invalid_request", f"state: unknown state '{sub.state}'", "state")
+        if sub.state is not None and sub.state not in self._saved and sub.state not in self.initial_states:
+            message = f"state: '{sub.state}' is neither a loaded initial state nor a saved-state handle"
+            return self._reject(sub, "invalid_request", message, "state")
+        self._admit_waiting()  # slots freed by the last step go to those already waiting before we judge the queue
         if len(self._waiting) >= self.max_queue and not (not self._waiting and sub.n <= len(self._free_slots)):
             return self._reject(sub, "overloaded", "all slots and the queue are full, retry later", None)
         group = _Group(sub, [Session(sub, b, self.tokenizer, sub.params) for b in range(sub.n)])
@@ -196,18 +237,25 @@ class Scheduler:
 
     def _admit_waiting(self) -> None:
         """Give slots to waiting requests in arrival order; a request needs one slot per branch."""
-        while self._waiting and self._waiting[0].submit.n <= len(self._free_slots):
+        held = any(call.drain for call in self._calls)  # a model swap waits for the running ones to end
+        while not held and self._waiting and self._waiting[0].submit.n <= len(self._free_slots):
             group = self._waiting.pop(0)
             sub, first = group.submit, group.sessions[0]
+            saved = self._saved.get(sub.state) if sub.state is not None else None
+            group.initial = None if saved is not None else self.initial_state_of(sub)
+            if saved is None and group.initial not in self.initial_states:  # unloaded while it waited
+                del self._groups[sub.id]
+                self._reject(sub, "invalid_request", f"state: '{sub.state}' is no longer loaded", "state")
+                continue
             slots = [self._free_slots.pop() for _ in group.sessions]
             cached = 0
-            if sub.state is not None:
-                self.engine.write_slot(slots[0], self._saved[sub.state])
-            elif (hit := self.cache.match(sub.tokens)) is not None:
+            if saved is not None:
+                self.engine.write_slot(slots[0], saved)
+            elif (hit := self.cache.match(sub.tokens, self.initial_states[group.initial])) is not None:
                 cached, cache_slot = hit
                 self.engine.copy_slot(cache_slot, slots[0])
             else:
-                self.engine.reset_slot(slots[0])
+                self.engine.reset_slot(slots[0], group.initial)
             for s, slot in zip(group.sessions, slots, strict=True):
                 s.grant(slot, cached)
             self._running.extend(group.sessions)
@@ -264,7 +312,8 @@ class Scheduler:
     def _prompt_done(self, first: Session, logits: np.ndarray | None) -> None:
         """The prompt is in branch 0's slot: cache its state, embed or fork the branches, sample each."""
         group = self._groups[first.id]
-        if first.submit.state is None and (cache_slot := self.cache.insert(first.prompt)) is not None:
+        ns = self._cache_namespace(first)
+        if ns is not None and (cache_slot := self.cache.insert(first.prompt, ns)) is not None:
             self.engine.copy_slot(first.slot, cache_slot)
         if first.submit.embed:
             self._embed(first)
@@ -286,7 +335,12 @@ class Scheduler:
         self._release(s, send_done=False)
 
     def _sample(self, s: Session, logits: np.ndarray) -> None:
-        delta = s.sample(logits)
+        try:
+            delta = s.sample(logits)
+        except GrammarError as e:  # the grammar has no way on: end this branch, keep its siblings
+            s.finish("error")
+            self._release(s, error=f"grammar: {e}")
+            return
         self.metrics.completion_tokens.inc()
         if delta is not None:
             s.submit.sink.put(delta)
@@ -296,11 +350,12 @@ class Scheduler:
     def _release(self, s: Session, send_done: bool = True, error: str | None = None) -> None:
         """Free the session's slot now (keeping its final state in the prefix cache) and send its Done."""
         if s.slot >= 0:
-            if s.submit.state is None and s.out_tokens and s.finish_reason != "error":
+            ns = self._cache_namespace(s)
+            if ns is not None and s.out_tokens and s.finish_reason != "error":
                 fed = s.fed_tokens
-                if (cache_slot := self.cache.insert(fed)) is not None:
+                if (cache_slot := self.cache.insert(fed, ns)) is not None:
                     self.engine.copy_slot(s.slot, cache_slot)
-                self._finished[(s.id, s.branch)] = fed
+                self._finished[(s.id, s.branch)] = (ns, fed)
                 while len(self._finished) > _FINISHED_KEPT:
                     self._finished.popitem(last=False)
             self._free_slots.append(s.slot)
@@ -358,8 +413,8 @@ class Scheduler:
             s = group.sessions[msg.branch]
             if s.slot >= 0 and s.status is not Status.WAITING:
                 state = self.engine.read_slot(s.slot)
-        elif (fed := self._finished.get((msg.id, msg.branch))) is not None:
-            slot = self.cache.get(fed)
+        elif (finished := self._finished.get((msg.id, msg.branch))) is not None:
+            slot = self.cache.get(finished[1], finished[0])
             if slot is not None:
                 state = self.engine.read_slot(slot)
         if state is None:
@@ -367,11 +422,104 @@ class Scheduler:
                 Failed(msg.id, "unknown_id", f"no state to save for '{msg.id}' branch {msg.branch}", "id")
             )
             return
+        handle = self.store_state(state)
+        msg.sink.put(StateSaved(msg.id, handle, sum(a.nbytes for a in state)))
+
+    def initial_state_of(self, sub: Submit) -> str:
+        """The initial state a submit starts from when it names no saved state (embeddings: always zero)."""
+        return sub.state if sub.state is not None else "" if sub.embed else self.default_state
+
+    def _cache_namespace(self, s: Session) -> int | None:
+        """The prefix-cache namespace of a session's initial state; None when its state cannot be cached."""
+        group = self._groups.get(s.id)
+        return None if group is None or group.initial is None else self.initial_states.get(group.initial)
+
+    # ---- admin work: only through `call`, on the engine thread ----
+
+    def _run_calls(self) -> None:
+        """Run waiting calls in order; a draining one waits (holding back those after it) until nothing runs."""
+        while self._calls:
+            call = self._calls[0]
+            if call.drain and self._running:
+                if call.deadline is None or time.monotonic() < call.deadline:
+                    return
+                self._calls.pop(0)
+                if call.future.set_running_or_notify_cancel():
+                    call.future.set_exception(Busy(f"{len(self._running)} generation(s) still running"))
+                continue
+            self._calls.pop(0)
+            if call.future.set_running_or_notify_cancel():
+                try:
+                    call.future.set_result(call.fn(self))
+                except Exception as e:  # the caller gets it; the engine goes on
+                    call.future.set_exception(e)
+
+    def _fail_calls(self) -> None:
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(msg, EngineCall):
+                self._calls.append(msg)
+        for call in self._calls:
+            if call.future.set_running_or_notify_cancel():
+                call.future.set_exception(RuntimeError("the engine stopped"))
+        self._calls.clear()
+
+    def store_state(self, layers: list[np.ndarray]) -> str:
+        """Keep a copy of a state in host memory under a new handle (the oldest go beyond _SAVED_STATES)."""
         handle = f"state-{uuid.uuid4().hex[:16]}"
-        self._saved[handle] = [np.array(a, copy=True) for a in state]
+        self._saved[handle] = [np.array(a, np.float32, copy=True) for a in layers]
         while len(self._saved) > _SAVED_STATES:
             self._saved.popitem(last=False)
-        msg.sink.put(StateSaved(msg.id, handle, sum(a.nbytes for a in state)))
+        return handle
+
+    def saved_state(self, handle: str) -> list[np.ndarray] | None:
+        return self._saved.get(handle)
+
+    def saved_handles(self) -> dict[str, int]:
+        """handle -> bytes, oldest first."""
+        return {h: sum(a.nbytes for a in layers) for h, layers in self._saved.items()}
+
+    def drop_state(self, handle: str) -> bool:
+        return self._saved.pop(handle, None) is not None
+
+    def add_initial_state(self, state_id: str, layers: list[np.ndarray], default: bool = False) -> None:
+        self.engine.add_initial_state(state_id, layers)
+        self.initial_states[state_id] = next(self._namespaces)  # a fresh namespace: a reloaded id starts clean
+        if default:
+            self.default_state = state_id
+
+    def remove_initial_state(self, state_id: str) -> None:
+        self.engine.remove_initial_state(state_id)
+        del self.initial_states[state_id]
+        if self.default_state == state_id:
+            self.default_state = ""
+
+    def write_weights(self, tensors: dict[str, np.ndarray]) -> list[str]:
+        """Rewrite weights in place (LoRA switch): running sessions go on with them from their next token."""
+        names = self.engine.write_weights(tensors)
+        self.cache.clear()  # states cached under the old weights would not match a fresh run any more
+        return names
+
+    def replace_engine(self, load: Callable[[int], Any]) -> None:
+        """Swap the model (nothing may run): free the old engine first, as two large models may not fit at
+        once; if the new one fails to load, load the old one again and raise. Either way the engine is new, so
+        the prefix cache and the initial states are gone; saved states go with the old model."""
+        n_slots, reload = self.engine.max_batch, self._load_engine
+        self.engine = None
+        gc.collect()  # release the old model's GPU buffers now
+        self.cache.clear()
+        self._finished.clear()
+        self.initial_states, self.default_state = {"": 0}, ""
+        try:
+            self.engine = load(n_slots)
+        except Exception:
+            log.exception("the new model failed to load; loading the previous one again")
+            self.engine = reload(n_slots)
+            raise
+        self._saved.clear()
 
 
 class _StepStats:

@@ -8,6 +8,8 @@ from enum import Enum, auto
 
 import numpy as np
 
+from backend.grammar import GrammarError
+from backend.grammar.matcher import Matcher
 from backend.messages import Delta, Done, Submit, Timings, TokenLogprob, Usage
 from backend.sampling.cpu import record_token, sample_token, token_logprobs
 from backend.sampling.params import SamplerParams
@@ -44,6 +46,7 @@ class Session:
         self.detok = Detokenizer(self.tokenizer)
         self.counts = np.zeros(self.tokenizer.vocab_size, np.float32)  # decayed penalty counts per token
         self.rng = self._make_rng(self.params.seed)
+        self.matcher: Matcher | None = self.submit.grammar.matcher() if self.submit.grammar is not None else None
 
     def _make_rng(self, seed: int | None) -> np.random.Generator:
         # branches of one seeded request differ, but each is reproducible
@@ -75,8 +78,13 @@ class Session:
             self.rng = self._make_rng(self.params.seed)
 
     def sample(self, logits: np.ndarray) -> Delta | None:
-        """Draw the next token from `logits` [vocab], append it, and return the text that is now final."""
-        token = sample_token(logits, self.counts, self.params, self.rng)
+        """Draw the next token from `logits` [vocab], append it, and return the text that is now final.
+
+        With a grammar, only the tokens its mask allows can be drawn (GrammarError if it allows none)."""
+        allowed = self.matcher.allowed_tokens() if self.matcher is not None else None
+        if allowed is not None and not allowed.any():
+            raise GrammarError("the grammar allows no next token")
+        token = sample_token(logits, self.counts, self.params, self.rng, allowed)
         if self.params.logprobs is not None:
             lp, top = token_logprobs(logits, token, self.params.logprobs)
             self._delta_logprobs.append(TokenLogprob(token, lp, tuple(top)))
@@ -89,13 +97,17 @@ class Session:
         self.out_tokens.append(token)
         self._delta_tokens.append(token)
         record_token(self.counts, token, self.params)
+        if self.matcher is not None:
+            self.matcher.advance(token)  # and computes the next step's mask now
         if token == END_OF_TEXT:
-            self._finish_text("stop", self._held + self.detok.flush())
+            self._finish_text("grammar" if self.matcher is not None else "stop", self._held + self.detok.flush())
         else:
             self._held += self.detok.push(token)
             stop_at = _find_stop(self._held, self.params.stop)
             if stop_at is not None:
                 self._finish_text("stop", self._held[:stop_at])
+            elif self.matcher is not None and self.matcher.is_complete:
+                self._finish_text("grammar", self._held + self.detok.flush())
             elif len(self.out_tokens) >= self.params.max_tokens:
                 self._finish_text("length", self._held + self.detok.flush())
             else:

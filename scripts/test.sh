@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Install with the test extra (reference oracle: torch CPU + rwkv), then lint and run every test.
+# Install with the test extra (reference oracle: torch CPU + rwkv) and chromium, then lint and run every test:
+# the UI's type check and unit tests (vitest), then pytest (engine, server, and the browser tests in tests/e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 .venv/bin/ruff check backend tests bench
+npm run --silent check
+npm test --silent
 .venv/bin/python -m pytest -q "$@"

@@ -1,19 +1,53 @@
-"""Operations routes: /health and /metrics (model, state and LoRA management arrive with the admin issue)."""
+"""Operations routes: /health, /metrics, and the admin routes under /api/ in AI00's spirit.
+
+  GET  /api/models/info               the model, its adapters and initial states
+  POST /api/models/load               swap to another model once running generations end (409 when busy)
+  POST /api/models/unload             409: the server always serves one model (load another instead)
+  GET  /api/models/state              initial states; POST loads one (file or saved handle)
+  POST /api/models/state/unload       (or DELETE /api/models/state/{id})
+  GET  /api/adapters                  LoRA adapters; POST loads one; /switch sets the active ones; /unload
+  GET  /api/states                    saved-state handles; POST /api/states/save {id} saves a REST generation's
+  GET  /api/states/{handle}           export as .st; POST /api/states/import takes one back; DELETE drops it
+
+Every route but /health is behind the API key when keys are configured (app.auth_middleware).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from backend.api.openai import json_response
+from backend.api import admin_schemas as a
+from backend.api.openai import FAILED_STATUS, json_response, read_json
+from backend.api.schemas import ApiError, parse
+from backend.gpu.models.info import StateLayout
+from backend.messages import EventSink, Failed, SaveState
+from backend.served_model import AdminError, ModelSpec, StateSource
 
 if TYPE_CHECKING:
     from backend.app import Server
 
+ST_TYPE = "application/octet-stream"
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    try:
+        yield
+    except AdminError as e:
+        raise ApiError(e.status, e.message, param=e.param, code=e.code,
+                       type="invalid_request_error" if e.status < 500 else "server_error") from None  # fmt: skip
+
 
 def routes(server: Server) -> list[web.RouteDef]:
+    model = server.model
+
     async def health(request: web.Request) -> web.Response:
         s = server.scheduler
         ok = s.alive
@@ -29,4 +63,161 @@ def routes(server: Server) -> list[web.RouteDef]:
         body = generate_latest(server.scheduler.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    return [web.get("/health", health), web.get("/metrics", metrics)]
+    def info() -> dict[str, Any]:
+        slots = {"total": server.scheduler.max_batch, "free": server.scheduler.free_slots}
+        return {**model.describe(), "slots": slots}
+
+    # ---- models ----
+
+    async def models_info(request: web.Request) -> web.Response:
+        return json_response(info())
+
+    async def models_load(request: web.Request) -> web.Response:
+        req: a.ModelLoadRequest = parse(a.ModelLoadRequest, await read_json(request))
+        if req.quant or req.quant_type != "none":
+            raise ApiError(400, "quant: quantization is not supported by the engine yet", param="quant",
+                           code="not_supported")  # fmt: skip
+        spec = ModelSpec(Path(req.path), req.precision or model.spec.precision)
+        states = [StateSource(s.id, s.path, None, s.default) for s in req.states]
+        with api_errors():
+            await model.swap(spec, [(x.path, x.alpha) for x in req.loras], states, req.wait, req.timeout_s)
+        return json_response(info())
+
+    async def models_unload(request: web.Request) -> web.Response:
+        raise ApiError(409, f"the server always serves one model ({server.model_id}); switch to another with "
+                            "POST /api/models/load", code="only_model")  # fmt: skip
+
+    # ---- initial states ----
+
+    def state_list() -> dict[str, Any]:
+        data = [model.describe_state(s) for s in model.states.values()]
+        return {"data": data, "default": next((s["id"] for s in data if s["default"]), None)}
+
+    async def states_list(request: web.Request) -> web.Response:
+        return json_response(state_list())
+
+    async def states_load(request: web.Request) -> web.Response:
+        req: a.StateLoadRequest = parse(a.StateLoadRequest, await read_json(request))
+        with api_errors():
+            state = await model.load_state(StateSource(req.id, req.path, req.handle, req.default))
+        return json_response(model.describe_state(state))
+
+    async def states_unload(request: web.Request) -> web.Response:
+        if request.method == "DELETE":
+            state_id = request.match_info["id"]
+        else:
+            state_id = parse(a.StateUnloadRequest, await read_json(request)).id
+        with api_errors():
+            await model.unload_state(state_id)
+        return json_response({"ok": True})
+
+    # ---- adapters ----
+
+    def adapter_list() -> dict[str, Any]:
+        return {"data": [model.describe_adapter(x) for x in model.adapters.values()], "active": list(model.active)}
+
+    async def adapters_list(request: web.Request) -> web.Response:
+        return json_response(adapter_list())
+
+    async def adapters_load(request: web.Request) -> web.Response:
+        req: a.AdapterLoadRequest = parse(a.AdapterLoadRequest, await read_json(request))
+        with api_errors():
+            path = str(Path(req.path))
+            await model.load_adapter(path, req.alpha, req.name, req.active, req.drain, req.timeout_s)
+        return json_response(adapter_list())
+
+    async def adapters_switch(request: web.Request) -> web.Response:
+        req: a.AdapterSwitchRequest = parse(a.AdapterSwitchRequest, await read_json(request))
+        with api_errors():
+            await model.switch_adapters(req.refs(), req.drain, req.timeout_s)
+        return json_response(adapter_list())
+
+    async def adapters_unload(request: web.Request) -> web.Response:
+        if request.method == "DELETE":
+            req = a.AdapterUnloadRequest(name=request.match_info["name"])
+        else:
+            req = parse(a.AdapterUnloadRequest, await read_json(request))
+        with api_errors():
+            await model.unload_adapter(req.name, req.drain, req.timeout_s)
+        return json_response(adapter_list())
+
+    # ---- saved states ----
+
+    async def saved_list(request: web.Request) -> web.Response:
+        handles = await model.on_engine(lambda s: s.saved_handles())
+        return json_response({"data": [{"handle": h, "bytes": n} for h, n in handles.items()]})
+
+    async def saved_save(request: web.Request) -> web.Response:
+        req: a.StateSaveRequest = parse(a.StateSaveRequest, await read_json(request))
+        sink = EventSink()
+        server.scheduler.submit(SaveState(req.id, sink, req.branch))
+        event = await sink.get()
+        if isinstance(event, Failed):
+            status = FAILED_STATUS.get(event.code, 500)
+            raise ApiError(status, event.message, param=event.param, code=event.code)
+        return json_response({"handle": event.handle, "bytes": event.bytes})
+
+    async def saved_export(request: web.Request) -> web.Response:
+        handle = request.match_info["handle"]
+        with api_errors():
+            data = await model.export_state(handle)
+        disposition = f'attachment; filename="{handle}.st"'
+        return web.Response(body=data, content_type=ST_TYPE, headers={"Content-Disposition": disposition})
+
+    async def saved_import(request: web.Request) -> web.Response:
+        source: bytes | str = await read_body(request, state_file_limit(server))
+        if request.content_type != ST_TYPE and source.startswith(b"{"):  # JSON {"path": ...}, not a file
+            try:
+                source = parse(a.StateImportRequest, orjson.loads(source)).path
+            except orjson.JSONDecodeError as e:
+                raise ApiError(400, f"body is not valid JSON: {e}", code="invalid_json") from None
+        with api_errors():
+            handle, size = await model.import_state(source)
+        return json_response({"handle": handle, "bytes": size})
+
+    async def saved_drop(request: web.Request) -> web.Response:
+        handle = request.match_info["handle"]
+        if not await model.on_engine(lambda s: s.drop_state(handle)):
+            raise ApiError(404, f"handle: no saved state '{handle}'", param="handle", code="state_not_found")
+        return json_response({"ok": True})
+
+    return [
+        web.get("/health", health),
+        web.get("/metrics", metrics),
+        web.get("/api/models/info", models_info),
+        web.post("/api/models/load", models_load),
+        web.post("/api/models/unload", models_unload),
+        web.get("/api/models/state", states_list),
+        web.post("/api/models/state", states_load),
+        web.post("/api/models/state/unload", states_unload),
+        web.delete("/api/models/state/{id}", states_unload),
+        web.get("/api/adapters", adapters_list),
+        web.post("/api/adapters", adapters_load),
+        web.post("/api/adapters/switch", adapters_switch),
+        web.post("/api/adapters/unload", adapters_unload),
+        web.delete("/api/adapters/{name}", adapters_unload),
+        web.get("/api/states", saved_list),
+        web.post("/api/states/save", saved_save),
+        web.post("/api/states/import", saved_import),
+        web.get("/api/states/{handle}", saved_export),
+        web.delete("/api/states/{handle}", saved_drop),
+    ]
+
+
+def state_file_limit(server: Server) -> int:
+    """The largest state file worth reading for this model: f64 tensors plus a generous header."""
+    info = server.model.info
+    return 8 * info.n_layer * StateLayout.of(info).size + (1 << 20) if info else 1 << 20
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body up to `limit` bytes (a state file may exceed limits.max_body_bytes, meant for JSON)."""
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(413, f"body: more than {limit} bytes, too large for a state of this model",
+                           param="body", code="too_large")  # fmt: skip
+    if not data:
+        raise ApiError(400, 'body: send a state .st file (or JSON {"path": ...})', param="body")
+    return bytes(data)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from backend.api import admin_schemas as a
 from backend.api import schemas as s
 from backend.api.openai import json_response
 
 if TYPE_CHECKING:
     from backend.app import Server
 
-# (method, path, summary, request model, response model, streams)
-OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel], bool]] = [
+# (method, path, summary, request model, response model (None: a .st file), streams)
+OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [
     ("get", "/api/oai/v1/models", "The served model", None, s.ModelList, False),
     ("get", "/api/oai/v1/models/{id}", "One model by id", None, s.ModelCard, False),
     ("post", "/api/oai/v1/completions", "Continue a prompt", s.CompletionRequest, s.CompletionResponse, True),
@@ -24,6 +26,32 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel], b
      True),
     ("post", "/api/oai/v1/embeddings", "Embed texts: last-token pooled final-layer ln2 state, L2-normalized",
      s.EmbeddingRequest, s.EmbeddingResponse, False),
+    # admin (backend/api/admin.py)
+    ("get", "/api/models/info", "The model, its LoRA adapters and initial states", None, a.ModelInfoResponse, False),
+    ("post", "/api/models/load", "Swap to another model once running generations end (409 if busy)",
+     a.ModelLoadRequest, a.ModelInfoResponse, False),
+    ("post", "/api/models/unload", "Always 409: the server serves one model; load another instead", None, a.Ok,
+     False),
+    ("get", "/api/models/state", "Loaded initial states (`state` of a generation)", None, a.InitialStateList, False),
+    ("post", "/api/models/state", "Load an initial state from a tuned-state file or a saved-state handle",
+     a.StateLoadRequest, a.InitialStateInfo, False),
+    ("post", "/api/models/state/unload", "Unload an initial state", a.StateUnloadRequest, a.Ok, False),
+    ("delete", "/api/models/state/{id}", "Unload an initial state", None, a.Ok, False),
+    ("get", "/api/adapters", "LoRA adapters, loaded and active", None, a.AdapterList, False),
+    ("post", "/api/adapters", "Load a LoRA adapter (and merge it, hot)", a.AdapterLoadRequest, a.AdapterList, False),
+    ("post", "/api/adapters/switch", "Set the merged adapters, in order (hot)", a.AdapterSwitchRequest,
+     a.AdapterList, False),
+    ("post", "/api/adapters/unload", "Unload an adapter (unmerged first, hot)", a.AdapterUnloadRequest,
+     a.AdapterList, False),
+    ("delete", "/api/adapters/{name}", "Unload an adapter at once", None, a.AdapterList, False),
+    ("get", "/api/states", "Saved-state handles", None, a.SavedStateList, False),
+    ("post", "/api/states/save", "Save the state of a REST generation (by its response `id`)",
+     a.StateSaveRequest, a.SavedState, False),
+    ("post", "/api/states/import", "A handle for a state file: JSON {path} on the server, or the .st file itself "
+     "as an application/octet-stream body", a.StateImportRequest, a.SavedState, False),
+    ("get", "/api/states/{handle}", "Export a saved state as a .st file (layout: backend/state_file.py)", None,
+     None, False),
+    ("delete", "/api/states/{handle}", "Forget a saved state", None, a.Ok, False),
 ]
 WS_FRAMES = (s.SessionUpdateFrame, s.GenerateFrame, s.UpdateFrame, s.CancelFrame, s.StateSaveFrame, s.PingFrame)
 
@@ -36,15 +64,19 @@ def openapi(server: Server) -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": {"$ref": ref[s.ErrorResponse]}}}}
     paths: dict[str, Any] = {}
     for method, path, summary, req, resp, streams in OPERATIONS:
-        content = {"application/json": {"schema": {"$ref": ref[resp]}}}
+        if resp is None:
+            content = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+        else:
+            content = {"application/json": {"schema": {"$ref": ref[resp]}}}
         if streams:
             content["text/event-stream"] = {"schema": {"type": "string", "description": "SSE chunks, then [DONE]"}}
         op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "ok", "content": content},
                                                                 "default": error}}
         if req is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": ref[req]}}}}
-        if "{id}" in path:
-            op["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+        if names := re.findall(r"\{(\w+)\}", path):
+            string = {"type": "string"}
+            op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": string} for n in names]
         paths.setdefault(path, {})[method] = op
     paths["/api/ws"] = {"get": {
         "summary": "WebSocket protocol v1 (client frames: components *Frame; see ws-protocol.md)",

@@ -26,9 +26,10 @@ from backend.api.schemas import (
     CompletionRequest,
     EmbeddingRequest,
     parse,
-    reject_grammar,
+    request_grammar,
 )
 from backend.chat import chat_prompt, chat_stop
+from backend.grammar.matcher import Grammar
 from backend.messages import Cancel, Delta, Done, Embedded, EventSink, Failed, Started, Submit
 from backend.sampling.params import SamplerParams
 from backend.tokenizer import END_OF_TEXT
@@ -55,11 +56,12 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def completions(request: web.Request) -> web.StreamResponse:
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
-        reject_grammar(req.model_dump(include={"bnf_schema", "response_format"}))
+        grammar = request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
+                                  server.grammar_vocab)
         tokens = prompt_tokens(server, req.prompt_text())
         echo = req.prompt_text() if req.echo else ""
         params = sampler_params(server, req.sampler_fields(), req.stop_list(), req.logprobs)
-        gen = Generation(server, submit(server, "cmpl", tokens, params, req.n, req.state))
+        gen = Generation(server, submit(server, "cmpl", tokens, params, req.n, req.state, grammar))
         if req.stream:
             return await stream(request, gen, completion_chunk, req.stream_options, echo)
         await gen.collect()
@@ -87,12 +89,13 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
-        reject_grammar(req.model_dump(include={"bnf_schema", "response_format"}))
+        grammar = request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
+                                  server.grammar_vocab)
         prompt = chat_prompt(((m.role, m.text, m.name) for m in req.messages), req.names)
         tokens = prompt_tokens(server, prompt)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = sampler_params(server, req.sampler_fields(), [*req.stop_list(), *chat_stop(req.names)], top)
-        gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state))
+        gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state, grammar))
         if req.stream:
             return await stream(request, gen, chat_chunk, req.stream_options)
         await gen.collect()
@@ -191,14 +194,20 @@ def sampler_params(
 
 
 def submit(
-    server: Server, kind: str, tokens: tuple[int, ...], params: SamplerParams, n: int, state: str | None
+    server: Server,
+    kind: str,
+    tokens: tuple[int, ...],
+    params: SamplerParams,
+    n: int,
+    state: str | None,
+    grammar: Grammar | None = None,
 ) -> Submit:
     limits = server.config.limits
     if n > min(limits.max_n, server.scheduler.max_batch):
         raise ApiError(
             400, f"n: must be <= {min(limits.max_n, server.scheduler.max_batch)}, got {n}", param="n"
         )
-    return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state)
+    return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state, grammar=grammar)
 
 
 async def embed(server: Server, tokens: tuple[int, ...]) -> Embedded:

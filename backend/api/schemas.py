@@ -8,6 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from backend.chat import DEFAULT_NAMES
+from backend.grammar import GrammarError
+from backend.grammar.json_schema import JSON_OBJECT
+from backend.grammar.matcher import Grammar, Vocabulary
 
 # ---- errors ----
 
@@ -104,6 +107,40 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=lambda: dict(JSON_OBJECT), alias="schema")
+    strict: bool | None = Field(
+        None, description="true: a keyword the grammar cannot enforce is an error; otherwise it is ignored"
+    )
+
+
+class TextFormat(BaseModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+BnfSchema = Annotated[
+    str,
+    Field(
+        max_length=65536,
+        description="AI00 BNF grammar (`<start> ::= ...`); the output follows it and ends when it is complete",
+    ),
+]
+
+
 class _Request(BaseModel):
     """Fields common to completions and chat. Unknown OpenAI fields are ignored, as OpenAI clients send many."""
 
@@ -126,8 +163,10 @@ class _Request(BaseModel):
     state: str | None = Field(
         None, description="handle of a saved state (WebSocket state.save) to start from"
     )
-    bnf_schema: str | None = Field(None, description="AI00 BNF grammar (not supported yet: 400)")
-    response_format: dict[str, Any] | None = Field(None, description="only {'type': 'text'} for now")
+    bnf_schema: BnfSchema | None = None
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: the output is JSON that follows it (one of this and bnf_schema)"
+    )
     user: str | None = None
 
     def stop_list(self) -> list[str]:
@@ -286,8 +325,8 @@ class WsParams(BaseModel):
     stop: StopList | None = None
     seed: Seed | None = None
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    bnf_schema: str | None = None
-    json_schema: dict[str, Any] | None = None
+    bnf_schema: BnfSchema | None = None
+    json_schema: dict[str, Any] | None = Field(None, description="JSON schema the output follows (strict)")
 
     def set_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)
@@ -353,16 +392,27 @@ CLIENT_FRAME = TypeAdapter(ClientFrame)
 CLIENT_FRAME_TYPES = ("session.update", "generate", "update", "cancel", "state.save", "ping")
 
 
-def reject_grammar(fields: dict[str, Any]) -> None:
-    """Grammar-constrained sampling is the sampling issue's; until then say so instead of ignoring it."""
-    for key in ("bnf_schema", "json_schema"):
-        if fields.get(key) is not None:
-            raise ApiError(400, f"{key}: not supported yet", param=key, code="not_supported")
+GRAMMAR_FIELDS = ("bnf_schema", "json_schema", "response_format")
+
+
+def request_grammar(fields: dict[str, Any], vocab: Vocabulary, prefix: str = "") -> Grammar | None:
+    """The grammar a request asks for (`bnf_schema`, the WebSocket `json_schema` or OpenAI's `response_format`),
+    compiled; a bad one is a 400 naming the field and, for BNF, the line and column."""
     fmt = fields.get("response_format")
-    if fmt is not None and fmt.get("type", "text") != "text":
-        raise ApiError(
-            400,
-            "response_format: not supported yet (only {'type': 'text'})",
-            param="response_format",
-            code="not_supported",
-        )
+    asked = [k for k in GRAMMAR_FIELDS if fields.get(k) is not None and not isinstance(fields[k], TextFormat)]
+    if len(asked) > 1:
+        raise ApiError(400, f"{prefix}{asked[1]}: give only one of {', '.join(asked)}", param=prefix + asked[1])
+    if not asked:
+        return None
+    key = asked[0]
+    param = prefix + (f"{key}.json_schema.schema" if isinstance(fmt, JsonSchemaFormat) else key)
+    try:
+        if key == "bnf_schema":
+            return Grammar.from_bnf(fields[key], vocab)
+        if key == "json_schema":
+            return Grammar.from_json_schema(fields[key], vocab)
+        if isinstance(fmt, JsonSchemaFormat):
+            return Grammar.from_json_schema(fmt.json_schema.schema_, vocab, strict=bool(fmt.json_schema.strict))
+        return Grammar.from_json_schema(JSON_OBJECT, vocab)
+    except GrammarError as e:
+        raise ApiError(400, f"{param}: {e}", param=param, code="invalid_grammar") from None

@@ -29,7 +29,7 @@ from backend.api.schemas import (
     StateSaveFrame,
     UpdateFrame,
     describe,
-    reject_grammar,
+    request_grammar,
 )
 from backend.chat import chat_prompt, chat_stop
 from backend.messages import (
@@ -176,7 +176,10 @@ class Connection:
             self.generate(f)
         elif isinstance(f, UpdateFrame):
             changes = f.params.set_fields()
-            reject_grammar(changes)
+            for key in ("bnf_schema", "json_schema"):
+                if key in changes:
+                    raise WsError("invalid_request", f"params.{key}: a generation's grammar cannot change; "
+                                  "start a new generation", f.id, f"params.{key}")
             scheduler.submit(Update(self.live_of(f.id).key, tuple(changes.items())))
         elif isinstance(f, CancelFrame):
             targets = list(self.live.values()) if f.id == "*" else [self.live_of(f.id)]
@@ -191,7 +194,7 @@ class Connection:
             self.reply({"type": "pong", "data": f.data})
         elif isinstance(f, SessionUpdateFrame) and f.defaults is not None:
             fields = f.defaults.set_fields()
-            reject_grammar(fields)
+            request_grammar({**self.defaults, **fields}, self.server.grammar_vocab, "defaults.")  # refuse it now
             self.defaults.update(fields)
 
     def live_of(self, id: str) -> _Live:
@@ -204,7 +207,7 @@ class Connection:
         if f.id in self.live:
             raise WsError("duplicate_id", f"id '{f.id}' is already live on this socket", f.id, "id")
         fields = {**self.defaults, **(f.params.set_fields() if f.params else {})}
-        reject_grammar(fields)
+        grammar = request_grammar(fields, s.grammar_vocab, "params.")
         limits = s.config.limits
         if fields.get("max_tokens", 0) > limits.max_tokens:
             raise WsError(
@@ -234,7 +237,7 @@ class Connection:
         live = _Live(f.id, key, f.n)
         self.live[f.id] = self.by_key[key] = live
         params = SamplerParams.resolve(fields, s.sampler_defaults)
-        s.scheduler.submit(Submit(key, tokens, params, self.sink, n=f.n, state=f.state))
+        s.scheduler.submit(Submit(key, tokens, params, self.sink, n=f.n, state=f.state, grammar=grammar))
 
     # ---- writing ----
 

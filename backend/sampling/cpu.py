@@ -32,25 +32,48 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum())
 
 
-def sample_token(logits: np.ndarray, counts: np.ndarray, p: SamplerParams, rng: np.random.Generator) -> int:
-    """Penalties -> temperature (0: greedy) -> top-k -> top-p -> min-p -> draw with `rng`."""
+def sample_token(
+    logits: np.ndarray,
+    counts: np.ndarray,
+    p: SamplerParams,
+    rng: np.random.Generator,
+    allowed: np.ndarray | None = None,
+) -> int:
+    """Penalties -> grammar mask -> temperature (0: greedy) -> top-k -> top-p -> min-p -> draw with `rng`.
+
+    `allowed` ([vocab] bool) keeps only the tokens a grammar accepts next; the cuts then act on those."""
     x = apply_penalties(logits.astype(np.float32, copy=False), counts, p)
+    ids = None
+    if allowed is not None:
+        ids = np.flatnonzero(allowed)
+        if not len(ids):
+            raise ValueError("the grammar allows no next token")
+        x = x[ids]
+    i = _draw(x, p, rng)
+    return int(ids[i]) if ids is not None else i
+
+
+def _draw(x: np.ndarray, p: SamplerParams, rng: np.random.Generator) -> int:
+    """Index into `x` of the drawn candidate."""
     if p.temperature == 0.0:
         return int(np.argmax(x))
     probs = softmax(x.astype(np.float64) / p.temperature)
-    ids = np.argsort(-probs, kind="stable")  # most likely first, ties by id
-    if 0 < p.top_k < len(ids):
-        ids = ids[: p.top_k]
-    kept = probs[ids]
-    if p.top_p < 1.0:
-        cut = int(np.searchsorted(np.cumsum(kept), p.top_p * kept.sum())) + 1
-        ids, kept = ids[:cut], kept[:cut]
-    if p.min_p > 0.0:
-        keep = kept >= p.min_p * kept[0]
-        ids, kept = ids[keep], kept[keep]
+    if p.top_k == 0 and p.top_p >= 1.0 and p.min_p == 0.0:  # no cut: no sort needed
+        order, kept = None, probs
+    else:
+        order = np.argsort(-probs, kind="stable")  # most likely first, ties by id
+        if 0 < p.top_k < len(order):
+            order = order[: p.top_k]
+        kept = probs[order]
+        if p.top_p < 1.0:
+            cut = int(np.searchsorted(np.cumsum(kept), p.top_p * kept.sum())) + 1
+            order, kept = order[:cut], kept[:cut]
+        if p.min_p > 0.0:
+            keep = kept >= p.min_p * kept[0]
+            order, kept = order[keep], kept[keep]
     cdf = np.cumsum(kept)
-    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return int(ids[min(i, len(ids) - 1)])
+    i = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(kept) - 1)
+    return int(order[i]) if order is not None else i
 
 
 def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:

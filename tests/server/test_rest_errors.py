@@ -30,8 +30,10 @@ def error_of(r: httpx.Response) -> dict:
         ({"prompt": "x", "stop": ["a"] * 17}, "stop"),
         ({"prompt": "x", "seed": "abc"}, "seed"),
         ({"prompt": ["a", "b"]}, "prompt"),
-        ({"prompt": "x", "bnf_schema": "<start> ::= 'a'"}, "bnf_schema"),
-        ({"prompt": "x", "response_format": {"type": "json_object"}}, "response_format"),
+        ({"prompt": "x", "bnf_schema": "<start> ::= <a>"}, "bnf_schema"),  # <a> is never defined
+        ({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 5}}}},
+         "response_format"),
+        ({"prompt": "x", "response_format": {"type": "xml"}}, "response_format"),
     ],
 )
 def test_bad_completion_field_is_400_naming_it(live: LiveServer, body: dict, param: str):

@@ -57,7 +57,7 @@ def test_no_usage_chunk_unless_asked(live: LiveServer):
 
 def test_refused_stream_is_a_plain_json_error_with_status(live: LiveServer):
     r, events = read_sse(live, "/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                                                     "stream": True, "bnf_schema": "<start> ::= 'a'"})
+                                                     "stream": True, "bnf_schema": "<start> ::= <a>"})
     assert r.status_code == 400 and not events
     assert r.json()["error"]["param"] == "bnf_schema"
-    assert r.json()["error"]["code"] == "not_supported"
+    assert r.json()["error"]["code"] == "invalid_grammar"

@@ -67,3 +67,18 @@ def test_params_precedence_request_over_config_over_openai():
     assert (p.temperature, p.top_p, p.top_k, p.min_p) == (0.3, 0.5, 7, 0.0)
     assert p.updated({"top_k": 1, "seed": 3, "stop": ["x"]}) == SamplerParams(
         temperature=0.3, top_p=0.5, top_k=1, seed=3, stop=("x",))
+
+
+def test_greedy_draws_follow_the_decayed_penalty_exactly():
+    # frequency 0.2, half-life 1 token: a count halves with every later token
+    p = SamplerParams(temperature=0.0, frequency_penalty=0.2, half_life=1)
+    logits = np.array([1.0, 0.9, 0.0], np.float32)
+    counts = np.zeros(3, np.float32)
+    drawn = []
+    for _ in range(4):
+        token = sample_token(logits, counts, p, np.random.default_rng(0))
+        record_token(counts, token, p)
+        drawn.append(token)
+    # 0 (1.0 > 0.9); then 0 pays 0.2 -> 0.8 < 0.9: 1; then 0 pays 0.1 -> 0.9 > 1 pays 0.2 -> 0.7: 0; ...
+    assert drawn == [0, 1, 0, 1]
+    assert np.allclose(counts, [0.5 + 0.125, 1.0 + 0.25, 0.0])

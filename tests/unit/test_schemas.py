@@ -8,13 +8,16 @@ from backend.api.schemas import (
     CompletionRequest,
     EmbeddingRequest,
     GenerateFrame,
+    TextFormat,
     describe,
     parse,
-    reject_grammar,
+    request_grammar,
 )
 from backend.api.ws import coalesce
+from backend.grammar.matcher import Vocabulary
 from backend.messages import Delta, Updated
 from backend.sampling.params import SamplerParams
+from backend.tokenizer import Tokenizer
 
 
 def test_completion_defaults_and_ai00_fields():
@@ -68,11 +71,16 @@ def test_ws_frames_are_strict_and_name_the_bad_key():
         CLIENT_FRAME.validate_python({"type": "generate", "id": "a", "prompt": "x", "n": 65})
 
 
-def test_grammar_fields_are_refused_until_the_sampling_issue_lands():
-    reject_grammar({"bnf_schema": None, "response_format": {"type": "text"}})
-    for fields in ({"bnf_schema": "<a> ::= 'b'"}, {"json_schema": {}}, {"response_format": {"type": "json_object"}}):
-        with pytest.raises(ApiError, match="not supported"):
-            reject_grammar(fields)
+def test_request_grammar_compiles_one_grammar_field_or_names_the_bad_one():
+    vocab = Vocabulary(Tokenizer.from_file())
+    assert request_grammar({"bnf_schema": None, "response_format": TextFormat(type="text")}, vocab) is None
+    assert request_grammar({"json_schema": {"type": "object"}}, vocab) is not None
+    with pytest.raises(ApiError, match="only one") as e:
+        request_grammar({"bnf_schema": "<start> ::= 'a'", "json_schema": {}}, vocab, "params.")
+    assert e.value.param == "params.json_schema"
+    with pytest.raises(ApiError, match=r"bnf_schema: line 2, column 9: <b> is used") as e:
+        request_grammar({"bnf_schema": "<start> ::= <a>\n<a> ::= <b>"}, vocab)
+    assert (e.value.status, e.value.param, e.value.code) == (400, "bnf_schema", "invalid_grammar")
 
 
 def test_coalesce_merges_piled_up_deltas_per_branch_without_losing_text_or_order():

@@ -1,0 +1,56 @@
+"""JSON schema (OpenAI's `response_format`, the WebSocket `json_schema` param) -> llguidance's grammar form.
+
+llguidance compiles the schema itself: objects with required and optional properties, nested objects,
+arrays with minItems/maxItems, enum, const, strings (minLength/maxLength/pattern), integers and numbers
+with bounds and multipleOf, boolean, null, anyOf/oneOf, $ref. The output is compact JSON (no whitespace
+between tokens), so a model spends no tokens on layout.
+
+Two choices are ours: an object that does not say `additionalProperties` gets `false` (as OpenAI's
+structured outputs require), so the model writes the properties the schema names and no others; and
+`strict` decides what an unsupported keyword (such as `not`) does: strict refuses the schema, non-strict
+ignores the keyword.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import llguidance
+
+from backend.grammar import GrammarError
+
+JSON_OBJECT: dict[str, Any] = {"type": "object"}  # response_format {"type": "json_object"}: any JSON object
+
+
+def schema_to_grammar(schema: Any, strict: bool = True) -> str:
+    """The llguidance grammar of `schema`; a schema that is not valid JSON schema raises GrammarError."""
+    if not isinstance(schema, dict):
+        raise GrammarError("a JSON schema is an object")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        where = "/".join(str(p) for p in e.path) or "(root)"
+        raise GrammarError(f"at {where}: {e.message}") from None
+    options = {"whitespace_flexible": False, "lenient": not strict}
+    return llguidance.LLMatcher.grammar_from_json_schema(_closed(schema), overrides=options)
+
+
+def _closed(schema: Any) -> Any:
+    """A copy where every object schema without `additionalProperties` has `additionalProperties: false`."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("enum", "const", "default", "examples"):
+            out[key] = value  # data, not schemas
+        elif key in ("properties", "patternProperties", "$defs", "definitions"):
+            out[key] = {k: _closed(v) for k, v in value.items()} if isinstance(value, dict) else value
+        else:
+            out[key] = _closed(value)
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if is_object and "additionalProperties" not in schema and "properties" in schema:
+        out["additionalProperties"] = False
+    return out
