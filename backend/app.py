@@ -97,7 +97,9 @@ def resolve_model_path(config: Config) -> Path:
 def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = None,
                tokenizer: Tokenizer | None = None) -> web.Application:
     """The whole server; tests pass their own engine loader only to pick a model or slot count."""
-    model = ServedModel(config, ModelSpec(resolve_model_path(config), config.model.precision))
+    model = ServedModel(config, ModelSpec(
+        resolve_model_path(config), config.model.precision, config.model.quant, config.model.quant_type
+    ))
     tokenizer = tokenizer or Tokenizer.from_file(config.tokenizer.path or None)
     m = config.model
     scheduler = Scheduler(

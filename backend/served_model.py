@@ -59,6 +59,8 @@ class AdminError(Exception):
 class ModelSpec:
     path: Path
     precision: str = "fp16"
+    quant: int = 0  # layers whose matrices are block-quantized
+    quant_type: str = "none"  # "none", "int8" or "nf4"
 
 
 @dataclass(frozen=True)
@@ -114,22 +116,22 @@ class ServedModel:
             self.active, self._configured_loras = tuple(self.adapters), None
         tensors |= merge(tensors, [self.adapters[n] for n in self.active])
         self.info, self.shapes = info, shapes
-        return self.build_engine(info, tensors, n_slots, self.spec.precision)
+        return self.build_engine(info, tensors, n_slots, self.spec)
 
-    def build_engine(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, precision: str) -> Any:
+    def build_engine(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
         from backend.gpu.device import Gpu
         from backend.gpu.engine import Engine
         from backend.gpu.pipelines import PipelineCache
 
         m = self.config.model
-        if m.quant or m.quant_type != "none":  # TODO: pass quant/quant_type once the engine takes them
-            log.warning("model.quant/quant_type are not implemented yet; loading %s unquantized", self.id)
+        quant = min(spec.quant, info.n_layer) if spec.quant_type != "none" else 0
         if self._gpu is None:
             gpu = Gpu()
             self._gpu = (gpu, PipelineCache(gpu.device))
         gpu, pipelines = self._gpu
         return Engine(info, tensors, max_batch=n_slots, max_step_tokens=m.token_chunk_size + m.max_batch,
-                      precision=precision, gpu=gpu, pipelines=pipelines)  # fmt: skip
+                      precision=spec.precision, gpu=gpu, pipelines=pipelines,
+                      quant=quant, quant_type=spec.quant_type if quant else "int8")  # fmt: skip
 
     # ---- the event loop: the admin routes ----
 
@@ -315,7 +317,7 @@ class ServedModel:
 
             def swap_on_engine(s: Scheduler) -> None:
                 try:
-                    s.replace_engine(lambda n: self.build_engine(info, tensors, n, spec.precision))
+                    s.replace_engine(lambda n: self.build_engine(info, tensors, n, spec))
                 except Exception:
                     for st in previous:  # the old model is back: so are its states
                         s.add_initial_state(st.id, st.layers, st.default)

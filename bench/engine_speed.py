@@ -141,11 +141,15 @@ def measure_ours(engine: Engine, prompt: list[int], steps: int) -> Figures:
     return fig
 
 
-def measure_web_rwkv(st_path: Path, prompt: list[int], steps: int, chunk: int) -> Figures:
+def measure_web_rwkv(
+    st_path: Path, prompt: list[int], steps: int, chunk: int, quant_type: str = "", n_layer: int = 0
+) -> Figures:
     import web_rwkv_py as wrp
 
     fig = Figures("web-rwkv-py 0.2.3", "")
-    model = wrp.Model(str(st_path), quant=0, quant_nf4=0)
+    int8 = n_layer if quant_type == "int8" else 0
+    nf4 = n_layer if quant_type == "nf4" else 0
+    model = wrp.Model(str(st_path), quant=int8, quant_nf4=nf4)
     model.clear_state()
     start = time.perf_counter()
     logits = model.run(prompt, token_chunk_size=chunk)
@@ -162,7 +166,8 @@ def measure_web_rwkv(st_path: Path, prompt: list[int], steps: int, chunk: int) -
 
 
 def run_model(spec: str, args: argparse.Namespace, gpu: Gpu) -> dict:
-    version_name, size = spec.split(":")
+    version_name, size, *quant = spec.split(":")  # e.g. v6:7B or v6:7B:nf4
+    quant_type = quant[0] if quant else ""
     version = Version(version_name)
     n_layer, n_embd = SIZES[size]
     t0 = time.perf_counter()
@@ -170,7 +175,8 @@ def run_model(spec: str, args: argparse.Namespace, gpu: Gpu) -> dict:
     print(f"[{spec}] built tensors in {time.perf_counter() - t0:.1f} s", flush=True)
     info = ModelInfo(version, n_layer, n_embd, 65536, tensors["blocks.0.ffn.key.weight"].shape[0],
                      0 if version is Version.V4 else 64)  # fmt: skip
-    engine = Engine(info, tensors, max_batch=max(STREAMS), max_step_tokens=args.chunk, precision="fp16", gpu=gpu)
+    engine = Engine(info, tensors, max_batch=max(STREAMS), max_step_tokens=args.chunk, precision="fp16", gpu=gpu,
+                    quant=n_layer if quant_type else 0, quant_type=quant_type or "int8")  # fmt: skip
     prompt = [int(t) for t in np.random.default_rng(1).integers(1, 65535, PROMPT)]
     ours = measure_ours(engine, prompt, args.steps)
     ours.model = spec
@@ -185,7 +191,7 @@ def run_model(spec: str, args: argparse.Namespace, gpu: Gpu) -> dict:
         with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
             path = Path(tmp) / "model.st"
             save_st(tensors, path, layout="ai00", dtype=np.float16, info=info)
-            theirs = measure_web_rwkv(path, prompt, args.steps, chunk=256)
+            theirs = measure_web_rwkv(path, prompt, args.steps, chunk=256, quant_type=quant_type, n_layer=n_layer)
         theirs.model = spec
         result["web_rwkv"] = asdict(theirs)
         print(f"[{spec}] web-rwkv: {asdict(theirs)}", flush=True)

@@ -74,10 +74,7 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def models_load(request: web.Request) -> web.Response:
         req: a.ModelLoadRequest = parse(a.ModelLoadRequest, await read_json(request))
-        if req.quant or req.quant_type != "none":
-            raise ApiError(400, "quant: quantization is not supported by the engine yet", param="quant",
-                           code="not_supported")  # fmt: skip
-        spec = ModelSpec(Path(req.path), req.precision or model.spec.precision)
+        spec = ModelSpec(Path(req.path), req.precision or model.spec.precision, req.quant, req.quant_type)
         states = [StateSource(s.id, s.path, None, s.default) for s in req.states]
         with api_errors():
             await model.swap(spec, [(x.path, x.alpha) for x in req.loras], states, req.wait, req.timeout_s)

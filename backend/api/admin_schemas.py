@@ -39,7 +39,7 @@ class StateFileSpec(_Body):
 class ModelLoadRequest(_Body):
     path: FilePath = Field(description=".st model file (official or AI00 layout)")
     precision: Literal["fp16", "fp32"] | None = Field(None, description="default: the current model's")
-    quant: int = Field(0, ge=0, le=1024, description="layers to quantize (not supported by the engine yet: 0)")
+    quant: int = Field(0, ge=0, le=1024, description="layers whose matrices are block-quantized (see quant_type)")
     quant_type: Literal["none", "int8", "nf4"] = "none"
     loras: list[LoraSpec] = Field(default_factory=list, max_length=64, description="merged at load, in order")
     states: list[StateFileSpec] = Field(default_factory=list, max_length=256)

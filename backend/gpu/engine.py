@@ -22,6 +22,7 @@ from backend.gpu.models import layers, v4, v5, v6, v7
 from backend.gpu.models.info import ModelInfo, StateLayout, Version
 from backend.gpu.ops import Dispatch, Ops, StepDims, Tensor
 from backend.gpu.pipelines import PipelineCache
+from backend.gpu.quant import QUANT_TYPES, quantize
 from backend.gpu.recorder import Recorder
 from backend.gpu.state_pool import StatePool
 from backend.gpu.step_types import Logits, StepPlan, StepResult
@@ -53,6 +54,11 @@ def prepare_weights(info: ModelInfo, t: dict[str, np.ndarray]) -> dict[str, np.n
     return out
 
 
+def _layer_of(name: str) -> int:
+    """Layer index of a prepared weight; embedding and head count as outside every layer."""
+    return int(name.split(".")[1]) if name.startswith("blocks.") else 1 << 30
+
+
 def _layer_builder(info: ModelInfo) -> Callable[[layers.Layer], list[Dispatch]]:
     return {7: v7.layer_ops, 6: v6.layer_ops, 5: v5.layer_ops, 4: v4.layer_ops}[info.version.major]
 
@@ -76,9 +82,16 @@ class Engine:
         precision: str = "fp16",
         gpu: Gpu | None = None,
         pipelines: PipelineCache | None = None,
+        quant: int = 0,
+        quant_type: str = "int8",
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision: must be one of {PRECISIONS}, got {precision!r}")
+        if quant and quant_type not in QUANT_TYPES:
+            raise ValueError(f"quant_type: must be one of {QUANT_TYPES}, got {quant_type!r}")
+        if not 0 <= quant <= info.n_layer:
+            raise ValueError(f"quant: must be 0..{info.n_layer} (layers to quantize), got {quant}")
+        self.quant, self.quant_type = quant, quant_type
         if info.head_size not in (0, 64) and info.version is not Version.V4:
             raise ValueError(f"head size {info.head_size} unsupported: the wkv kernels use 64")
         self.info = info
@@ -105,9 +118,10 @@ class Engine:
         self.recorder = Recorder(self.dispatches)
         self.gpu_bytes = self.gpu.allocated_bytes - allocated_before  # weights, states, workspace
         log.info(
-            "engine: %s %d layers x %d, %s, %d slots, %d dispatches/step on %s",
-            info.version, info.n_layer, info.n_embd, precision, max_batch, len(self.dispatches),
-            self.gpu.summary.name,
+            "engine: %s %d layers x %d, %s%s, %d slots, %d dispatches/step, %.1f MiB of GPU memory on %s",
+            info.version, info.n_layer, info.n_embd, precision,
+            f" ({quant_type} in {quant} layers)" if quant else "", max_batch, len(self.dispatches),
+            self.gpu_bytes / 2**20, self.gpu.summary.name,
         )  # fmt: skip
 
     @classmethod
@@ -123,7 +137,9 @@ class Engine:
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="upload", disable=total < PROGRESS_MIN_BYTES)
         out = {}
         for name, array in arrays.items():
-            out[name] = self.ops.upload(array, f16 and layers.is_matrix(name), name)
+            matrix = layers.is_matrix(name)
+            quant = self.quant_type if matrix and _layer_of(name) < self.quant else ""
+            out[name] = self.ops.upload(array, f16 and matrix, name, quant)
             bar.update(array.nbytes)
         bar.close()
         return out
@@ -175,7 +191,12 @@ class Engine:
             target = self.weights[name]
             if tuple(array.shape) != target.shape:
                 raise ValueError(f"{name}: shape {array.shape} differs from the loaded {target.shape}")
-            self.gpu.write(target.buffer, array.astype(np.float16 if target.f16 else np.float32))
+            if target.quant:
+                q = quantize(array, target.quant)
+                self.gpu.write(target.buffer, q.packed)
+                self.gpu.write(target.scales, q.scales)
+            else:
+                self.gpu.write(target.buffer, array.astype(np.float16 if target.f16 else np.float32))
         return sorted(prepared)
 
     # -- the step ----------------------------------------------------------------------------

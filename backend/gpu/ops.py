@@ -16,6 +16,7 @@ import wgpu
 
 from backend.gpu.device import Gpu
 from backend.gpu.pipelines import Defines, PipelineCache
+from backend.gpu.quant import quantize
 from backend.gpu.workspace import Workspace
 
 VEC_MAX_TOKENS = 64  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
@@ -65,11 +66,13 @@ Grid = Callable[[StepDims], tuple[int, int, int]]
 
 @dataclass(frozen=True)
 class Tensor:
-    """A weight on the GPU: `shape` as the kernels see it, fp16 or f32 storage."""
+    """A weight on the GPU: `shape` as the kernels see it; fp16, f32 or block-quantized storage."""
 
     buffer: wgpu.GPUBuffer
     shape: tuple[int, ...]
     f16: bool
+    quant: str = ""  # "", "int8" or "nf4" (backend/gpu/quant.py)
+    scales: wgpu.GPUBuffer | None = None  # [rows, K / 64] f32 when quantized
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,12 @@ class Ops:
         self.gpu, self.cache, self.ws, self.t_max = gpu, cache, ws, t_max
         self.matmul_kernels = matmul_plan(gpu)
 
-    def upload(self, array: np.ndarray, f16: bool, label: str) -> Tensor:
-        data = array.astype(np.float16 if f16 else np.float32)
+    def upload(self, array: np.ndarray, f16: bool, label: str, quant: str = "") -> Tensor:
+        if quant:
+            q = quantize(array, quant)
+            return Tensor(self.gpu.upload(q.packed, label), tuple(array.shape), False, quant,
+                          self.gpu.upload(q.scales, f"{label}.scales"))  # fmt: skip
+        data = array.astype(np.float16 if f16 else np.float32, copy=False)
         return Tensor(self.gpu.upload(data, label), tuple(array.shape), f16)
 
     def _dispatch(
@@ -161,7 +168,8 @@ class Ops:
             "K4": k // 4, "N": n, "G": groups,
             "X_BASE": x_base // 4, "X_GROUP": x_group // 4, "X_ROW": x_row // 4,
             "Y_BASE": y_base, "Y_GROUP": y_group, "Y_ROW": y_row,
-            "COUNT": count, "W_F16": w.f16, "BIAS": bias is not None, "MUL": mul is not None, "ADD": add,
+            "COUNT": count, "W_F16": w.f16, "W_INT8": w.quant == "int8", "W_NF4": w.quant == "nf4",
+            "BIAS": bias is not None, "MUL": mul is not None, "ADD": add,
             f"ACT_{(act or 'none').upper()}": True,
         }  # fmt: skip
         bindings = {0: self.ws.dims, 1: x, 2: w.buffer, 3: y}
@@ -169,9 +177,13 @@ class Ops:
             bindings[4] = bias.buffer
         if mul is not None:
             bindings[5] = mul
+        if w.scales is not None:
+            bindings[6] = w.scales
         out = []
         for kernel in self.matmul_kernels:
-            if kernel.shader == "matmul_gemm.wgsl" and groups > 1 and n % kernel.rows:
+            straddles = kernel.shader == "matmul_gemm.wgsl" and groups > 1 and n % kernel.rows
+            # matmul_vec reads fp16/f32 rows 16 bytes at a time; quantized rows go through w4()
+            if straddles or (kernel.shader == "matmul_vec.wgsl" and w.quant):
                 kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
             out.append(
                 self._dispatch(name, kernel.shader, defines, bindings, _matmul_grid(kernel, rows, count))

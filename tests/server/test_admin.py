@@ -105,7 +105,7 @@ def test_admin_routes_need_the_key_and_are_documented(admin: LiveServer) -> None
     [
         ("POST", "/api/models/load", {"path": "nope.st"}, 400, "path"),
         ("POST", "/api/models/load", {"path": "x.st", "precision": "int3"}, 400, "precision"),
-        ("POST", "/api/models/load", {"path": "x.st", "quant": 4}, 400, "quant"),
+        ("POST", "/api/models/load", {"path": "x.st", "quant": 4, "quant_type": "q3"}, 400, "quant_type"),
         ("POST", "/api/models/state", {"path": "nope.st"}, 400, "path"),
         ("POST", "/api/models/state", {"id": "a b", "path": "x.st"}, 400, "id"),
         ("POST", "/api/models/state", {"id": "x", "handle": "state-nope"}, 404, "handle"),
