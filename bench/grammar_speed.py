@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from lark import Lark
 
+from backend.grammar.bnf import AI00_README_BNF
 from backend.grammar.json_schema import JSON_OBJECT
 from backend.grammar.matcher import Grammar, Vocabulary
 from backend.tokenizer import END_OF_TEXT, Tokenizer
@@ -33,20 +34,7 @@ NOTES = ["Wrote the first published algorithm for a machine.", "Proved that some
          "Defined substitutability for subtypes.", "Typesets everything, including this note: 100%.",
          "Led the on-board flight software team.", "Co-created Unix in a summer, then C."]
 
-README_BNF = r"""<start> ::= <json_object>
-<json_object> ::= "{" <object_members> "}"
-<object_members> ::= <json_member> | <json_member> ", " <object_members>
-<json_member> ::= <json_key> ": " <json_value>
-<json_key> ::= '"' "name" '"' | '"' "age" '"' | '"' "job" '"'
-<json_value> ::= <json_string> | <json_number>
-<json_string>::='"'<content>'"'
-<content>::=<except!([escaped_literals])>|<except!([escaped_literals])><content>|'\\"'<content>|'\\"'
-<escaped_literals>::='\t'|'\n'|'\r'|'"'
-<json_number> ::= <positive_digit><digits>|'0'
-<digits>::=<digit>|<digit><digits>
-<digit>::='0'|<positive_digit>
-<positive_digit>::="1"|"2"|"3"|"4"|"5"|"6"|"7"|"8"|"9"
-"""  # AI00's README example
+README_BNF = AI00_README_BNF  # AI00's README example
 
 SCHEMA = {  # what the documents follow; the server compiles schemas like this one
     "type": "object",

@@ -39,8 +39,8 @@ class AdapterSummary:
 class Gpu:
     """One wgpu device; every engine object on it shares this handle."""
 
-    def __init__(self, power_preference: str = "high-performance") -> None:
-        self.adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+    def __init__(self, power_preference: str = "high-performance", adapter: wgpu.GPUAdapter | None = None) -> None:
+        self.adapter = adapter or wgpu.gpu.request_adapter_sync(power_preference=power_preference)
         if self.adapter is None:
             raise RuntimeError("no GPU adapter found: install a Vulkan driver (mesa-vulkan-drivers for CPU)")
         features = [f for f in _WANTED_FEATURES if f in self.adapter.features]

@@ -231,7 +231,10 @@ class Engine:
         slots = np.fromiter((r.slot for r in plan.rows), np.int64, len(plan.rows))
         row_of_token = np.repeat(np.arange(len(lens)), lens)
         tokens = np.zeros((int(lens.sum()), 4), np.uint32)
-        tokens[:, 0] = np.fromiter((t for r in plan.rows for t in r.tokens), np.int64, len(tokens))
+        ids = np.fromiter((t for r in plan.rows for t in r.tokens), np.int64, len(tokens))
+        if ids.min() < 0 or ids.max() >= self.info.n_vocab:
+            raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
+        tokens[:, 0] = ids
         tokens[:, 1] = slots[row_of_token]
         tokens[starts, 2] = 1
         tokens[:, 3] = row_of_token
@@ -263,8 +266,6 @@ class Engine:
         lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
         if lines > self.max_logit_lines:
             raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
-        if any(not 0 <= t < self.info.n_vocab for r in plan.rows for t in r.tokens):
-            raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
 
 
 __all__ = ["Engine", "step_types"]

@@ -53,6 +53,22 @@ _MAX_EXCEPT_STRINGS = 4096  # an except!([name]) whose language is larger than t
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
 
+# The name/age/job grammar from AI00's README: the dialect's reference example (tests, bench).
+AI00_README_BNF = r"""<start> ::= <json_object>
+<json_object> ::= "{" <object_members> "}"
+<object_members> ::= <json_member> | <json_member> ", " <object_members>
+<json_member> ::= <json_key> ": " <json_value>
+<json_key> ::= '"' "name" '"' | '"' "age" '"' | '"' "job" '"'
+<json_value> ::= <json_string> | <json_number>
+<json_string>::='"'<content>'"'
+<content>::=<except!([escaped_literals])>|<except!([escaped_literals])><content>|'\\"'<content>|'\\"'
+<escaped_literals>::='\t'|'\n'|'\r'|'"'
+<json_number> ::= <positive_digit><digits>|'0'
+<digits>::=<digit>|<digit><digits>
+<digit>::='0'|<positive_digit>
+<positive_digit>::="1"|"2"|"3"|"4"|"5"|"6"|"7"|"8"|"9"
+"""
+
 
 @dataclass(frozen=True)
 class _Ref:

@@ -20,25 +20,13 @@ import openai
 import pytest
 
 from backend.client import Client
+from backend.grammar.bnf import AI00_README_BNF
 from tests.server.conftest import API_KEY, LiveServer
 
 N = 50  # generations per grammar
 IN_FLIGHT = 10  # max_batch 8 running + max_queue 2 waiting in the test server
 
-README_BNF = r"""<start> ::= <json_object>
-<json_object> ::= "{" <object_members> "}"
-<object_members> ::= <json_member> | <json_member> ", " <object_members>
-<json_member> ::= <json_key> ": " <json_value>
-<json_key> ::= '"' "name" '"' | '"' "age" '"' | '"' "job" '"'
-<json_value> ::= <json_string> | <json_number>
-<json_string>::='"'<content>'"'
-<content>::=<except!([escaped_literals])>|<except!([escaped_literals])><content>|'\\"'<content>|'\\"'
-<escaped_literals>::='\t'|'\n'|'\r'|'"'
-<json_number> ::= <positive_digit><digits>|'0'
-<digits>::=<digit>|<digit><digits>
-<digit>::='0'|<positive_digit>
-<positive_digit>::="1"|"2"|"3"|"4"|"5"|"6"|"7"|"8"|"9"
-"""
+README_BNF = AI00_README_BNF
 
 # the same language, written as a regex by hand
 _CONTENT = r'(?:[^\t\n\r"]|\\")+'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.grammar import GrammarError
-from backend.grammar.bnf import bnf_to_lark
+from backend.grammar.bnf import AI00_README_BNF, bnf_to_lark
 from backend.grammar.json_schema import JSON_OBJECT
 from backend.grammar.matcher import Grammar, Vocabulary
 from backend.sampling.cpu import sample_token
@@ -14,20 +14,7 @@ from backend.sampling.params import SamplerParams
 from backend.tokenizer import END_OF_TEXT, Tokenizer
 
 # AI00's README example, as written there
-README_BNF = r"""<start> ::= <json_object>
-<json_object> ::= "{" <object_members> "}"
-<object_members> ::= <json_member> | <json_member> ", " <object_members>
-<json_member> ::= <json_key> ": " <json_value>
-<json_key> ::= '"' "name" '"' | '"' "age" '"' | '"' "job" '"'
-<json_value> ::= <json_string> | <json_number>
-<json_string>::='"'<content>'"'
-<content>::=<except!([escaped_literals])>|<except!([escaped_literals])><content>|'\\"'<content>|'\\"'
-<escaped_literals>::='\t'|'\n'|'\r'|'"'
-<json_number> ::= <positive_digit><digits>|'0'
-<digits>::=<digit>|<digit><digits>
-<digit>::='0'|<positive_digit>
-<positive_digit>::="1"|"2"|"3"|"4"|"5"|"6"|"7"|"8"|"9"
-"""
+README_BNF = AI00_README_BNF
 
 
 @pytest.fixture(scope="module")
