@@ -283,6 +283,15 @@ class Ops:
             lambda d: (_ceil(c4, 64), d.B, 1),
         )
 
+    def deep_embed(self, layer: int, s_emb: Tensor) -> Dispatch:
+        ws = self.ws
+        bindings = {0: ws.dims, 1: ws.tokens, 2: s_emb.buffer, 3: ws.lora, 4: ws.deep}
+        defines = {"W_F16": s_emb.f16, "W_INT8": s_emb.quant == "int8", "W_NF4": s_emb.quant == "nf4"}
+        if s_emb.scales is not None:
+            bindings[6] = s_emb.scales
+        grid: Grid = lambda d: (_ceil(8 * d.T, 64), 1, 1)  # noqa: E731  (8 invocations per token)
+        return self._dispatch(f"{layer}.deep_embed", "deep_embed.wgsl", defines, bindings, grid)
+
     def head_norm(self, ln_w: Tensor, ln_b: Tensor) -> Dispatch:
         c4 = ln_w.shape[0] // 4
         ws = self.ws

@@ -42,6 +42,8 @@ class Workspace:
     att_out: wgpu.GPUBuffer  # [t_max, C]
     ffn_k: wgpu.GPUBuffer  # [t_max, F]
     ffn_r: wgpu.GPUBuffer  # [t_max, C]
+    deep: wgpu.GPUBuffer  # [t_max, 32] v7 DeepEmbed per-token mix
+    ffn_scale: wgpu.GPUBuffer  # [t_max, F] v7 DeepEmbed scale of the channel-mix key
     head_x: wgpu.GPUBuffer  # [r_max, C]
     logits: wgpu.GPUBuffer  # [r_max, V]
 
@@ -77,6 +79,8 @@ class Workspace:
             att_out=floats(t_max * c, "att_out"),
             ffn_k=floats(t_max * f, "ffn_k"),
             ffn_r=floats(t_max * c, "ffn_r"),
+            deep=floats(t_max * 32 if info.deep_embed else 4, "deep"),
+            ffn_scale=floats(t_max * f if info.deep_embed else 4, "ffn_scale"),
             head_x=floats(r_max * c, "head_x"),
             logits=floats(r_max * info.n_vocab, "logits"),
         )

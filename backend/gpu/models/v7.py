@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.gpu.models.layers import Layer, finish_layer, flat, prepare_norms
+from backend.gpu.models.layers import Layer, finish_layer, flat, layer_norm, prepare_norms
 from backend.gpu.ops import Dispatch
 
 MIX_ORDER = ("x_r", "x_k", "x_v", "x_w", "x_a", "x_g")  # mix buffer groups 0..5
@@ -36,7 +36,20 @@ def prepare_layer(t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     out[f"{p}ffn.mu"] = flat(t[f"{p}ffn.x_k"])[None, :]
     out[f"{p}ffn.key"] = t[f"{p}ffn.key.weight"]
     out[f"{p}ffn.value"] = t[f"{p}ffn.value.weight"]
+    if f"{p}ffn.s_emb.weight" in t:
+        out |= prepare_deep_embed(t, p)
     return out
+
+
+def prepare_deep_embed(t: dict[str, np.ndarray], p: str) -> dict[str, np.ndarray]:
+    """DeepEmbed: as the reference does at load, fold ln0(emb) @ s_emb_x.T into each token's s_emb row."""
+    emb = layer_norm(t["emb.weight"], t["blocks.0.ln0.weight"], t["blocks.0.ln0.bias"])
+    return {
+        f"{p}ffn.s_emb": t[f"{p}ffn.s_emb.weight"] + emb @ t[f"{p}ffn.s_emb_x.weight"].T,  # [V, 32 * 32]
+        f"{p}ffn.s1": np.ascontiguousarray(t[f"{p}ffn.s1"].T),  # [32, C]
+        f"{p}ffn.s2": np.ascontiguousarray(t[f"{p}ffn.s2"].T),  # [F, 32]
+        f"{p}ffn.s0": flat(t[f"{p}ffn.s0"]),
+    }
 
 
 def time_mix(layer: Layer) -> list[Dispatch]:
@@ -71,12 +84,22 @@ def time_mix(layer: Layer) -> list[Dispatch]:
 
 
 def channel_mix(layer: Layer) -> list[Dispatch]:
-    """x += relu(xk @ K)^2 @ V"""
-    ops, ws, i = layer.ops, layer.ops.ws, layer.i
+    """x += relu(xk @ K)^2 @ V; DeepEmbed scales the key by ((xx @ s1) @ s_emb[token]) @ s2 + s0."""
+    ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
+    f = layer.info.n_ffn
+    steps = [layer.ln_mix("ffn", "ffn.mu")]
+    scale = None
+    if layer.info.deep_embed:
+        scale = ws.ffn_scale
+        steps += [
+            *ops.matmul(f"{i}.ffn.s1", ws.ln_ffn, w("ffn.s1"), ws.lora, y_row=32),
+            ops.deep_embed(i, w("ffn.s_emb")),
+            *ops.matmul(f"{i}.ffn.s2", ws.deep, w("ffn.s2"), scale, bias=w("ffn.s0")),
+        ]
     return [
-        layer.ln_mix("ffn", "ffn.mu"),
-        *ops.matmul(f"{i}.ffn.key", ws.mix, layer.w("ffn.key"), ws.ffn_k, act="relu_sq"),
-        *ops.matmul(f"{i}.ffn.value", ws.ffn_k, layer.w("ffn.value"), ws.x, x_row=layer.info.n_ffn, add=True),
+        *steps,
+        *ops.matmul(f"{i}.ffn.key", ws.mix, w("ffn.key"), ws.ffn_k, act="relu_sq", mul=scale),
+        *ops.matmul(f"{i}.ffn.value", ws.ffn_k, w("ffn.value"), ws.x, x_row=f, add=True),
     ]
 
 
