@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from backend.api import admin, docs, openai, static, ws
+from backend.api import admin, chooses, docs, files, openai, static, ws
 from backend.api.openai import json_response
 from backend.api.schemas import ApiError
 from backend.config import Config
@@ -29,6 +29,7 @@ from backend.tokenizer import Tokenizer
 log = logging.getLogger("ai00.app")
 
 OPEN_PATHS = ("/health", "/api-docs")  # no API key needed: liveness probes and the docs page
+ADMIN_PATHS = ("/api/models/", "/api/loras", "/api/states", "/api/files/")  # their POST/DELETE need the admin key
 
 
 @dataclass
@@ -112,14 +113,17 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
     )
     model.scheduler = scheduler
     server = Server(config, tokenizer, scheduler, model)
+    listen = config.listen
+    keys = (*listen.api_keys, listen.admin_key) if listen.api_keys and listen.admin_key else listen.api_keys
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(config.listen.api_keys)],
+        middlewares=[error_middleware, auth_middleware(keys), admin_middleware(listen.admin_key, listen.force_pass)],
         client_max_size=config.limits.max_body_bytes,
     )
     app[SERVER] = server
     app.cleanup_ctx.append(run_engine)
     app.on_shutdown.append(end_streams)
-    app.add_routes(openai.routes(server) + ws.routes(server) + admin.routes(server) + docs.routes(server))
+    app.add_routes(openai.routes(server) + chooses.routes(server) + ws.routes(server) + admin.routes(server)
+                   + files.routes(server) + docs.routes(server))  # fmt: skip
     if config.listen.cors_origins:
         app.on_response_prepare.append(cors_headers(config.listen.cors_origins))
         app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
@@ -201,6 +205,22 @@ def auth_middleware(keys: tuple[str, ...]):
         return await handler(request)
 
     return auth
+
+
+def admin_middleware(admin_key: str, force_pass: bool):
+    """State-changing admin routes need the admin key when one is set (and force_pass is off); reads stay open."""
+    key = admin_key.encode()
+
+    @web.middleware
+    async def admin(request: web.Request, handler) -> web.StreamResponse:
+        if key and not force_pass and request.method in ("POST", "DELETE") and request.path.startswith(ADMIN_PATHS):
+            offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(offered.encode(), key):
+                raise ApiError(401, "admin route: send 'Authorization: Bearer ADMIN_KEY' ([listen] admin_key)",
+                               code="invalid_admin_key")  # fmt: skip
+        return await handler(request)
+
+    return admin
 
 
 def cors_headers(origins: tuple[str, ...]):

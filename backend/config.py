@@ -47,7 +47,7 @@ class StateEntry(_Section):
 
 
 class LoraEntry(_Section):
-    """A LoRA adapter merged at load (W += alpha / r * B @ A); switchable later through /api/adapters."""
+    """A LoRA adapter merged at load (W += alpha / r * B @ A); switchable later through /api/loras."""
 
     path: FilePath
     alpha: float = 1.0
@@ -61,6 +61,8 @@ class ModelSection(_Section):
     max_batch: Annotated[int, _range(1, 1024)] = 8  # concurrent sessions (state slots)
     token_chunk_size: Annotated[int, _range(1, 8192)] = 128  # tokens per engine step (prefill budget)
     prefix_cache: Annotated[int, _range(0, 1024)] = 8  # extra state slots holding recent prompt prefixes
+    # GPU: "auto" (wgpu's high-performance pick), an index, or a name substring, as GET /api/adapters lists them
+    adapter: Annotated[int, _range(0, 1024)] | Annotated[str, Field(min_length=1)] = "auto"
     states: tuple[StateEntry, ...] = ()
     loras: tuple[LoraEntry, ...] = ()
 
@@ -87,6 +89,10 @@ class ListenSection(_Section):
     tls: TlsSection | None = None
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # when set, state-changing admin routes (POST/DELETE under /api/models/, /api/loras, /api/states, /api/files/)
+    # need `Authorization: Bearer ADMIN_KEY`; it also works as an API key. force_pass: no admin check (local use)
+    admin_key: str = ""
+    force_pass: bool = False
 
 
 class LimitsSection(_Section):
@@ -116,6 +122,16 @@ class BnfSection(_Section):
     start_nonterminal: str = Field("start", min_length=1)
 
 
+class FilesSection(_Section):
+    """Folders whose files the admin routes may read (model, state, LoRA loading by path); nothing outside."""
+
+    allowed_dirs: tuple[str, ...] = ("assets",)  # relative to the working directory
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return tuple(Path(d) for d in self.allowed_dirs)
+
+
 class Config(_Section):
     model: ModelSection = ModelSection()
     tokenizer: TokenizerSection = TokenizerSection()
@@ -123,6 +139,7 @@ class Config(_Section):
     limits: LimitsSection = LimitsSection()
     sampler: SamplerSection = SamplerSection()
     bnf: BnfSection = BnfSection()
+    files: FilesSection = FilesSection()
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Config:
@@ -148,6 +165,6 @@ def _describe(err: dict) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
-    elif err["type"] not in ("value_error", "missing"):
+    elif err["type"] not in ("value_error", "missing") and err["loc"][:2] != ("listen", "api_keys"):  # no secret
         msg = f"{msg}, got {err.get('input')!r}"
     return f"{loc}: {msg}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from backend.gpu.step_types import Logits, StepPlan, StepRow
 from backend.grammar import GrammarError
@@ -56,6 +56,7 @@ class SchedulerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes etc., so a soak can watch memory remotely
         self.requests = Counter("ai00_requests", "Requests submitted", ["kind"], registry=r)
         self.rejected = Counter(
             "ai00_requests_rejected", "Requests refused before start", ["code"], registry=r
@@ -203,6 +204,21 @@ class Scheduler:
             return True
 
     def _handle(self, msg: Any) -> None:
+        """Apply one message; a bug met while applying it fails that request only, never the engine thread."""
+        try:
+            self._dispatch(msg)
+        except Exception as e:
+            log.exception("handling %s failed", type(msg).__name__)
+            if isinstance(msg, Submit | SaveState):
+                group = self._groups.get(msg.id) if isinstance(msg, Submit) else None
+                if group is not None and group.submit is msg:
+                    if group in self._waiting:
+                        self._waiting.remove(group)
+                    self._end_group_on_error(group.sessions[0], f"internal error: {e}")
+                else:
+                    msg.sink.put(Failed(msg.id, "internal", f"internal error: {e}", None))
+
+    def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, Submit):
             self._accept_submit(msg)
         elif isinstance(msg, Cancel):
@@ -248,14 +264,14 @@ class Scheduler:
                 self._reject(sub, "invalid_request", f"state: '{sub.state}' is no longer loaded", "state")
                 continue
             slots = [self._free_slots.pop() for _ in group.sessions]
-            cached = 0
-            if saved is not None:
-                self.engine.write_slot(slots[0], saved)
-            elif (hit := self.cache.match(sub.tokens, self.initial_states[group.initial])) is not None:
-                cached, cache_slot = hit
-                self.engine.copy_slot(cache_slot, slots[0])
-            else:
-                self.engine.reset_slot(slots[0], group.initial)
+            try:
+                cached = self._start_slot(group, slots[0], saved)
+            except Exception as e:  # this request fails; the slots go back and the others go on
+                log.exception("starting generation %s failed", sub.id)
+                self._free_slots.extend(slots)
+                del self._groups[sub.id]
+                self._reject(sub, "internal", f"internal error: {e}", None)
+                continue
             for s, slot in zip(group.sessions, slots, strict=True):
                 s.grant(slot, cached)
             self._running.extend(group.sessions)
@@ -263,6 +279,18 @@ class Scheduler:
             sub.sink.put(Started(sub.id, len(sub.tokens), cached, first.params))
         self.metrics.queue_depth.set(len(self._waiting))
         self.metrics.running.set(len(self._running))
+
+    def _start_slot(self, group: _Group, slot: int, saved: list[np.ndarray] | None) -> int:
+        """Put the request's starting state in its first slot; the number of prompt tokens it already holds."""
+        if saved is not None:
+            self.engine.write_slot(slot, saved)
+        elif (hit := self.cache.match(group.submit.tokens, self.initial_states[group.initial])) is not None:
+            cached, cache_slot = hit
+            self.engine.copy_slot(cache_slot, slot)
+            return cached
+        else:
+            self.engine.reset_slot(slot, group.initial)
+        return 0
 
     def _plan_step(self) -> tuple[StepPlan, list[Session]]:
         """One decode token per decoding session, then prompt chunks in admission order within the budget."""
@@ -296,18 +324,26 @@ class Scheduler:
         for i, (row, s) in enumerate(zip(plan.rows, owners, strict=True)):
             if s.status is Status.FINISHED:  # cancelled meanwhile? (cannot happen within a step, but be safe)
                 continue
-            if s.status is Status.PREFILL:
-                s.n_fed += len(row.tokens)
-                self.metrics.prompt_tokens.inc(len(row.tokens))
-                if s.n_fed == len(s.prompt):
-                    self._prompt_done(s, result.of_row(i)[0] if row.logits is Logits.LAST else None)
-            else:
-                self._sample(s, result.of_row(i)[0])
+            try:
+                self._deliver(s, row, result, i)
+            except Exception as e:  # a bug in one generation ends it with `error`; the others go on
+                log.exception("generation %s failed", s.id)
+                self._end_group_on_error(s, f"internal error: {e}")
         dt = time.perf_counter() - t0
         self.metrics.step_seconds.observe(dt)
         self.metrics.batch_rows.observe(len(plan.rows))
         self.metrics.step_tokens.observe(plan.n_tokens)
         self._stats.record(len(plan.rows), plan.n_tokens, dt)
+
+    def _deliver(self, s: Session, row: StepRow, result: Any, i: int) -> None:
+        """Row i of a step's result to its session: more prompt fed, or a token sampled."""
+        if s.status is Status.PREFILL:
+            s.n_fed += len(row.tokens)
+            self.metrics.prompt_tokens.inc(len(row.tokens))
+            if s.n_fed == len(s.prompt):
+                self._prompt_done(s, result.of_row(i)[0] if row.logits is Logits.LAST else None)
+        else:
+            self._sample(s, result.of_row(i)[0])
 
     def _prompt_done(self, first: Session, logits: np.ndarray | None) -> None:
         """The prompt is in branch 0's slot: cache its state, embed or fork the branches, sample each."""
@@ -466,6 +502,15 @@ class Scheduler:
             if call.future.set_running_or_notify_cancel():
                 call.future.set_exception(RuntimeError("the engine stopped"))
         self._calls.clear()
+
+    def take_slots(self, n: int) -> list[int] | None:
+        """`n` free slots for admin work done within one call (scoring); None when fewer are free."""
+        if n > len(self._free_slots):
+            return None
+        return [self._free_slots.pop() for _ in range(n)]
+
+    def return_slots(self, slots: list[int]) -> None:
+        self._free_slots.extend(reversed(slots))
 
     def store_state(self, layers: list[np.ndarray]) -> str:
         """Keep a copy of a state in host memory under a new handle (the oldest go beyond _SAVED_STATES)."""

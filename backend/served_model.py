@@ -119,6 +119,7 @@ class ServedModel:
         return self.build_engine(info, tensors, n_slots, self.spec)
 
     def build_engine(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
+        from backend.gpu.adapters import choose_adapter
         from backend.gpu.device import Gpu
         from backend.gpu.engine import Engine
         from backend.gpu.pipelines import PipelineCache
@@ -126,7 +127,9 @@ class ServedModel:
         m = self.config.model
         quant = min(spec.quant, info.n_layer) if spec.quant_type != "none" else 0
         if self._gpu is None:
-            gpu = Gpu()
+            gpu = Gpu(adapter=choose_adapter(m.adapter))
+            log.info("GPU adapter: %s (%s, %s), features %s", gpu.summary.name, gpu.summary.backend,
+                     gpu.summary.kind, ", ".join(gpu.summary.features) or "none")  # fmt: skip
             self._gpu = (gpu, PipelineCache(gpu.device))
         gpu, pipelines = self._gpu
         return Engine(info, tensors, max_batch=n_slots, max_step_tokens=m.token_chunk_size + m.max_batch,
@@ -162,7 +165,18 @@ class ServedModel:
             "active_adapters": list(self.active),
             "states": [self.describe_state(s) for s in self.states.values()],
             "default_state": next((s.id for s in self.states.values() if s.default), None),
+            "adapter": self.describe_gpu(),
         }  # fmt: skip
+
+    def describe_gpu(self) -> dict[str, Any] | None:
+        """The GPU adapter serving the model (a test's own engine loader may keep its own device)."""
+        engine = self.scheduler.engine if self.scheduler is not None else None
+        gpu = self._gpu[0] if self._gpu is not None else getattr(engine, "gpu", None)
+        if gpu is None:
+            return None
+        s = gpu.summary
+        return {"name": s.name, "backend": s.backend, "type": s.kind, "features": list(s.features),
+                "max_binding_bytes": s.max_binding_bytes}
 
     def describe_adapter(self, a: Adapter) -> dict[str, Any]:
         return {

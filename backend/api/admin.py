@@ -5,15 +5,18 @@
   POST /api/models/unload             409: the server always serves one model (load another instead)
   GET  /api/models/state              initial states; POST loads one (file or saved handle)
   POST /api/models/state/unload       (or DELETE /api/models/state/{id})
-  GET  /api/adapters                  LoRA adapters; POST loads one; /switch sets the active ones; /unload
+  GET  /api/loras                     LoRA adapters; POST loads one; /switch sets the active ones; /unload
+  GET  /api/adapters                  the machine's GPU adapters (`[model] adapter` picks one at start)
   GET  /api/states                    saved-state handles; POST /api/states/save {id} saves a REST generation's
   GET  /api/states/{handle}           export as .st; POST /api/states/import takes one back; DELETE drops it
 
-Every route but /health is behind the API key when keys are configured (app.auth_middleware).
+Every route but /health is behind the API key when keys are configured (app.auth_middleware); POST/DELETE
+routes also need [listen] admin_key when it is set (app.admin_middleware).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,7 @@ from backend.api.openai import FAILED_STATUS, json_response, read_json
 from backend.api.schemas import ApiError, parse
 from backend.gpu.models.info import StateLayout
 from backend.messages import EventSink, Failed, SaveState
+from backend.paths import resolve_allowed
 from backend.served_model import AdminError, ModelSpec, StateSource
 
 if TYPE_CHECKING:
@@ -63,6 +67,13 @@ def routes(server: Server) -> list[web.RouteDef]:
         body = generate_latest(server.scheduler.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def allowed(user_path: str, field: str = "path") -> str:
+        """A client's path, only inside [files] allowed_dirs (no `..`, no absolute path or symlink out)."""
+        try:
+            return str(resolve_allowed(server.config.files.roots, user_path, field))
+        except ValueError as e:
+            raise ApiError(400, str(e), param=field, code="path_not_allowed") from None
+
     def info() -> dict[str, Any]:
         slots = {"total": server.scheduler.max_batch, "free": server.scheduler.free_slots}
         return {**model.describe(), "slots": slots}
@@ -74,10 +85,12 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def models_load(request: web.Request) -> web.Response:
         req: a.ModelLoadRequest = parse(a.ModelLoadRequest, await read_json(request))
-        spec = ModelSpec(Path(req.path), req.precision or model.spec.precision, req.quant, req.quant_type)
-        states = [StateSource(s.id, s.path, None, s.default) for s in req.states]
+        spec = ModelSpec(Path(allowed(req.path)), req.precision or model.spec.precision, req.quant, req.quant_type)
+        states = [StateSource(s.id, allowed(s.path, f"states.{i}.path"), None, s.default)
+                  for i, s in enumerate(req.states)]  # fmt: skip
+        loras = [(allowed(x.path, f"loras.{i}.path"), x.alpha) for i, x in enumerate(req.loras)]
         with api_errors():
-            await model.swap(spec, [(x.path, x.alpha) for x in req.loras], states, req.wait, req.timeout_s)
+            await model.swap(spec, loras, states, req.wait, req.timeout_s)
         return json_response(info())
 
     async def models_unload(request: web.Request) -> web.Response:
@@ -96,7 +109,9 @@ def routes(server: Server) -> list[web.RouteDef]:
     async def states_load(request: web.Request) -> web.Response:
         req: a.StateLoadRequest = parse(a.StateLoadRequest, await read_json(request))
         with api_errors():
-            state = await model.load_state(StateSource(req.id, req.path, req.handle, req.default))
+            path = None if req.path is None else allowed(req.path)
+            state = await model.load_state(StateSource(req.id or (path and Path(req.path).stem), path, req.handle,
+                                                       req.default))  # fmt: skip
         return json_response(model.describe_state(state))
 
     async def states_unload(request: web.Request) -> web.Response:
@@ -119,8 +134,8 @@ def routes(server: Server) -> list[web.RouteDef]:
     async def adapters_load(request: web.Request) -> web.Response:
         req: a.AdapterLoadRequest = parse(a.AdapterLoadRequest, await read_json(request))
         with api_errors():
-            path = str(Path(req.path))
-            await model.load_adapter(path, req.alpha, req.name, req.active, req.drain, req.timeout_s)
+            name = req.name or Path(req.path).stem
+            await model.load_adapter(allowed(req.path), req.alpha, name, req.active, req.drain, req.timeout_s)
         return json_response(adapter_list())
 
     async def adapters_switch(request: web.Request) -> web.Response:
@@ -131,12 +146,23 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def adapters_unload(request: web.Request) -> web.Response:
         if request.method == "DELETE":
-            req = a.AdapterUnloadRequest(name=request.match_info["name"])
+            req = parse(a.AdapterUnloadRequest, {"name": request.match_info["name"]})
         else:
             req = parse(a.AdapterUnloadRequest, await read_json(request))
         with api_errors():
             await model.unload_adapter(req.name, req.drain, req.timeout_s)
         return json_response(adapter_list())
+
+    # ---- GPU adapters ----
+
+    async def gpu_adapters(request: web.Request) -> web.Response:
+        from backend.gpu.adapters import list_adapters
+
+        used = model.describe_gpu() or {}
+        data = await asyncio.to_thread(list_adapters)
+        for d in data:
+            d["in_use"] = all(d[k] == used.get(k) for k in ("name", "backend", "type"))
+        return json_response({"data": data})
 
     # ---- saved states ----
 
@@ -165,7 +191,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         source: bytes | str = await read_body(request, state_file_limit(server))
         if request.content_type != ST_TYPE and source.startswith(b"{"):  # JSON {"path": ...}, not a file
             try:
-                source = parse(a.StateImportRequest, orjson.loads(source)).path
+                source = allowed(parse(a.StateImportRequest, orjson.loads(source)).path)
             except orjson.JSONDecodeError as e:
                 raise ApiError(400, f"body is not valid JSON: {e}", code="invalid_json") from None
         with api_errors():
@@ -188,11 +214,12 @@ def routes(server: Server) -> list[web.RouteDef]:
         web.post("/api/models/state", states_load),
         web.post("/api/models/state/unload", states_unload),
         web.delete("/api/models/state/{id}", states_unload),
-        web.get("/api/adapters", adapters_list),
-        web.post("/api/adapters", adapters_load),
-        web.post("/api/adapters/switch", adapters_switch),
-        web.post("/api/adapters/unload", adapters_unload),
-        web.delete("/api/adapters/{name}", adapters_unload),
+        web.get("/api/loras", adapters_list),
+        web.post("/api/loras", adapters_load),
+        web.post("/api/loras/switch", adapters_switch),
+        web.post("/api/loras/unload", adapters_unload),
+        web.delete("/api/loras/{name}", adapters_unload),
+        web.get("/api/adapters", gpu_adapters),
         web.get("/api/states", saved_list),
         web.post("/api/states/save", saved_save),
         web.post("/api/states/import", saved_import),

@@ -102,6 +102,19 @@ class StateImportRequest(_Body):
     path: FilePath = Field(description="a state .st file on the server (or POST the file itself as the body)")
 
 
+class DirRequest(_Body):
+    path: FilePath = Field(description="a folder inside [files] allowed_dirs")
+
+
+class ConfigLoadRequest(_Body):
+    path: FilePath = Field(description="a Config.toml inside [files] allowed_dirs")
+
+
+class ConfigSaveRequest(_Body):
+    path: FilePath = Field(description="where to write it (.toml, inside [files] allowed_dirs)")
+    content: str = Field(max_length=1 << 20, description="the TOML text; saved only if it is a valid config")
+
+
 # ---- responses ----
 
 
@@ -134,13 +147,39 @@ class InitialStateInfo(BaseModel):
     bytes: int
 
 
+class GpuInUse(BaseModel):
+    name: str
+    backend: str
+    type: str
+    features: list[str]
+    max_binding_bytes: int
+
+
 class ModelInfoResponse(BaseModel):
     model: ModelDetails
-    adapters: list[AdapterInfo]
+    adapters: list[AdapterInfo] = Field(description="LoRA adapters (the GPU is `adapter`)")
     active_adapters: list[str]
     states: list[InitialStateInfo]
     default_state: str | None
+    adapter: GpuInUse | None = Field(description="the GPU adapter serving the model")
     slots: dict[str, int]
+
+
+class GpuAdapter(BaseModel):
+    index: int = Field(description="`[model] adapter = index` picks it")
+    name: str
+    vendor: str
+    backend: str = Field(description="Vulkan, Metal, D3D12, OpenGL")
+    type: str = Field(description="DiscreteGPU, IntegratedGPU, CPU, ...")
+    driver: str
+    shader_f16: bool = Field(description="fp16 weights run natively (else emulated or f32)")
+    subgroups: bool
+    limits: dict[str, int]
+    in_use: bool = Field(description="this is the adapter serving the model")
+
+
+class GpuAdapterList(BaseModel):
+    data: list[GpuAdapter]
 
 
 class AdapterList(BaseModel):
@@ -164,3 +203,33 @@ class SavedStateList(BaseModel):
 
 class Ok(BaseModel):
     ok: Literal[True] = True
+
+
+class ModelFile(BaseModel):
+    name: str = Field(description="relative to the models folder")
+    path: str
+    size: int
+    version: str | None = Field(description="from the header; null: not a model we read")
+    n_layer: int | None
+    n_embd: int | None
+
+
+class ModelFileList(BaseModel):
+    data: list[ModelFile]
+
+
+class DirEntry(BaseModel):
+    name: str
+    dir: bool
+    size: int | None
+
+
+class DirListing(BaseModel):
+    path: str
+    data: list[DirEntry]
+
+
+class ConfigFile(BaseModel):
+    path: str
+    content: str | None = Field(None, description="the TOML text (load only)")
+    config: dict = Field(description="the parsed config")

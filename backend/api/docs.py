@@ -26,6 +26,9 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | 
      True),
     ("post", "/api/oai/v1/embeddings", "Embed texts: last-token pooled final-layer ln2 state, L2-normalized",
      s.EmbeddingRequest, s.EmbeddingResponse, False),
+    ("post", "/api/oai/v1/chooses", "Rank continuations of an input by perplexity (one prefill, one batched "
+     "step over forked states; `calibrate` divides by each choice's likelihood after END_OF_TEXT)",
+     s.ChooseRequest, s.ChooseResponse, False),
     # admin (backend/api/admin.py)
     ("get", "/api/models/info", "The model, its LoRA adapters and initial states", None, a.ModelInfoResponse, False),
     ("post", "/api/models/load", "Swap to another model once running generations end (409 if busy)",
@@ -37,13 +40,22 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | 
      a.StateLoadRequest, a.InitialStateInfo, False),
     ("post", "/api/models/state/unload", "Unload an initial state", a.StateUnloadRequest, a.Ok, False),
     ("delete", "/api/models/state/{id}", "Unload an initial state", None, a.Ok, False),
-    ("get", "/api/adapters", "LoRA adapters, loaded and active", None, a.AdapterList, False),
-    ("post", "/api/adapters", "Load a LoRA adapter (and merge it, hot)", a.AdapterLoadRequest, a.AdapterList, False),
-    ("post", "/api/adapters/switch", "Set the merged adapters, in order (hot)", a.AdapterSwitchRequest,
+    ("get", "/api/loras", "LoRA adapters, loaded and active", None, a.AdapterList, False),
+    ("post", "/api/loras", "Load a LoRA adapter (and merge it, hot)", a.AdapterLoadRequest, a.AdapterList, False),
+    ("post", "/api/loras/switch", "Set the merged adapters, in order (hot)", a.AdapterSwitchRequest,
      a.AdapterList, False),
-    ("post", "/api/adapters/unload", "Unload an adapter (unmerged first, hot)", a.AdapterUnloadRequest,
+    ("post", "/api/loras/unload", "Unload an adapter (unmerged first, hot)", a.AdapterUnloadRequest,
      a.AdapterList, False),
-    ("delete", "/api/adapters/{name}", "Unload an adapter at once", None, a.AdapterList, False),
+    ("delete", "/api/loras/{name}", "Unload an adapter at once", None, a.AdapterList, False),
+    ("get", "/api/adapters", "GPU adapters of this machine (`[model] adapter` = index or name picks one)", None,
+     a.GpuAdapterList, False),
+    ("get", "/api/models/list", "Model files under the allowed folders' models/ (size, version from the header)",
+     None, a.ModelFileList, False),
+    ("post", "/api/files/dir", "List a folder inside [files] allowed_dirs", a.DirRequest, a.DirListing, False),
+    ("post", "/api/files/config/load", "Read a Config.toml (text and parsed)", a.ConfigLoadRequest, a.ConfigFile,
+     False),
+    ("post", "/api/files/config/save", "Write a Config.toml, only if valid (400 and the old file kept if not)",
+     a.ConfigSaveRequest, a.ConfigFile, False),
     ("get", "/api/states", "Saved-state handles", None, a.SavedStateList, False),
     ("post", "/api/states/save", "Save the state of a REST generation (by its response `id`)",
      a.StateSaveRequest, a.SavedState, False),
@@ -69,7 +81,10 @@ def openapi(server: Server) -> dict[str, Any]:
         else:
             content = {"application/json": {"schema": {"$ref": ref[resp]}}}
         if streams:
-            content["text/event-stream"] = {"schema": {"type": "string", "description": "SSE chunks, then [DONE]"}}
+            # OpenAPI 3.1: a text/event-stream `schema` describes each event
+            content["text/event-stream"] = {"schema": {
+                "type": "object", "required": ["data"], "description": "one SSE event",
+                "properties": {"data": {"type": "string", "description": "a JSON chunk; `[DONE]` last"}}}}
         op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "ok", "content": content},
                                                                 "default": error}}
         if req is not None:
@@ -80,7 +95,8 @@ def openapi(server: Server) -> dict[str, Any]:
         paths.setdefault(path, {})[method] = op
     paths["/api/ws"] = {"get": {
         "summary": "WebSocket protocol v1 (client frames: components *Frame; see ws-protocol.md)",
-        "responses": {"101": {"description": "switching protocols"}, "401": error},
+        "responses": {"101": {"description": "switching protocols"}, "401": error,
+                      "400": {**error, "description": "not a WebSocket upgrade request"}},
     }}
     paths["/health"] = {"get": {"summary": "Liveness of the engine thread", "security": [],
                                 "responses": {"200": {"description": "ok"}, "503": {"description": "unhealthy"}}}}

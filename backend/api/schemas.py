@@ -230,6 +230,28 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
+class ChooseRequest(BaseModel):
+    """AI00's multiple-choice scoring; the computation is documented in backend/chooses.py."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | Annotated[list[str], Field(max_length=256)] = Field(
+        "", description="the context (a list is joined with no separator); empty: a document start"
+    )
+    choices: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=64)] = Field(
+        description="continuations to rank, each tokenized on its own (give it its leading space)"
+    )
+    calibrate: bool = Field(
+        False, description="divide each choice's likelihood by its likelihood after a neutral context "
+                           "(END_OF_TEXT): perplexity = ppl(choice | input) / ppl(choice | neutral)"
+    )  # fmt: skip
+    state: str | None = Field(None, description="initial state id or saved-state handle to start from")
+    model: str | None = Field(None, description="ignored: the server serves one model")
+
+    def input_text(self) -> str:
+        return self.input if isinstance(self.input, str) else "".join(self.input)
+
+
 # ---- REST responses ----
 
 
@@ -304,6 +326,29 @@ class EmbeddingResponse(BaseModel):
     data: list[EmbeddingData]
     model: str
     usage: UsageInfo
+
+
+class ChooseData(BaseModel):
+    object: Literal["choice"] = "choice"
+    index: int = Field(description="position in the request's `choices`")
+    rank: int = Field(description="0: the best (lowest perplexity)")
+    choice: str
+    perplexity: float = Field(description="exp(-mean log p(choice tokens | input)); calibrated: divided by the "
+                                          "same after the neutral context")  # fmt: skip
+
+
+class ChooseUsage(BaseModel):
+    prompt_tokens: int
+    choice_tokens: int
+    total_tokens: int = Field(description="tokens the engine ran: the input once, each choice but its last token "
+                                          "(twice with calibrate, the neutral context once more)")  # fmt: skip
+
+
+class ChooseResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ChooseData] = Field(description="sorted by rank")
+    model: str
+    usage: ChooseUsage
 
 
 # ---- WebSocket frames (see shared/ws-protocol.md) ----

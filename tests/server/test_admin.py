@@ -46,7 +46,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
 @pytest.fixture(scope="module")
 def admin(files: Files) -> Iterator[LiveServer]:
     states = [{"path": str(files.state), "name": "from-config"}]
-    config = {**TEST_CONFIG, "model": {**TEST_CONFIG["model"], "max_batch": 4, "prefix_cache": 2, "states": states}}
+    config = {**TEST_CONFIG, "model": {**TEST_CONFIG["model"], "max_batch": 4, "prefix_cache": 2, "states": states},
+              "files": {"allowed_dirs": [str(files.lora.parent), str(files.demo.parent)]}}  # fmt: skip
     server, runner, thread = start_server(Config.from_dict(config))
     yield server
     stop_server(server, runner, thread)
@@ -86,8 +87,8 @@ async def during_a_stream(live: LiveServer, method: str, path: str, body: dict, 
 
 ADMIN_ROUTES = [("GET", "/api/models/info"), ("POST", "/api/models/load"), ("POST", "/api/models/unload"),
                 ("GET", "/api/models/state"), ("POST", "/api/models/state"), ("POST", "/api/models/state/unload"),
-                ("DELETE", "/api/models/state/{id}"), ("GET", "/api/adapters"), ("POST", "/api/adapters"),
-                ("POST", "/api/adapters/switch"), ("POST", "/api/adapters/unload"), ("DELETE", "/api/adapters/{name}"),
+                ("DELETE", "/api/models/state/{id}"), ("GET", "/api/loras"), ("POST", "/api/loras"),
+                ("POST", "/api/loras/switch"), ("POST", "/api/loras/unload"), ("DELETE", "/api/loras/{name}"),
                 ("GET", "/api/states"), ("POST", "/api/states/save"), ("POST", "/api/states/import"),
                 ("GET", "/api/states/{handle}"), ("DELETE", "/api/states/{handle}")]  # fmt: skip
 
@@ -110,13 +111,13 @@ def test_admin_routes_need_the_key_and_are_documented(admin: LiveServer) -> None
         ("POST", "/api/models/state", {"id": "a b", "path": "x.st"}, 400, "id"),
         ("POST", "/api/models/state", {"id": "x", "handle": "state-nope"}, 404, "handle"),
         ("POST", "/api/models/state/unload", {"id": "nope"}, 404, "id"),
-        ("POST", "/api/adapters", {"path": "nope.st"}, 400, "path"),
-        ("POST", "/api/adapters", {"path": "x.st", "alpha": "big"}, 400, "alpha"),
-        ("POST", "/api/adapters/switch", {"active": ["nope"]}, 404, "active.0"),
-        ("POST", "/api/adapters/unload", {"name": "nope"}, 404, "name"),
+        ("POST", "/api/loras", {"path": "nope.st"}, 400, "path"),
+        ("POST", "/api/loras", {"path": "x.st", "alpha": "big"}, 400, "alpha"),
+        ("POST", "/api/loras/switch", {"active": ["nope"]}, 404, "active.0"),
+        ("POST", "/api/loras/unload", {"name": "nope"}, 404, "name"),
         ("POST", "/api/states/save", {"id": "cmpl-nope"}, 404, "id"),
         ("POST", "/api/states/import", {"path": "nope.st"}, 400, "path"),
-        ("POST", "/api/adapters/switch", {"active": [], "drain": True, "extra": 1}, 400, "extra"),
+        ("POST", "/api/loras/switch", {"active": [], "drain": True, "extra": 1}, 400, "extra"),
     ],
 )
 def test_bad_admin_input_is_refused_naming_the_field(
@@ -128,7 +129,7 @@ def test_bad_admin_input_is_refused_naming_the_field(
 
 
 def test_files_that_do_not_fit_the_model_are_400_naming_the_field_and_tensor(admin: LiveServer, files: Files) -> None:
-    r = call(admin, "POST", "/api/adapters", json={"path": str(files.state)})  # a state is no adapter
+    r = call(admin, "POST", "/api/loras", json={"path": str(files.state)})  # a state is no adapter
     assert r.status_code == 400 and r.json()["error"]["param"] == "path" and "time_state" not in r.json()["error"]
     r = call(admin, "POST", "/api/models/state", json={"path": str(files.lora)})  # an adapter is no state
     assert r.status_code == 400 and "blocks.0.att.key.lora_A" in r.json()["error"]["message"]
@@ -142,21 +143,21 @@ def test_files_that_do_not_fit_the_model_are_400_naming_the_field_and_tensor(adm
 def test_adapter_switch_mid_stream_keeps_the_stream_going(admin: LiveServer, files: Files) -> None:
     plain = complete(admin)
     load = {"path": str(files.lora), "alpha": 8.0}
-    text, done, status = run(during_a_stream(admin, "POST", "/api/adapters", load))
+    text, done, status = run(during_a_stream(admin, "POST", "/api/loras", load))
     assert status == 200 and done["finish_reason"] == "length" and done["usage"]["completion_tokens"] == STREAM_TOKENS
     assert text.startswith(plain[:1])  # the switch came after the first delta
-    listed = ok(call(admin, "GET", "/api/adapters"))
+    listed = ok(call(admin, "GET", "/api/loras"))
     assert listed["active"] == ["tiny-lora"] and listed["data"][0]["rank"] == 8
     with_lora = complete(admin)
     assert with_lora != plain
 
     # drain: the running stream finishes on the weights it started with, then the adapter goes
-    text, done, status = run(during_a_stream(admin, "POST", "/api/adapters/switch", {"active": [], "drain": True}))
+    text, done, status = run(during_a_stream(admin, "POST", "/api/loras/switch", {"active": [], "drain": True}))
     assert status == 200 and done["finish_reason"] == "length"
     assert text.startswith(with_lora) and complete(admin) == plain
-    ok(call(admin, "POST", "/api/adapters/switch", json={"active": [{"name": "tiny-lora", "alpha": 8.0}]}))
+    ok(call(admin, "POST", "/api/loras/switch", json={"active": [{"name": "tiny-lora", "alpha": 8.0}]}))
     assert complete(admin) == with_lora
-    assert ok(call(admin, "DELETE", "/api/adapters/tiny-lora"))["data"] == []
+    assert ok(call(admin, "DELETE", "/api/loras/tiny-lora"))["data"] == []
     assert complete(admin) == plain
 
 

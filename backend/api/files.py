@@ -1,0 +1,117 @@
+"""Model files and config files over the API, as AI00 offers them; paths only inside [files] allowed_dirs.
+
+GET  /api/models/list          .st/.pth files under each allowed folder's models/ (size, detected version)
+POST /api/files/dir            {path}: a folder's entries
+POST /api/files/config/load    {path}: a Config.toml's text and its parsed, validated content
+POST /api/files/config/save    {path, content}: TOML text, validated as a Config (400, file untouched, if not)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from backend.api import admin_schemas as a
+from backend.api.openai import json_response, read_json
+from backend.api.schemas import ApiError, parse
+from backend.config import Config, ConfigError
+from backend.paths import resolve_allowed
+
+if TYPE_CHECKING:
+    from backend.app import Server
+
+MODEL_SUFFIXES = (".st", ".pth")
+MAX_LISTED = 1000
+
+
+def routes(server: Server) -> list[web.RouteDef]:
+    roots = server.config.files.roots
+
+    def allowed(user_path: str, field: str = "path") -> Path:
+        try:
+            return resolve_allowed(roots, user_path, field)
+        except ValueError as e:
+            raise ApiError(400, str(e), param=field, code="path_not_allowed") from None
+
+    async def models_list(request: web.Request) -> web.Response:
+        return json_response({"data": await asyncio.to_thread(list_models, roots)})
+
+    async def files_dir(request: web.Request) -> web.Response:
+        folder = allowed(parse(a.DirRequest, await read_json(request)).path)
+        if not folder.is_dir():
+            raise ApiError(404, f"path: no folder '{folder}'", param="path", code="not_found")
+        return json_response({"path": str(folder), "data": await asyncio.to_thread(list_dir, folder)})
+
+    async def config_load(request: web.Request) -> web.Response:
+        path = allowed(parse(a.ConfigLoadRequest, await read_json(request)).path)
+        try:
+            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
+            raise ApiError(404, f"path: cannot read '{path}' ({e})", param="path", code="not_found") from None
+        return json_response({"path": str(path), "content": text, "config": validated(text)})
+
+    async def config_save(request: web.Request) -> web.Response:
+        req: a.ConfigSaveRequest = parse(a.ConfigSaveRequest, await read_json(request))
+        path = allowed(req.path)
+        if path.suffix != ".toml":
+            raise ApiError(400, "path: a config file ends in .toml", param="path")
+        config = validated(req.content)
+        await asyncio.to_thread(write_atomically, path, req.content)
+        return json_response({"path": str(path), "config": config})
+
+    return [
+        web.get("/api/models/list", models_list),
+        web.post("/api/files/dir", files_dir),
+        web.post("/api/files/config/load", config_load),
+        web.post("/api/files/config/save", config_save),
+    ]
+
+
+def validated(text: str) -> dict[str, Any]:
+    """The TOML as a dict, if it parses and makes a valid Config; else 400 naming what is wrong."""
+    try:
+        data = tomllib.loads(text)
+        Config.from_dict(data)
+    except tomllib.TOMLDecodeError as e:
+        raise ApiError(400, f"content: not TOML ({e})", param="content", code="invalid_config") from None
+    except ConfigError as e:
+        raise ApiError(400, f"content: invalid config: {e}", param="content", code="invalid_config") from None
+    return data
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def list_dir(folder: Path) -> list[dict[str, Any]]:
+    entries = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name))[:MAX_LISTED]
+    return [{"name": p.name, "dir": p.is_dir(), "size": None if p.is_dir() else p.stat().st_size} for p in entries]
+
+
+def list_models(roots: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """Model files with their version from the header alone (no tensor data read); unreadable: version null."""
+    from backend.gpu.loader import iter_model
+
+    out = []
+    for root in roots:
+        folder = root / "models" if (root / "models").is_dir() else root
+        files = sorted(p for p in folder.rglob("*") if p.suffix in MODEL_SUFFIXES and p.is_file())
+        for p in files[:MAX_LISTED]:
+            entry = {"name": str(p.relative_to(folder)), "path": str(p), "size": p.stat().st_size, "version": None,
+                     "n_layer": None, "n_embd": None}  # fmt: skip
+            if p.suffix == ".st":
+                try:
+                    info, _ = iter_model(p)
+                    entry |= {"version": str(info.version), "n_layer": info.n_layer, "n_embd": info.n_embd}
+                except Exception:  # an adapter, a state, or no model at all: listed without a version
+                    pass
+            out.append(entry)
+    return out
