@@ -16,7 +16,6 @@ import numpy as np
 import wgpu
 from tqdm import tqdm
 
-from backend.gpu import step_types
 from backend.gpu.device import Gpu
 from backend.gpu.models import layers, v4, v5, v6, v7
 from backend.gpu.models.info import ModelInfo, StateLayout, Version
@@ -64,10 +63,11 @@ def _layer_builder(info: ModelInfo) -> Callable[[layers.Layer], list[Dispatch]]:
 
 
 def _lora_width(info: ModelInfo, t: dict[str, np.ndarray]) -> int:
+    """Floats per token of the LoRA scratch buffer (v6's five mix LoRAs sit side by side)."""
     if info.version is Version.V7:
         return v7.lora_width(t)
     if info.version is Version.V6:
-        return 5 * v6.lora_width(t)
+        return v6.lora_width(t)
     return 4
 
 
@@ -267,5 +267,3 @@ class Engine:
         if lines > self.max_logit_lines:
             raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
 
-
-__all__ = ["Engine", "step_types"]

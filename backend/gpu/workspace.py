@@ -13,7 +13,6 @@ from backend.gpu.models.info import ModelInfo, Version
 F32 = 4
 TOKEN_FIELDS = 4  # Token struct in common.wgsl: id, slot, flags, row
 ROW_FIELDS = 4  # Row struct: slot, start, len, pad
-LORA_WIDTH_MAX_MULTIPLE = 5  # v6 packs five LoRA outputs side by side
 
 
 @dataclass

@@ -58,5 +58,6 @@ def layer_ops(layer: Layer) -> list[Dispatch]:
 
 
 def lora_width(t: dict[str, np.ndarray]) -> int:
+    """The widest LoRA hidden layer: time_maa_w1's 5 x D1 outputs, or time_decay_w1's D2."""
     widths = [t[k].shape[1] for k in t if k.endswith(("att.time_maa_w1", "att.time_decay_w1"))]
     return max(widths)
