@@ -54,6 +54,11 @@ def routes(server: Server) -> list[web.RouteDef]:
             )
         return json_response(server.model_card())
 
+    def final_response(gen: Generation, kind: str, choices: list[dict[str, Any]]) -> web.Response:
+        """The non-streaming answer's envelope, shared by completions and chat completions."""
+        body = {"id": gen.id, "object": kind, "created": gen.created, "model": server.model_id}
+        return json_response({**body, "choices": choices, "usage": gen.usage()})
+
     async def completions(request: web.Request) -> web.StreamResponse:
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
         grammar = request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
@@ -76,16 +81,7 @@ def routes(server: Server) -> list[web.RouteDef]:
             }
             for b in range(req.n)
         ]
-        return json_response(
-            {
-                "id": gen.id,
-                "object": "text_completion",
-                "created": gen.created,
-                "model": server.model_id,
-                "choices": choices,
-                "usage": gen.usage(),
-            }
-        )
+        return final_response(gen, "text_completion", choices)
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
@@ -108,16 +104,7 @@ def routes(server: Server) -> list[web.RouteDef]:
             }
             for b in range(req.n)
         ]
-        return json_response(
-            {
-                "id": gen.id,
-                "object": "chat.completion",
-                "created": gen.created,
-                "model": server.model_id,
-                "choices": choices,
-                "usage": gen.usage(),
-            }
-        )
+        return final_response(gen, "chat.completion", choices)
 
     async def embeddings(request: web.Request) -> web.Response:
         req: EmbeddingRequest = parse(EmbeddingRequest, await read_json(request))
