@@ -153,6 +153,15 @@ export function generationParams(extraStops: string[] = []): SamplerParams {
   return p;
 }
 
+/** The params of a new generation, or the problem with the settings (e.g. an unparsable JSON schema). */
+export function paramsOrProblem(extraStops: string[] = []): { params: SamplerParams } | { problem: string } {
+  try {
+    return { params: generationParams(extraStops) };
+  } catch (e) {
+    return { problem: (e as Error).message };
+  }
+}
+
 export function initialState(): string | undefined {
   return settings.state.trim() || undefined;
 }
