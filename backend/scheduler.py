@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from backend.gpu.step_types import Logits, StepPlan, StepRow
+from backend.gpu.step_types import Drawn, Logits, StepPlan, StepRow
 from backend.grammar import GrammarError
 from backend.messages import (
     Cancel,
@@ -182,9 +182,9 @@ class Scheduler:
             while self._handle_inbox(block=not (self._running or self._waiting or self._calls)):
                 self._run_calls()
                 self._admit_waiting()
-                plan, owners = self._plan_step()
+                plan, owners, drawers = self._plan_step()
                 if plan.rows:
-                    self._run_step(plan, owners)
+                    self._run_step(plan, owners, drawers)
         except BaseException as e:
             log.exception("engine thread died")
             self.error = e
@@ -292,13 +292,23 @@ class Scheduler:
             self.engine.reset_slot(slot, group.initial)
         return 0
 
-    def _plan_step(self) -> tuple[StepPlan, list[Session]]:
-        """One decode token per decoding session, then prompt chunks in admission order within the budget."""
-        rows, owners = [], []
+    def _plan_step(self) -> tuple[StepPlan, list[Session], list[Session]]:
+        """One decode token per decoding session, then prompt chunks in admission order within the budget;
+        a draw for every session whose next token comes out of this step (all branches of a finished prompt)."""
+        rows, owners, draws, drawers, failed = [], [], [], [], []
+
+        def draw(s: Session, row: int) -> None:
+            try:
+                draws.append(s.draw(row))
+                drawers.append(s)
+            except GrammarError as e:  # the grammar has no way on: end this branch after planning
+                failed.append((s, e))
+
         for s in self._running:
             if s.status is Status.DECODE:
                 rows.append(StepRow(s.slot, (s.out_tokens[-1],), Logits.LAST))
                 owners.append(s)
+                draw(s, len(rows) - 1)
         # decoding never starves prefill completely: a quarter of the budget is always the prompts'
         budget = max(self.token_chunk_size - len(rows), max(1, self.token_chunk_size // 4))
         for s in self._running:
@@ -310,9 +320,16 @@ class Scheduler:
             rows.append(StepRow(s.slot, s.prompt[s.n_fed : s.n_fed + take], logits))
             owners.append(s)
             budget -= take
-        return StepPlan(tuple(rows)), owners
+            if logits is Logits.LAST:
+                for b in self._groups[s.id].sessions:
+                    if b.status is not Status.FINISHED:
+                        draw(b, len(rows) - 1)
+        for s, e in failed:
+            s.finish("error")
+            self._release(s, error=f"grammar: {e}")
+        return StepPlan(tuple(rows), tuple(draws)), owners, drawers
 
-    def _run_step(self, plan: StepPlan, owners: list[Session]) -> None:
+    def _run_step(self, plan: StepPlan, owners: list[Session], drawers: list[Session]) -> None:
         t0 = time.perf_counter()
         try:
             result = self.engine.step(plan)
@@ -321,11 +338,12 @@ class Scheduler:
             for s in owners:
                 self._end_group_on_error(s, f"engine step failed: {e}")
             return
-        for i, (row, s) in enumerate(zip(plan.rows, owners, strict=True)):
-            if s.status is Status.FINISHED:  # cancelled meanwhile? (cannot happen within a step, but be safe)
+        drawn = dict(zip(drawers, result.drawn, strict=True))
+        for row, s in zip(plan.rows, owners, strict=True):
+            if s.status is Status.FINISHED:  # its grammar failed while planning
                 continue
             try:
-                self._deliver(s, row, result, i)
+                self._deliver(s, row, drawn)
             except Exception as e:  # a bug in one generation ends it with `error`; the others go on
                 log.exception("generation %s failed", s.id)
                 self._end_group_on_error(s, f"internal error: {e}")
@@ -335,18 +353,18 @@ class Scheduler:
         self.metrics.step_tokens.observe(plan.n_tokens)
         self._stats.record(len(plan.rows), plan.n_tokens, dt)
 
-    def _deliver(self, s: Session, row: StepRow, result: Any, i: int) -> None:
-        """Row i of a step's result to its session: more prompt fed, or a token sampled."""
+    def _deliver(self, s: Session, row: StepRow, drawn: dict[Session, Drawn]) -> None:
+        """Row of a step's result to its session: more prompt fed, or the GPU's token taken."""
         if s.status is Status.PREFILL:
             s.n_fed += len(row.tokens)
             self.metrics.prompt_tokens.inc(len(row.tokens))
             if s.n_fed == len(s.prompt):
-                self._prompt_done(s, result.of_row(i)[0] if row.logits is Logits.LAST else None)
+                self._prompt_done(s, drawn)
         else:
-            self._sample(s, result.of_row(i)[0])
+            self._take(s, drawn[s])
 
-    def _prompt_done(self, first: Session, logits: np.ndarray | None) -> None:
-        """The prompt is in branch 0's slot: cache its state, embed or fork the branches, sample each."""
+    def _prompt_done(self, first: Session, drawn: dict[Session, Drawn]) -> None:
+        """The prompt is in branch 0's slot: cache its state, embed or fork the branches, give each its token."""
         group = self._groups[first.id]
         ns = self._cache_namespace(first)
         if ns is not None and (cache_slot := self.cache.insert(first.prompt, ns)) is not None:
@@ -355,10 +373,12 @@ class Scheduler:
             self._embed(first)
             return
         for s in group.sessions[1:]:
-            self.engine.copy_slot(first.slot, s.slot)
-            s.n_fed = len(s.prompt)
+            if s.slot >= 0:
+                self.engine.copy_slot(first.slot, s.slot)
+                s.n_fed = len(s.prompt)
         for s in group.sessions:
-            self._sample(s, logits)
+            if s in drawn and s.status is not Status.FINISHED:
+                self._take(s, drawn[s])
 
     def _embed(self, s: Session) -> None:
         """Last-token pooling: the final layer's channel-mix input (ln2 output), L2-normalized."""
@@ -370,13 +390,8 @@ class Scheduler:
         s.finish_reason, s.status = "stop", Status.FINISHED
         self._release(s, send_done=False)
 
-    def _sample(self, s: Session, logits: np.ndarray) -> None:
-        try:
-            delta = s.sample(logits)
-        except GrammarError as e:  # the grammar has no way on: end this branch, keep its siblings
-            s.finish("error")
-            self._release(s, error=f"grammar: {e}")
-            return
+    def _take(self, s: Session, drawn: Drawn) -> None:
+        delta = s.take(drawn)
         self.metrics.completion_tokens.inc()
         if delta is not None:
             s.submit.sink.put(delta)

@@ -8,10 +8,10 @@ from enum import Enum, auto
 
 import numpy as np
 
+from backend.gpu.step_types import Draw, Drawn
 from backend.grammar import GrammarError
 from backend.grammar.matcher import Matcher
 from backend.messages import Delta, Done, Submit, Timings, TokenLogprob, Usage
-from backend.sampling.cpu import record_token, sample_token, token_logprobs
 from backend.sampling.params import SamplerParams
 from backend.tokenizer import END_OF_TEXT, Detokenizer, Tokenizer
 
@@ -43,8 +43,7 @@ class Session:
     _delta_logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.detok = Detokenizer(self.tokenizer)
-        self.counts = np.zeros(self.tokenizer.vocab_size, np.float32)  # decayed penalty counts per token
+        self.detok = Detokenizer(self.tokenizer)  # penalty counts live on the GPU, in this session's slot
         self.rng = self._make_rng(self.params.seed)
         self.matcher: Matcher | None = self.submit.grammar.matcher() if self.submit.grammar is not None else None
 
@@ -77,18 +76,20 @@ class Session:
         if "seed" in changes and self.params.seed != old_seed:
             self.rng = self._make_rng(self.params.seed)
 
-    def sample(self, logits: np.ndarray) -> Delta | None:
-        """Draw the next token from `logits` [vocab], append it, and return the text that is now final.
+    def draw(self, row: int) -> Draw:
+        """This step's token choice for the GPU, from plan row `row`'s last logit line.
 
         With a grammar, only the tokens its mask allows can be drawn (GrammarError if it allows none)."""
-        allowed = self.matcher.allowed_tokens() if self.matcher is not None else None
-        if allowed is not None and not allowed.any():
+        mask = self.matcher.allowed() if self.matcher is not None else None
+        if mask is not None and not mask.any():
             raise GrammarError("the grammar allows no next token")
-        token = sample_token(logits, self.counts, self.params, self.rng, allowed)
-        if self.params.logprobs is not None:
-            lp, top = token_logprobs(logits, token, self.params.logprobs)
-            self._delta_logprobs.append(TokenLogprob(token, lp, tuple(top)))
-        return self.accept(token)
+        return self.params.draw(row, self.slot, self.rng, fresh=not self.out_tokens, mask=mask)
+
+    def take(self, drawn: Drawn) -> Delta | None:
+        """The GPU's choice for this session: append it and return the text that is now final."""
+        if self.params.logprobs is not None and drawn.logprob is not None:
+            self._delta_logprobs.append(TokenLogprob(drawn.token, drawn.logprob, drawn.top))
+        return self.accept(drawn.token)
 
     def accept(self, token: int) -> Delta | None:
         if not self.out_tokens:
@@ -96,7 +97,6 @@ class Session:
         self.status = Status.DECODE
         self.out_tokens.append(token)
         self._delta_tokens.append(token)
-        record_token(self.counts, token, self.params)
         if self.matcher is not None:
             self.matcher.advance(token)  # and computes the next step's mask now
         if token == END_OF_TEXT:

@@ -26,7 +26,7 @@ from backend.gpu.device import Gpu
 from backend.gpu.engine import Engine
 from backend.gpu.loader import canonical_shapes
 from backend.gpu.models.info import ModelInfo, Version
-from backend.gpu.step_types import Logits, StepPlan, StepRow
+from backend.gpu.step_types import Draw, Logits, StepPlan, StepRow
 from backend.tools import demo_model
 
 SIZES = {"0.1B": (12, 768), "0.4B": (24, 1024), "1.6B": (24, 2048), "3B": (32, 2560), "7B": (32, 4096)}
@@ -107,23 +107,29 @@ def copy_bandwidth(engine: Engine, nbytes: int = 1 << 30, repeat: int = 10) -> f
     return 2 * nbytes * repeat / best
 
 
+def draws_for(n: int, rng: np.random.Generator, fresh: bool = False) -> tuple[Draw, ...]:
+    """One GPU draw per row with AI00's default sampling (temperature 1, top-p 0.5): token in, token out."""
+    return tuple(Draw(i, i, float(rng.random()), temperature=1.0, top_p=0.5, fresh=fresh) for i in range(n))
+
+
 def measure_ours(engine: Engine, prompt: list[int], steps: int) -> Figures:
     fig = Figures("ai00-py", "")
+    rng = np.random.default_rng(0)
     engine.reset_slot(0)
     chunk = engine.max_step_tokens
     start = time.perf_counter()
     for s in range(0, len(prompt), chunk):
         last = s + chunk >= len(prompt)
-        res = engine.step(StepPlan((StepRow(0, tuple(prompt[s : s + chunk]), Logits.LAST if last else Logits.NONE),)))
-    token = int(np.argmax(res.logits[0]))
+        row = StepRow(0, tuple(prompt[s : s + chunk]), Logits.LAST if last else Logits.NONE)
+        res = engine.step(StepPlan((row,), draws_for(1, rng, fresh=True) if last else ()))
+    token = res.drawn[0].token
     elapsed = time.perf_counter() - start
     fig.ttft_ms = elapsed * 1e3
     fig.prefill_tok_s = len(prompt) / elapsed
-    for _ in range(3):  # warm up
-        token = int(np.argmax(engine.step(StepPlan((StepRow(0, (token,)),))).logits[0]))
-    start = time.perf_counter()
-    for _ in range(steps):
-        token = int(np.argmax(engine.step(StepPlan((StepRow(0, (token,)),))).logits[0]))
+    for rep in range(steps + 3):
+        if rep == 3:  # after a warm-up
+            start = time.perf_counter()
+        token = engine.step(StepPlan((StepRow(0, (token,)),), draws_for(1, rng))).drawn[0].token
     fig.decode_tok_s = steps / (time.perf_counter() - start)
     for n in STREAMS:
         if n > engine.max_batch:
@@ -134,8 +140,8 @@ def measure_ours(engine: Engine, prompt: list[int], steps: int) -> Figures:
         for rep in range(steps // 2 + 2):
             if rep == 2:
                 start = time.perf_counter()
-            res = engine.step(StepPlan(tuple(StepRow(s, (tokens[s],)) for s in range(n))))
-            tokens = [int(t) for t in res.logits.argmax(-1)]
+            res = engine.step(StepPlan(tuple(StepRow(s, (tokens[s],)) for s in range(n)), draws_for(n, rng, rep == 0)))
+            tokens = [d.token for d in res.drawn]
         fig.aggregate_tok_s[n] = n * (steps // 2) / (time.perf_counter() - start)
     fig.gpu_mem_gib = engine.gpu_bytes / 2**30
     return fig

@@ -23,6 +23,7 @@ from backend.gpu.ops import Dispatch, Ops, StepDims, Tensor
 from backend.gpu.pipelines import PipelineCache
 from backend.gpu.quant import QUANT_TYPES, quantize
 from backend.gpu.recorder import Recorder
+from backend.gpu.sampler import GpuSampler
 from backend.gpu.state_pool import StatePool
 from backend.gpu.step_types import Logits, StepPlan, StepResult
 from backend.gpu.workspace import Workspace
@@ -115,6 +116,7 @@ class Engine:
         )  # fmt: skip
         self.weights = self._upload(prepare_weights(info, tensors))
         self.dispatches = self._build()
+        self.sampler = GpuSampler(self.gpu, self.pipelines, self.ws.logits, info.n_vocab, max_batch)
         self.recorder = Recorder(self.dispatches)
         self.gpu_bytes = self.gpu.allocated_bytes - allocated_before  # weights, states, workspace
         log.info(
@@ -202,26 +204,35 @@ class Engine:
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, plan: StepPlan) -> StepResult:
+        """Run the plan's rows; draw its tokens on the GPU; read back only the drawn ids (and logprobs)
+        unless some logit line is wanted raw (an ALL row, or a LAST row no draw uses)."""
         tokens, rows, positions, offsets = self._tables(plan)
         self.ws.write_inputs(self.gpu, tokens, rows, positions)
+        if plan.draws:
+            self.sampler.write(plan.draws, [offsets[d.row] for d in plan.draws])
         dims = StepDims(len(tokens), len(positions), len(rows))
         encoder = self.gpu.device.create_command_encoder()
         compute = encoder.begin_compute_pass()
         self.recorder.record(compute, dims)
+        if plan.draws:
+            self.sampler.record(compute, len(plan.draws))
         compute.end()
         vocab = self.info.n_vocab
-        nbytes = dims.R * vocab * 4
+        nbytes = dims.R * vocab * 4 if _wants_raw(plan) else 0
         if nbytes:
             encoder.copy_buffer_to_buffer(self.ws.logits, 0, self.readback, 0, nbytes)
+        if plan.draws:
+            self.sampler.copy_out(encoder, len(plan.draws))
         self.gpu.queue.submit([encoder.finish()])
+        drawn = self.sampler.read(plan.draws) if plan.draws else ()
         if not nbytes:
-            return StepResult(np.zeros((0, vocab), np.float32), offsets)
+            return StepResult(np.zeros((0, vocab), np.float32), offsets, drawn)
         self.readback.map_sync(wgpu.MapMode.READ, 0, nbytes)
         try:
             logits = np.frombuffer(self.readback.read_mapped(0, nbytes), np.float32).reshape(dims.R, vocab).copy()
         finally:
             self.readback.unmap()
-        return StepResult(logits, offsets)
+        return StepResult(logits, offsets, drawn)
 
     def _tables(self, plan: StepPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
         """Token table [T, 4] (id, slot, first, row), row table [B, 4], logit positions [R]."""
@@ -263,7 +274,16 @@ class Engine:
             raise ValueError("step: a row has no tokens")
         if plan.n_tokens > self.max_step_tokens:
             raise ValueError(f"step: {plan.n_tokens} tokens > max_step_tokens {self.max_step_tokens}")
+        for d in plan.draws:
+            if not 0 <= d.row < len(plan.rows) or plan.rows[d.row].logits is not Logits.LAST:
+                raise ValueError(f"step: draw from row {d.row}, which is not a LAST row of the plan")
         lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
         if lines > self.max_logit_lines:
             raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
 
+
+def _wants_raw(plan: StepPlan) -> bool:
+    drawn_rows = {d.row for d in plan.draws}
+    return any(
+        r.logits is Logits.ALL or (r.logits is Logits.LAST and i not in drawn_rows) for i, r in enumerate(plan.rows)
+    )

@@ -24,8 +24,35 @@ class StepRow:
 
 
 @dataclass(frozen=True)
+class Draw:
+    """Choose one token from the last logit line of plan row `row`; penalty counts live in `slot`."""
+
+    row: int
+    slot: int
+    uniform: float  # in [0, 1): the generation's next random number (unused when greedy)
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    presence: float = 0.0
+    frequency: float = 0.0
+    decay: float = 1.0  # per-token factor on the counts
+    fresh: bool = False  # first token of a generation: counts start at zero
+    mask: np.ndarray | None = None  # [ceil(vocab / 32)] int32/uint32 bitmask of allowed tokens
+    logprobs: int | None = None  # None: none; k: the token's logprob and the k most likely
+
+
+@dataclass(frozen=True)
+class Drawn:
+    token: int
+    logprob: float | None = None  # the model's (raw logits) log-probability of `token`
+    top: tuple[tuple[int, float], ...] = ()  # most likely first, ties by id
+
+
+@dataclass(frozen=True)
 class StepPlan:
     rows: tuple[StepRow, ...]
+    draws: tuple[Draw, ...] = ()  # tokens to choose on the GPU from LAST lines (several may share a line)
 
     @property
     def n_tokens(self) -> int:
@@ -36,8 +63,9 @@ class StepPlan:
 class StepResult:
     """`logits` [n, vocab] f32: rows in plan order; ALL rows give one line per token, LAST one line."""
 
-    logits: np.ndarray
+    logits: np.ndarray  # empty when every LAST line was drawn from and no row asked for ALL
     row_offsets: tuple[int, ...]  # first line of each plan row in `logits` (rows with NONE own no lines)
+    drawn: tuple[Drawn, ...] = ()  # one per plan draw, in order
 
     def of_row(self, i: int, count: int = 1) -> np.ndarray:
         return self.logits[self.row_offsets[i] : self.row_offsets[i] + count]

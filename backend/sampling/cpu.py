@@ -1,4 +1,9 @@
-"""A numpy sampler for one row of logits (the GPU sampler of the sampling issue replaces it in the hot path)."""
+"""The sampler's specification in numpy, one row at a time: the reference the GPU sampler
+(shaders/sample.wgsl) is tested against, and the sampler of the offline tools.
+
+Cuts are thresholds on the probability (top-k keeps p >= the k-th largest, top-p keeps p >= the
+smallest value of the most-likely set that reaches top_p of the mass, min-p keeps p >= min_p * max p),
+so tokens tied at a cut are all kept; the draw then walks the kept tokens in id order."""
 
 from __future__ import annotations
 
@@ -39,7 +44,14 @@ def sample_token(
     rng: np.random.Generator,
     allowed: np.ndarray | None = None,
 ) -> int:
-    """Penalties -> grammar mask -> temperature (0: greedy) -> top-k -> top-p -> min-p -> draw with `rng`.
+    """Draw with the generation's `rng` (one number per token unless greedy): see `choose_token`."""
+    return choose_token(logits, counts, p, rng.random() if p.temperature > 0 else 0.0, allowed)
+
+
+def choose_token(
+    logits: np.ndarray, counts: np.ndarray, p: SamplerParams, u: float, allowed: np.ndarray | None = None
+) -> int:
+    """Penalties -> grammar mask -> temperature (0: greedy) -> top-k -> top-p -> min-p -> the token `u` draws.
 
     `allowed` ([vocab] bool) keeps only the tokens a grammar accepts next; the cuts then act on those."""
     x = apply_penalties(logits.astype(np.float32, copy=False), counts, p)
@@ -49,31 +61,27 @@ def sample_token(
         if not len(ids):
             raise ValueError("the grammar allows no next token")
         x = x[ids]
-    i = _draw(x, p, rng)
+    i = _draw(x, p, u)
     return int(ids[i]) if ids is not None else i
 
 
-def _draw(x: np.ndarray, p: SamplerParams, rng: np.random.Generator) -> int:
-    """Index into `x` of the drawn candidate."""
+def _draw(x: np.ndarray, p: SamplerParams, u: float) -> int:
+    """Index into `x` of the candidate that uniform number `u` in [0, 1) draws."""
     if p.temperature == 0.0:
         return int(np.argmax(x))
     probs = softmax(x.astype(np.float64) / p.temperature)
-    if p.top_k == 0 and p.top_p >= 1.0 and p.min_p == 0.0:  # no cut: no sort needed
-        order, kept = None, probs
-    else:
-        order = np.argsort(-probs, kind="stable")  # most likely first, ties by id
-        if 0 < p.top_k < len(order):
-            order = order[: p.top_k]
-        kept = probs[order]
-        if p.top_p < 1.0:
-            cut = int(np.searchsorted(np.cumsum(kept), p.top_p * kept.sum())) + 1
-            order, kept = order[:cut], kept[:cut]
-        if p.min_p > 0.0:
-            keep = kept >= p.min_p * kept[0]
-            order, kept = order[keep], kept[keep]
-    cdf = np.cumsum(kept)
-    i = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(kept) - 1)
-    return int(order[i]) if order is not None else i
+    tau = 0.0
+    if 0 < p.top_k < np.count_nonzero(probs):
+        tau = np.partition(probs, -p.top_k)[-p.top_k]
+    if p.top_p < 1.0:
+        kept = np.sort(probs[probs >= tau])[::-1]
+        cut = min(int(np.searchsorted(np.cumsum(kept), p.top_p * kept.sum())), len(kept) - 1)
+        tau = max(tau, kept[cut])
+    tau = max(tau, p.min_p * probs.max())
+    kept_ids = np.flatnonzero((probs >= tau) & (probs > 0))
+    cdf = np.cumsum(probs[kept_ids])
+    i = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(kept_ids) - 1)
+    return int(kept_ids[i])
 
 
 def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
+from backend.gpu.step_types import Draw
+
 OPENAI_DEFAULTS: dict[str, Any] = {
     "max_tokens": 256,
     "temperature": 1.0,
@@ -62,3 +66,12 @@ class SamplerParams:
         d = asdict(self)
         d["stop"] = list(self.stop)
         return d
+
+    def draw(self, row: int, slot: int, rng: np.random.Generator, fresh: bool, mask: np.ndarray | None = None) -> Draw:
+        """The GPU draw of one token with these settings; takes the next number of `rng` unless greedy."""
+        return Draw(
+            row=row, slot=slot, uniform=rng.random() if self.temperature > 0 else 0.0,
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
+            presence=self.presence_penalty, frequency=self.frequency_penalty, decay=self.penalty_decay,
+            fresh=fresh, mask=mask, logprobs=self.logprobs,
+        )  # fmt: skip

@@ -14,7 +14,6 @@ import numpy as np
 
 from backend.gpu.engine import Engine
 from backend.gpu.step_types import Logits, StepPlan, StepRow
-from backend.sampling.cpu import record_token, sample_token
 from backend.sampling.params import SamplerParams
 from backend.tokenizer import Detokenizer, Tokenizer
 
@@ -22,24 +21,22 @@ from backend.tokenizer import Detokenizer, Tokenizer
 def generate(
     engine: Engine, prompt: list[int], params: SamplerParams, chunk: int = 128, slot: int = 0
 ) -> Iterator[int]:
-    """Prefill `prompt` in chunks, then yield sampled tokens until max_tokens or end-of-text (id 0)."""
+    """Prefill `prompt` in chunks (the last one with the first draw), then yield tokens drawn on the GPU
+    until max_tokens or end-of-text (id 0)."""
     engine.reset_slot(slot)
-    logits = None
+    rng = np.random.default_rng(params.seed)
+    rows: tuple[StepRow, ...] = ()
     for start in range(0, len(prompt), chunk):
         part = tuple(prompt[start : start + chunk])
-        last = start + chunk >= len(prompt)
-        result = engine.step(StepPlan((StepRow(slot, part, Logits.LAST if last else Logits.NONE),)))
-        logits = result.logits[0] if last else None
-    assert logits is not None
-    rng = np.random.default_rng(params.seed)
-    counts = np.zeros(engine.info.n_vocab, np.float32)
-    for _ in range(params.max_tokens):
-        token = sample_token(logits, counts, params, rng)
-        if token == 0:
+        rows = (StepRow(slot, part, Logits.LAST if start + chunk >= len(prompt) else Logits.NONE),)
+        if start + chunk < len(prompt):
+            engine.step(StepPlan(rows))
+    for i in range(params.max_tokens):
+        (drawn,) = engine.step(StepPlan(rows, (params.draw(0, slot, rng, fresh=i == 0),))).drawn
+        if drawn.token == 0:
             return
-        record_token(counts, token, params)
-        yield token
-        logits = engine.step(StepPlan((StepRow(slot, (token,)),))).logits[0]
+        yield drawn.token
+        rows = (StepRow(slot, (drawn.token,)),)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

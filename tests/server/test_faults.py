@@ -90,18 +90,18 @@ def test_random_disconnects_cancels_and_updates_leave_every_slot_free(faulty: Li
 def test_a_crash_inside_one_generation_ends_it_with_error_and_the_others_go_on(
     faulty: LiveServer, monkeypatch: pytest.MonkeyPatch
 ):
-    sample = Session.sample
+    take = Session.take
 
-    def crash_some(self: Session, logits):
+    def crash_some(self: Session, drawn):
         if self.params.seed == BOOM_SEED and self.out_tokens:  # fail on the second token, mid-stream
             raise RuntimeError("injected fault")
-        return sample(self, logits)
+        return take(self, drawn)
 
     async def go():
         async with await Client.connect(faulty.ws_url, api_key=API_KEY) as c:
             alone = await c.generate("steady", params={**LONG, "max_tokens": 12, "seed": 4})
             await alone.wait()
-            monkeypatch.setattr(Session, "sample", crash_some)
+            monkeypatch.setattr(Session, "take", crash_some)
             boom = await c.generate("steady", params={**LONG, "max_tokens": 12, "seed": BOOM_SEED}, n=2)
             steady = await c.generate("steady", params={**LONG, "max_tokens": 12, "seed": 4})
             await asyncio.gather(boom.wait(), steady.wait())

@@ -1,0 +1,403 @@
+// One workgroup per draw: choose the next token from one logit line, all on the GPU.
+//   x = logit - (presence [count > 0] + frequency * count)    AI00's penalties on decayed counts
+//   x = -inf where the grammar's bitmask forbids the token
+//   temperature 0: argmax x (ties: lowest id); else p = exp((x - max x) / T), then keep p >= tau where
+//   tau = max(k-th largest p, top-p cut, min_p * max p) and draw by inverse CDF over the kept tokens in
+//   id order with the host's uniform number u (so a seeded host RNG makes the GPU draw reproducible).
+// Then counts = counts * decay (or 0 for a fresh generation) + onehot(token), and, when asked, the
+// model's log-probabilities (raw logits, before any sampling setting) of the token and of the k best.
+// Cuts are thresholds found by a 4-way search over the float bits (p >= 0, so bits order like values):
+// no sort; each of <= 16 passes tests three thresholds at once over vec4 loads (one invocation would
+// otherwise wait on 256 dependent loads per pass: latency, not bandwidth, bounds this kernel).
+
+struct Draw {
+    line: u32,  // logit line to draw from
+    slot: u32,  // penalty counts row
+    flags: u32,  // FRESH | MASKED | LOGPROBS
+    top_k: u32,  // 0: off
+    temperature: f32,
+    top_p: f32,
+    min_p: f32,
+    presence: f32,
+    frequency: f32,
+    decay: f32,  // per-token factor on counts (0.5 ** (1 / half_life))
+    uniform: f32,  // in [0, 1)
+    logprobs: u32,  // how many alternatives to report
+    mask_row: u32,  // row of `masks` when MASKED
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+const FRESH: u32 = 1u;  // the generation's first token: counts start from zero
+const MASKED: u32 = 2u;
+const LOGPROBS: u32 = 4u;
+
+const V: u32 = {{V}}u;
+const V4: u32 = (V + 3u) / 4u;  // vec4s per row of `work` and `counts` (padded past V with p = 0)
+const WG: u32 = 256u;
+const CHUNK4: u32 = (V4 + WG - 1u) / WG;  // contiguous vec4s per invocation for the in-order draw
+const MASK_WORDS: u32 = (V + 31u) / 32u;
+const OUT: u32 = {{OUT}}u;  // words per draw: token, logprob bits, alternatives, pad, then (id, logprob) pairs
+const TOP_MAX: u32 = (OUT - 4u) / 2u;
+const EXCLUDED: f32 = -3.0e38;  // below any real logit: exp() of it is 0
+const ONE_BITS: u32 = 0x3f800000u;  // bits of 1.0, the largest p (the max token's)
+const NONE: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;  // [lines, V]
+@group(0) @binding(1) var<storage, read> draws: array<Draw>;
+@group(0) @binding(2) var<storage, read> masks: array<u32>;  // [draws, MASK_WORDS]
+@group(0) @binding(3) var<storage, read_write> counts: array<vec4<f32>>;  // [slots, V4]
+@group(0) @binding(4) var<storage, read_write> work: array<vec4<f32>>;  // [draws, V4]: x, then p
+@group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [draws, OUT]
+
+var<workgroup> red_f: array<vec4<f32>, WG>;
+var<workgroup> red_u: array<vec4<u32>, WG>;
+var<workgroup> params: Draw;
+var<workgroup> chosen: atomic<u32>;
+var<workgroup> last_kept: atomic<u32>;
+var<workgroup> n_top: atomic<u32>;
+
+fn sum_f(v: vec4<f32>, li: u32) -> vec4<f32> {
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red_f[li] += red_f[li + s];
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_f[0]);
+}
+
+fn max_f(v: f32, li: u32) -> f32 {
+    red_f[li].x = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red_f[li].x = max(red_f[li].x, red_f[li + s].x);
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_f[0]).x;
+}
+
+fn sum_u(v: vec4<u32>, li: u32) -> vec4<u32> {
+    red_u[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red_u[li] += red_u[li + s];
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_u[0]);
+}
+
+// Index of the largest x (lowest index among equals).
+fn argmax(v: f32, i: u32, li: u32) -> u32 {
+    red_f[li].x = v;
+    red_u[li].x = i;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            let a = red_f[li].x;
+            let b = red_f[li + s].x;
+            if (b > a || (b == a && red_u[li + s].x < red_u[li].x)) {
+                red_f[li].x = b;
+                red_u[li].x = red_u[li + s].x;
+            }
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_u[0]).x;
+}
+
+fn allowed(d: Draw, i: u32) -> bool {
+    if ((d.flags & MASKED) == 0u) {
+        return true;
+    }
+    return ((masks[d.mask_row * MASK_WORDS + i / 32u] >> (i % 32u)) & 1u) != 0u;
+}
+
+fn kept(p: vec4<f32>, tau: u32) -> vec4<bool> {
+    return (p > vec4<f32>(0.0)) & (bitcast<vec4<u32>>(p) >= vec4<u32>(tau));
+}
+
+// For thresholds t.xyz (and t.w): how many p >= t, and their mass, over the row at `wb`.
+fn count_ge(wb: u32, t: vec4<u32>, li: u32) -> vec4<u32> {
+    var n = vec4<u32>(0u);
+    for (var q = li; q < V4; q += WG) {
+        let p = work[wb + q];
+        n += vec4<u32>(
+            dot(select(vec4<u32>(0u), vec4<u32>(1u), kept(p, t.x)), vec4<u32>(1u)),
+            dot(select(vec4<u32>(0u), vec4<u32>(1u), kept(p, t.y)), vec4<u32>(1u)),
+            dot(select(vec4<u32>(0u), vec4<u32>(1u), kept(p, t.z)), vec4<u32>(1u)),
+            dot(select(vec4<u32>(0u), vec4<u32>(1u), kept(p, t.w)), vec4<u32>(1u)),
+        );
+    }
+    return sum_u(n, li);
+}
+
+fn mass_ge(wb: u32, t: vec4<u32>, li: u32) -> vec4<f32> {
+    var m = vec4<f32>(0.0);
+    for (var q = li; q < V4; q += WG) {
+        let p = work[wb + q];
+        m += vec4<f32>(
+            dot(select(vec4<f32>(0.0), p, kept(p, t.x)), vec4<f32>(1.0)),
+            dot(select(vec4<f32>(0.0), p, kept(p, t.y)), vec4<f32>(1.0)),
+            dot(select(vec4<f32>(0.0), p, kept(p, t.z)), vec4<f32>(1.0)),
+            dot(select(vec4<f32>(0.0), p, kept(p, t.w)), vec4<f32>(1.0)),
+        );
+    }
+    return sum_f(m, li);
+}
+
+// Three probes splitting [lo, hi) in four; the caller keeps the part where its predicate flips.
+fn probes(lo: u32, hi: u32) -> vec4<u32> {
+    let step = max((hi - lo) / 4u, 1u);
+    return min(vec4<u32>(lo) + vec4<u32>(step, 2u * step, 3u * step, 3u * step), vec4<u32>(hi - 1u));
+}
+
+// Narrow [lo, hi) to the largest probe that still holds (`ok`) and the smallest that does not.
+fn narrow(lo: u32, hi: u32, t: vec4<u32>, ok: vec4<bool>) -> vec2<u32> {
+    if (ok.z) {
+        return vec2<u32>(t.z, hi);
+    }
+    if (ok.y) {
+        return vec2<u32>(t.y, t.z);
+    }
+    if (ok.x) {
+        return vec2<u32>(t.x, t.y);
+    }
+    return vec2<u32>(lo, t.x);
+}
+
+// Largest bits b with count(p >= b) >= k (`lo_in` must satisfy it).
+fn kth_largest_bits(wb: u32, k: u32, lo_in: u32, li: u32) -> u32 {
+    var r = vec2<u32>(lo_in, ONE_BITS + 1u);
+    for (var step = 0u; step < 16u; step++) {
+        if (r.y - r.x <= 1u) {
+            break;
+        }
+        let t = probes(r.x, r.y);
+        r = narrow(r.x, r.y, t, count_ge(wb, t, li) >= vec4<u32>(k));
+    }
+    return r.x;
+}
+
+// Largest bits b >= lo with mass(p >= b) >= goal: the smallest most-likely set holding `goal`.
+fn top_p_bits(wb: u32, goal: f32, lo_in: u32, li: u32) -> u32 {
+    var r = vec2<u32>(lo_in, ONE_BITS + 1u);
+    for (var step = 0u; step < 16u; step++) {
+        if (r.y - r.x <= 1u) {
+            break;
+        }
+        let t = probes(r.x, r.y);
+        r = narrow(r.x, r.y, t, mass_ge(wb, t, li) >= vec4<f32>(goal));
+    }
+    return r.x;
+}
+
+// Order-preserving u32 key of any finite f32 (for the k best raw logits).
+fn order_key(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn logit_or_excluded(d: Draw, base: u32, i: u32) -> f32 {
+    if (i >= V || !allowed(d, i)) {
+        return EXCLUDED;
+    }
+    return logits[base + i];
+}
+
+fn choose(d: Draw, base: u32, wb: u32, li: u32) -> u32 {
+    // penalised, masked logits
+    let cb = d.slot * V4;
+    var best = EXCLUDED;
+    var best_i = 0u;
+    for (var q = li; q < V4; q += WG) {
+        let i = 4u * q;
+        var x = vec4<f32>(logit_or_excluded(d, base, i), logit_or_excluded(d, base, i + 1u),
+                          logit_or_excluded(d, base, i + 2u), logit_or_excluded(d, base, i + 3u));
+        if ((d.flags & FRESH) == 0u) {
+            let c = counts[cb + q];
+            x -= select(vec4<f32>(0.0), vec4<f32>(d.presence) + d.frequency * c, c > vec4<f32>(0.0));
+        }
+        x = select(x, vec4<f32>(EXCLUDED), x <= vec4<f32>(EXCLUDED));
+        work[wb + q] = x;
+        for (var c = 0u; c < 4u; c++) {
+            if (x[c] > best) {
+                best = x[c];
+                best_i = i + c;
+            }
+        }
+    }
+    if (d.temperature <= 0.0) {
+        return argmax(best, best_i, li);
+    }
+    let m = max_f(best, li);
+    let inv_t = 1.0 / d.temperature;
+    for (var q = li; q < V4; q += WG) {
+        let x = work[wb + q];
+        work[wb + q] = select(exp((x - vec4<f32>(m)) * inv_t), vec4<f32>(0.0), x <= vec4<f32>(EXCLUDED));
+    }
+    storageBarrier();
+    // tau as float bits; 1u keeps every p > 0
+    var tau = 1u;
+    if (d.top_k > 0u && d.top_k < V) {
+        if (count_ge(wb, vec4<u32>(1u), li).x > d.top_k) {
+            tau = kth_largest_bits(wb, d.top_k, 1u, li);
+        }
+    }
+    if (d.top_p < 1.0) {
+        let total = mass_ge(wb, vec4<u32>(tau), li).x;
+        tau = top_p_bits(wb, d.top_p * total, tau, li);
+    }
+    if (d.min_p > 0.0) {
+        tau = max(tau, bitcast<u32>(d.min_p));  // max p is exactly 1
+    }
+    return inverse_cdf(d, wb, tau, li);
+}
+
+// The first kept token (in id order) where the running kept mass passes u * total.
+fn inverse_cdf(d: Draw, wb: u32, tau: u32, li: u32) -> u32 {
+    let lo = min(li * CHUNK4, V4);
+    let hi = min(lo + CHUNK4, V4);
+    var mine = 0.0;
+    var last = NONE;
+    for (var q = lo; q < hi; q++) {
+        let p = work[wb + q];
+        let k = kept(p, tau);
+        mine += dot(select(vec4<f32>(0.0), p, k), vec4<f32>(1.0));
+        for (var c = 0u; c < 4u; c++) {
+            if (k[c]) {
+                last = 4u * q + c;
+            }
+        }
+    }
+    // inclusive scan of the chunk masses
+    red_f[li].x = mine;
+    workgroupBarrier();
+    for (var s = 1u; s < WG; s <<= 1u) {
+        let add = select(0.0, red_f[max(li, s) - s].x, li >= s);
+        workgroupBarrier();
+        red_f[li].x += add;
+        workgroupBarrier();
+    }
+    let total = workgroupUniformLoad(&red_f[WG - 1u]).x;
+    let goal = d.uniform * total;
+    var acc = red_f[li].x - mine;
+    if (li == 0u) {
+        atomicStore(&chosen, NONE);
+        atomicStore(&last_kept, 0u);
+    }
+    workgroupBarrier();
+    if (last != NONE) {
+        atomicMax(&last_kept, last);
+    }
+    if (acc <= goal && goal < acc + mine) {
+        var found = NONE;
+        for (var q = lo; q < hi && found == NONE; q++) {
+            let p = work[wb + q];
+            let k = kept(p, tau);
+            for (var c = 0u; c < 4u; c++) {
+                if (k[c] && found == NONE) {
+                    acc += p[c];
+                    if (acc > goal) {
+                        found = 4u * q + c;
+                    }
+                }
+            }
+        }
+        if (found != NONE) {
+            atomicMin(&chosen, found);
+        }
+    }
+    workgroupBarrier();
+    let c = atomicLoad(&chosen);
+    // rounding can leave the goal past the last kept token: then that token (as the CPU reference)
+    return select(c, atomicLoad(&last_kept), c == NONE);
+}
+
+fn count_keys_ge(base: u32, t: vec4<u32>, li: u32) -> vec4<u32> {
+    var n = vec4<u32>(0u);
+    for (var i = li; i < V; i += WG) {
+        n += select(vec4<u32>(0u), vec4<u32>(1u), vec4<u32>(order_key(logits[base + i])) >= t);
+    }
+    return sum_u(n, li);
+}
+
+fn report_logprobs(d: Draw, base: u32, token: u32, o: u32, li: u32) {
+    var m = EXCLUDED;
+    for (var i = li; i < V; i += WG) {
+        m = max(m, logits[base + i]);
+    }
+    m = max_f(m, li);
+    var s = 0.0;
+    for (var i = li; i < V; i += WG) {
+        s += exp(logits[base + i] - m);
+    }
+    let log_z = m + log(sum_f(vec4<f32>(s, 0.0, 0.0, 0.0), li).x);
+    if (li == 0u) {
+        atomicStore(&n_top, 0u);
+    }
+    workgroupBarrier();
+    // the k best raw logits: search over order keys, then gather everything at or above the k-th
+    let k = min(d.logprobs, TOP_MAX);
+    if (k > 0u) {
+        var r = vec2<u32>(0u, NONE);
+        for (var step = 0u; step < 16u; step++) {
+            if (r.y - r.x <= 1u) {
+                break;
+            }
+            let t = probes(r.x, r.y);
+            r = narrow(r.x, r.y, t, count_keys_ge(base, t, li) >= vec4<u32>(k));
+        }
+        for (var i = li; i < V; i += WG) {
+            let x = logits[base + i];
+            if (order_key(x) >= r.x) {
+                let at = atomicAdd(&n_top, 1u);
+                if (at < TOP_MAX) {
+                    out[o + 4u + 2u * at] = i;
+                    out[o + 5u + 2u * at] = bitcast<u32>(x - log_z);
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    if (li == 0u) {
+        out[o + 1u] = bitcast<u32>(logits[base + token] - log_z);
+        out[o + 2u] = min(atomicLoad(&n_top), TOP_MAX);
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    if (li == 0u) {
+        params = draws[wg.x];
+    }
+    let d = workgroupUniformLoad(&params);
+    let base = d.line * V;
+    let token = choose(d, base, wg.x * V4, li);
+    // decayed counts plus the new token (a fresh generation starts from zero)
+    let cb = d.slot * V4;
+    for (var q = li; q < V4; q += WG) {
+        var c = vec4<f32>(0.0);
+        if ((d.flags & FRESH) == 0u) {
+            c = counts[cb + q] * d.decay;
+        }
+        if (token / 4u == q) {
+            c[token % 4u] += 1.0;
+        }
+        counts[cb + q] = c;
+    }
+    let o = wg.x * OUT;
+    if (li == 0u) {
+        out[o] = token;
+    }
+    if ((d.flags & LOGPROBS) != 0u) {
+        report_logprobs(d, base, token, o, li);
+    }
+}
