@@ -302,7 +302,7 @@ class Scheduler:
                 draws.append(s.draw(row))
                 drawers.append(s)
             except GrammarError as e:  # the grammar has no way on: end this branch after planning
-                failed.append((s, e))
+                failed.append((s, f"grammar: {e}"))
 
         for s in self._running:
             if s.status is Status.DECODE:
@@ -324,9 +324,12 @@ class Scheduler:
                 for b in self._groups[s.id].sessions:
                     if b.status is not Status.FINISHED:
                         draw(b, len(rows) - 1)
-        for s, e in failed:
-            s.finish("error")
-            self._release(s, error=f"grammar: {e}")
+        for s, message in failed:
+            if s.status is Status.PREFILL:  # its prompt row is in the plan: branches wait on it, so all end
+                self._end_group_on_error(s, message)
+            elif s.status is not Status.FINISHED:
+                s.finish("error")
+                self._release(s, error=message)
         return StepPlan(tuple(rows), tuple(draws)), owners, drawers
 
     def _run_step(self, plan: StepPlan, owners: list[Session], drawers: list[Session]) -> None:
