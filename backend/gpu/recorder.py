@@ -36,16 +36,18 @@ class Recorder:
         if self.native:
             self._items = [(d.pipeline._internal, d.bind_group._internal, d.grid) for d in self.dispatches]
 
-    def record(self, compute: wgpu.GPUComputePassEncoder, dims: StepDims) -> int:
-        """Encode every dispatch whose grid is non-empty for `dims`; returns how many."""
+    def record(
+        self, compute: wgpu.GPUComputePassEncoder, dims: StepDims, start: int = 0, end: int | None = None
+    ) -> int:
+        """Encode dispatches [start, end) whose grid is non-empty for `dims`; returns how many."""
         if not self.native:
-            return self._record_public(compute, dims)
+            return self._record_public(compute, dims, start, end)
         set_pipeline = libf.wgpuComputePassEncoderSetPipeline
         set_bind_group = libf.wgpuComputePassEncoderSetBindGroup
         dispatch = libf.wgpuComputePassEncoderDispatchWorkgroups
         handle, null = compute._internal, ffi.NULL
         count = 0
-        for pipeline, bind_group, grid in self._items:
+        for pipeline, bind_group, grid in self._items[start:end]:
             x, y, z = grid(dims)
             if x and y and z:
                 set_pipeline(handle, pipeline)
@@ -54,9 +56,9 @@ class Recorder:
                 count += 1
         return count
 
-    def _record_public(self, compute: wgpu.GPUComputePassEncoder, dims: StepDims) -> int:
+    def _record_public(self, compute: wgpu.GPUComputePassEncoder, dims: StepDims, start: int, end: int | None) -> int:
         count = 0
-        for d in self.dispatches:
+        for d in self.dispatches[start:end]:
             x, y, z = d.grid(dims)
             if x and y and z:
                 compute.set_pipeline(d.pipeline)
