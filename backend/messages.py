@@ -9,14 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from backend.grammar.matcher import Grammar
 from backend.sampling.params import SamplerParams
+
+_batch = threading.local()  # .pending: events held by batched_delivery() in this thread
+
+
+@contextlib.contextmanager
+def batched_delivery() -> Iterator[None]:
+    """Events put from this thread inside the block reach each event loop in one wake-up at its end
+    (a step at 256 streams puts 256 deltas: one self-pipe write each cost ~30 us of the engine thread).
+    Each sink still sees its events in order, and every event of the block before any later one."""
+    pending: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+    _batch.pending = pending
+    try:
+        yield
+    finally:
+        _batch.pending = None
+        for loop, items in pending.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                loop.call_soon_threadsafe(_put_all, items)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, Any]]) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)
 
 
 class EventSink:
@@ -27,6 +51,10 @@ class EventSink:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def put(self, event: Any) -> None:
+        pending = getattr(_batch, "pending", None)
+        if pending is not None:
+            pending.setdefault(self._loop, []).append((self._queue, event))
+            return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 

@@ -37,6 +37,7 @@ from backend.messages import (
     Submit,
     Update,
     Updated,
+    batched_delivery,
 )
 from backend.sessions import Session, Status
 from backend.state_cache import StateCache
@@ -342,14 +343,15 @@ class Scheduler:
                 self._end_group_on_error(s, f"engine step failed: {e}")
             return
         drawn = dict(zip(drawers, result.drawn, strict=True))
-        for row, s in zip(plan.rows, owners, strict=True):
-            if s.status is Status.FINISHED:  # its grammar failed while planning
-                continue
-            try:
-                self._deliver(s, row, drawn)
-            except Exception as e:  # a bug in one generation ends it with `error`; the others go on
-                log.exception("generation %s failed", s.id)
-                self._end_group_on_error(s, f"internal error: {e}")
+        with batched_delivery():
+            for row, s in zip(plan.rows, owners, strict=True):
+                if s.status is Status.FINISHED:  # its grammar failed while planning
+                    continue
+                try:
+                    self._deliver(s, row, drawn)
+                except Exception as e:  # a bug in one generation ends it with `error`; the others go on
+                    log.exception("generation %s failed", s.id)
+                    self._end_group_on_error(s, f"internal error: {e}")
         dt = time.perf_counter() - t0
         self.metrics.step_seconds.observe(dt)
         self.metrics.batch_rows.observe(len(plan.rows))

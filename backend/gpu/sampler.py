@@ -52,15 +52,26 @@ class GpuSampler:
         """Upload the draw table (and masks) for this step; `lines[i]` is draw i's logit line."""
         if len(draws) > self.max_draws:
             raise ValueError(f"step: {len(draws)} draws > {self.max_draws}")
+        for d in draws:
+            _check(d, self.slots)
         table = np.zeros((len(draws), DRAW_FIELDS), np.uint32)
         floats = table.view(np.float32)
-        for i, (d, line) in enumerate(zip(draws, lines, strict=True)):
-            _check(d, self.slots)
-            flags = FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None)
-            table[i, :4] = (line, d.slot, flags, d.top_k)
-            floats[i, 4:11] = (d.temperature, d.top_p, d.min_p, d.presence, d.frequency, d.decay,
-                               min(d.uniform, np.nextafter(np.float32(1), np.float32(0))))  # fmt: skip
-            table[i, 11:13] = (d.logprobs or 0, i)
+        # one column at a time: a step can hold hundreds of draws, and this runs on every step
+        table[:, 0] = lines
+        table[:, 1] = [d.slot for d in draws]
+        table[:, 2] = [FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None)
+                       for d in draws]  # fmt: skip
+        table[:, 3] = [d.top_k for d in draws]
+        floats[:, 4] = [d.temperature for d in draws]
+        floats[:, 5] = [d.top_p for d in draws]
+        floats[:, 6] = [d.min_p for d in draws]
+        floats[:, 7] = [d.presence for d in draws]
+        floats[:, 8] = [d.frequency for d in draws]
+        floats[:, 9] = [d.decay for d in draws]
+        floats[:, 10] = np.minimum([d.uniform for d in draws], _BELOW_ONE)
+        table[:, 11] = [d.logprobs or 0 for d in draws]
+        table[:, 12] = np.arange(len(draws))
+        for i, d in enumerate(draws):
             if d.mask is not None:
                 if d.mask.shape != (self.mask_words,):
                     raise ValueError(f"draw {i}: mask shape {d.mask.shape}, expected ({self.mask_words},)")
@@ -98,6 +109,7 @@ class GpuSampler:
 
 
 _STORAGE_DST = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST
+_BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))  # a uniform number must stay < 1 in f32
 
 
 def _check(d: Draw, slots: int) -> None:
