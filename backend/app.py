@@ -140,7 +140,10 @@ async def run_engine(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[SERVER].scheduler
     loop = asyncio.get_running_loop()
     scheduler.start()
-    await loop.run_in_executor(None, scheduler.ready.wait)
+    # the tokenizer's long-input matcher (~0.5 s to build) is ready before the first request needs it
+    await asyncio.gather(
+        loop.run_in_executor(None, scheduler.ready.wait), loop.run_in_executor(None, app[SERVER].tokenizer.prepare)
+    )
     if scheduler.error is not None:
         raise RuntimeError(f"the engine failed to load: {scheduler.error}") from scheduler.error
     try:
