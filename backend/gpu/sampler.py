@@ -19,7 +19,6 @@ from backend.gpu.step_types import Draw, Drawn
 DRAW_FIELDS = 16  # u32 words of the Draw struct in sample.wgsl
 TOP_MAX = 30  # most alternatives one draw reports (OpenAI allows 20)
 OUT_WORDS = 4 + 2 * TOP_MAX
-WORKGROUP = 256
 FRESH, MASKED, LOGPROBS = 1, 2, 4
 
 
