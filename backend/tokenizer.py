@@ -86,7 +86,7 @@ class Tokenizer:
         """Encode bytes that need not be valid UTF-8 (every byte has a token)."""
         fast = self._fast_matcher(len(data))
         if fast is not None:
-            return _INTS.take(fast.encode(data)).tolist()
+            return _id_list(fast, data)
         return self._encode_chunks([self._chunks(data)])[0]
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
@@ -97,7 +97,7 @@ class Tokenizer:
         for i, data in enumerate(datas):
             fast = self._fast_matcher(len(data))
             if fast is not None:
-                out[i] = _INTS.take(fast.encode(data)).tolist()
+                out[i] = _id_list(fast, data)
             else:
                 short.append(i)
         for i, ids in zip(short, self._encode_chunks([self._chunks(datas[i]) for i in short]), strict=True):
@@ -217,3 +217,8 @@ def _build_matcher(tokens: Sequence[bytes]) -> HFTokenizer:
 def _inner_bigrams(tokens: Sequence[bytes]) -> frozenset[int]:
     """Byte pairs (a << 8 | b) that occur inside some token: cutting between them could split it."""
     return frozenset(a << 8 | b for data in tokens for a, b in pairwise(data))
+
+
+def _id_list(matcher: GreedyMatcher, data: bytes) -> list[int]:
+    """The numpy matcher's ids as the list[int] callers get (through the prebuilt ints of _INTS)."""
+    return _INTS.take(matcher.encode(data)).tolist()

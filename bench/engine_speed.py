@@ -46,9 +46,14 @@ class Figures:
     gpu_mem_gib: float = 0.0
 
 
-def build_tensors(version: Version, n_layer: int, n_embd: int, seed: int = 0) -> dict[str, np.ndarray]:
-    info = ModelInfo(version, n_layer, n_embd, 65536, demo_model.default_ffn(version, n_embd),
+def model_info(version: Version, n_layer: int, n_embd: int) -> ModelInfo:
+    """The shape of a random-init model of this size: World vocab, the usual FFN width, 64-wide heads."""
+    return ModelInfo(version, n_layer, n_embd, 65536, demo_model.default_ffn(version, n_embd),
                      0 if version is Version.V4 else 64)  # fmt: skip
+
+
+def build_tensors(version: Version, n_layer: int, n_embd: int, seed: int = 0) -> dict[str, np.ndarray]:
+    info = model_info(version, n_layer, n_embd)
     rng = np.random.default_rng(seed)
     block = rng.standard_normal(BIG + 4099).astype(np.float16)
     out = {}
@@ -179,8 +184,7 @@ def run_model(spec: str, args: argparse.Namespace, gpu: Gpu) -> dict:
     t0 = time.perf_counter()
     tensors = build_tensors(version, n_layer, n_embd)
     print(f"[{spec}] built tensors in {time.perf_counter() - t0:.1f} s", flush=True)
-    info = ModelInfo(version, n_layer, n_embd, 65536, tensors["blocks.0.ffn.key.weight"].shape[0],
-                     0 if version is Version.V4 else 64)  # fmt: skip
+    info = model_info(version, n_layer, n_embd)
     engine = Engine(info, tensors, max_batch=max(STREAMS), max_step_tokens=args.chunk, precision="fp16", gpu=gpu,
                     quant=n_layer if quant_type else 0, quant_type=quant_type or "int8")  # fmt: skip
     prompt = [int(t) for t in np.random.default_rng(1).integers(1, 65535, PROMPT)]

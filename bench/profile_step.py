@@ -17,10 +17,10 @@ import numpy as np
 import wgpu
 
 from backend.gpu.engine import Engine
-from backend.gpu.models.info import ModelInfo, Version
+from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Logits, StepPlan, StepRow
-from bench.engine_speed import SIZES, build_tensors
+from bench.engine_speed import SIZES, build_tensors, model_info
 
 
 def kind_of(name: str) -> str:
@@ -87,7 +87,7 @@ def main() -> None:
     version = Version(version_name)
     n_layer, n_embd = SIZES[size]
     tensors = build_tensors(version, n_layer, n_embd)
-    info = ModelInfo(version, n_layer, n_embd, 65536, tensors["blocks.0.ffn.key.weight"].shape[0], 64)
+    info = model_info(version, n_layer, n_embd)
     engine = Engine(info, tensors, max_batch=64, max_step_tokens=1024, precision="fp16")
     del tensors
     for tokens in args.tokens or [1, 64]:

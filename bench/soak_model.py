@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.gpu.models.info import ModelInfo, Version
+from backend.gpu.models.info import Version
 from backend.tools.convert import save_st
-from bench.engine_speed import SIZES, build_tensors
+from bench.engine_speed import SIZES, build_tensors, model_info
 
 
 def main() -> None:
@@ -17,8 +17,7 @@ def main() -> None:
     version_name, size = spec.split(":")
     version, (n_layer, n_embd) = Version(version_name), SIZES[size]
     tensors = build_tensors(version, n_layer, n_embd)
-    info = ModelInfo(version, n_layer, n_embd, 65536, tensors["blocks.0.ffn.key.weight"].shape[0],
-                     0 if version is Version.V4 else 64)  # fmt: skip
+    info = model_info(version, n_layer, n_embd)
     save_st(tensors, out, layout="official", dtype=np.float16, info=info)
     print(f"wrote {out} ({out.stat().st_size / 2**30:.2f} GiB)")
 

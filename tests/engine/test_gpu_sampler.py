@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -22,11 +24,8 @@ def make_sampler(device: Device, logits: np.ndarray, slots: int = SLOTS) -> GpuS
 
 
 def draw_of(p: SamplerParams, slot: int, u: float, fresh: bool, mask: np.ndarray | None = None) -> Draw:
-    return Draw(
-        row=0, slot=slot, uniform=u, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p,
-        presence=p.presence_penalty, frequency=p.frequency_penalty, decay=p.penalty_decay, fresh=fresh,
-        mask=mask, logprobs=p.logprobs,
-    )  # fmt: skip
+    """The server's Draw for these settings (SamplerParams.draw), with the uniform number fixed to `u`."""
+    return replace(p.draw(0, slot, np.random.default_rng(), fresh, mask), uniform=u)
 
 
 def pack(allowed: np.ndarray) -> np.ndarray:

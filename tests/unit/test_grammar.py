@@ -18,8 +18,8 @@ README_BNF = AI00_README_BNF
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer.from_file()
+def tokenizer(tok: Tokenizer) -> Tokenizer:
+    return tok  # the shared one (tests/unit/conftest.py), under the name these tests use
 
 
 @pytest.fixture(scope="module")

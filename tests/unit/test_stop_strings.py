@@ -1,14 +1,8 @@
-import pytest
 
 from backend.messages import Submit
 from backend.sampling.params import SamplerParams
 from backend.sessions import Session, Status
 from backend.tokenizer import Tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.from_file()
 
 
 def feed(tok: Tokenizer, text_pieces: list[str], **params) -> tuple[Session, list[str]]:

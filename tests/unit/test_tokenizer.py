@@ -7,7 +7,7 @@ import random
 import pytest
 from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 
-from backend.tokenizer import DEFAULT_VOCAB, Detokenizer, Tokenizer
+from backend.tokenizer import Detokenizer, Tokenizer
 
 PROSE = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
@@ -50,16 +50,6 @@ CODE_POINT_RANGES = [
     (0x20000, 0x2A6DF),
     (0x10FF00, 0x10FFFF),
 ]
-
-
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.from_file()
-
-
-@pytest.fixture(scope="module")
-def ref() -> TRIE_TOKENIZER:
-    return TRIE_TOKENIZER(str(DEFAULT_VOCAB))
 
 
 @pytest.fixture(scope="module")

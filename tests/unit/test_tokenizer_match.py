@@ -20,16 +20,6 @@ RUN_LENGTHS = [*range(1, 21), 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 2
 
 
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.from_file()
-
-
-@pytest.fixture(scope="module")
-def ref() -> TRIE_TOKENIZER:
-    return TRIE_TOKENIZER(str(DEFAULT_VOCAB))
-
-
-@pytest.fixture(scope="module")
 def matcher(tok: Tokenizer) -> GreedyMatcher:
     built = GreedyMatcher.build([tok.token_bytes(i) for i in range(VOCAB_SIZE)])
     assert built is not None
