@@ -102,6 +102,9 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
         resolve_model_path(config), config.model.precision, config.model.quant, config.model.quant_type
     ))
     tokenizer = tokenizer or Tokenizer.from_file(config.tokenizer.path or None)
+    if tokenizer.engine == "hf":
+        log.warning("tokenizer: the C matcher is not built (no C compiler at install?): using the ~10x slower "
+                    "HF path; `pip install -e .` with gcc or clang present builds it")
     m = config.model
     scheduler = Scheduler(
         load_engine or model.load_engine,
@@ -140,10 +143,7 @@ async def run_engine(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[SERVER].scheduler
     loop = asyncio.get_running_loop()
     scheduler.start()
-    # the tokenizer's long-input matcher (~0.5 s to build) is ready before the first request needs it
-    await asyncio.gather(
-        loop.run_in_executor(None, scheduler.ready.wait), loop.run_in_executor(None, app[SERVER].tokenizer.prepare)
-    )
+    await loop.run_in_executor(None, scheduler.ready.wait)
     if scheduler.error is not None:
         raise RuntimeError(f"the engine failed to load: {scheduler.error}") from scheduler.error
     try:

@@ -1,7 +1,7 @@
 """Encode a few MB of varied text with our tokenizer and the reference trie; print tokens/s and ratios.
 
-The "encode() per document" row is the one users see: every document here is long enough for the
-numpy matcher. The HF row shows what the short-input path would do with the same documents.
+The "encode() per document" rows are the ones users see, once for request-sized documents and once
+for chat-sized prompts; the HF rows show the portable engine a machine without a C compiler gets.
 
 Run from the repo root: python -m bench.tokenizer_speed [--mb 4]
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 
 from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 
-from backend.tokenizer import DEFAULT_VOCAB, FAST_MIN_BYTES, Tokenizer
+from backend.tokenizer import DEFAULT_VOCAB, Tokenizer, read_vocab
 
 DOC_CHARS = (1_000, 30_000)  # request-sized documents
+PROMPT_CHARS = (20, 500)  # chat-sized prompts
 
 
 def stdlib_source(limit: int) -> str:
@@ -56,7 +57,9 @@ def emoji_and_space(rng: random.Random, limit: int) -> str:
     return "".join(out)
 
 
-def build_corpus(tokenizer: Tokenizer, total_mb: float, seed: int = 0) -> list[str]:
+def build_corpus(
+    tokenizer: Tokenizer, total_mb: float, seed: int = 0, doc_chars: tuple[int, int] = DOC_CHARS
+) -> list[str]:
     rng = random.Random(seed)
     total = int(total_mb * 1_000_000)
     decoded = (tokenizer.token_bytes(i).decode("utf-8", "ignore") for i in range(tokenizer.vocab_size))
@@ -71,7 +74,7 @@ def build_corpus(tokenizer: Tokenizer, total_mb: float, seed: int = 0) -> list[s
     )
     docs, start = [], 0
     while start < len(text):
-        end = start + rng.randint(*DOC_CHARS)
+        end = start + rng.randint(*doc_chars)
         docs.append(text[start:end])
         start = end
     rng.shuffle(docs)
@@ -94,32 +97,39 @@ def main() -> None:
     args = parser.parse_args()
 
     ours = Tokenizer.from_file()
-    docs = build_corpus(ours, args.mb)
+    hf = Tokenizer(read_vocab(DEFAULT_VOCAB), native=False)
     ref = TRIE_TOKENIZER(str(DEFAULT_VOCAB))
-
-    expected = [ref.encode(d) for d in docs]
-    # A speed number is only meaningful if both produce the same ids.
-    assert [ours.encode(d) for d in docs] == expected, "ids differ from the reference"
-    assert ours.encode_batch(docs) == expected, "encode_batch ids differ from the reference"
-    assert [hf_path(ours, d) for d in docs] == expected, "HF path ids differ from the reference"
-    n_tokens = sum(map(len, expected))
-    n_bytes = sum(len(d.encode()) for d in docs)
-    print(f"corpus: {len(docs)} documents, {n_bytes / 1e6:.2f} MB, {n_tokens} tokens, {os.cpu_count()} CPUs")
-    print(f"(inputs of >= {FAST_MIN_BYTES} bytes take the numpy matcher; shorter ones the HF path)")
-
-    t_ref = best_time(lambda: [ref.encode(d) for d in docs], max(1, args.repeats - 1))
-    rows = [("reference TRIE_TOKENIZER", t_ref)]
-    rows.append(("ours, encode() per document", best_time(lambda: [ours.encode(d) for d in docs], args.repeats)))
-    rows.append(("ours, encode_batch", best_time(lambda: ours.encode_batch(docs), args.repeats)))
-    rows.append(("HF path alone, per document", best_time(lambda: [hf_path(ours, d) for d in docs], args.repeats)))
-    for name, t in rows:
-        rate = f"{n_tokens / t / 1e6:6.2f} M tokens/s {n_bytes / t / 1e6:6.1f} MB/s"
-        print(f"{name:30s} {rate}  ratio {t_ref / t:4.1f}x")
-
-
-def hf_path(tokenizer: Tokenizer, text: str) -> list[int]:
-    """What encode() does for short inputs, forced on any input: HF's matcher over ~2 KiB chunks."""
-    return tokenizer._encode_chunks([tokenizer._chunks(text.encode("utf-8"))])[0]
+    print(f"{os.cpu_count()} CPUs; our engine: {ours.engine}")
+    for name, docs in (
+        ("documents", build_corpus(ours, args.mb)),
+        ("prompts", build_corpus(ours, args.mb / 4, doc_chars=PROMPT_CHARS)),
+    ):
+        expected = [ref.encode(d) for d in docs]
+        # A speed number is only meaningful if both produce the same ids.
+        for tok in (ours, hf):
+            assert [tok.encode(d) for d in docs] == expected, f"{tok.engine} ids differ from the reference"
+            assert tok.encode_batch(docs) == expected, f"{tok.engine} encode_batch ids differ from the reference"
+        n_tokens = sum(map(len, expected))
+        n_bytes = sum(len(d.encode()) for d in docs)
+        print(
+            f"\n{name}: {len(docs)} of {n_bytes / len(docs):,.0f} bytes on average, {n_bytes / 1e6:.2f} MB, "
+            f"{n_tokens} tokens"
+        )
+        t_ref = best_time(lambda docs=docs: [ref.encode(d) for d in docs], max(1, args.repeats - 1))
+        rows = [("reference TRIE_TOKENIZER", t_ref)]
+        for label, tok in ((f"ours ({ours.engine})", ours), ("ours, HF engine", hf)):
+            rows.append(
+                (
+                    f"{label}, encode()",
+                    best_time(lambda tok=tok, docs=docs: [tok.encode(d) for d in docs], args.repeats),
+                )
+            )
+            rows.append(
+                (f"{label}, encode_batch", best_time(lambda tok=tok, docs=docs: tok.encode_batch(docs), args.repeats))
+            )
+        for label, t in rows:
+            rate = f"{n_tokens / t / 1e6:6.2f} M tokens/s {n_bytes / t / 1e6:6.1f} MB/s"
+            print(f"{label:30s} {rate}  ratio {t_ref / t:5.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the server and its tests need on a fresh Debian machine:
-# the Vulkan loader and Mesa's drivers (lavapipe runs wgpu on the CPU where no GPU driver exists),
+# the Vulkan loader and Mesa's drivers (lavapipe runs wgpu on the CPU where no GPU driver exists), a C compiler,
 # a virtual environment .venv with the package (and, with --test, its test extra), Node.js and the web UI's
 # vite build (backend/static/, served at /), and, with --test, Debian's chromium for the browser tests.
 set -euo pipefail
@@ -15,6 +15,10 @@ dpkg -s libvulkan1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 if ! command -v node >/dev/null 2>&1; then need_apt+=(nodejs npm)
 elif ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
+# a C compiler and Python's headers build the tokenizer's C matcher (without them it falls back, ~10x slower)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+  || need_apt+=(python3-dev)
 # the browser tests drive Debian's chromium (never a downloaded browser); a font so pages render text
 $testing && { [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core); }
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,4 +1,4 @@
-"""The World tokenizer gives the reference trie's ids on every input; the Detokenizer streams whole chars."""
+"""Both tokenizer engines give the reference trie's ids on every input; the Detokenizer streams whole chars."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 
-from backend.tokenizer import Detokenizer, Tokenizer
+from backend.tokenizer import VOCAB_SIZE, Detokenizer, Tokenizer
 
 PROSE = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
@@ -50,6 +50,14 @@ CODE_POINT_RANGES = [
     (0x20000, 0x2A6DF),
     (0x10FF00, 0x10FFFF),
 ]
+
+
+@pytest.fixture(scope="module", params=["c", "hf"])
+def tok(request: pytest.FixtureRequest, tok: Tokenizer) -> Tokenizer:
+    """Every test here runs on both engines: the C one (conftest's `tok`) and the portable HF one."""
+    if request.param == "c":
+        return tok
+    return Tokenizer([tok.token_bytes(i) for i in range(VOCAB_SIZE)], native=False)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +125,10 @@ def test_bytes_that_are_not_utf8_encode_as_the_reference_and_round_trip(tok: Tok
 def test_text_round_trips_through_decode(tok: Tokenizer) -> None:
     for text in CORPUS.values():
         assert tok.decode(tok.encode(text)) == text
+
+
+def test_the_engine_asked_for_runs(tok: Tokenizer, request: pytest.FixtureRequest) -> None:
+    assert tok.engine == request.node.callspec.params["tok"]
 
 
 def test_empty_input_gives_no_ids(tok: Tokenizer) -> None:
