@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-import sysconfig
 import threading
-from pathlib import Path
 
 import pytest
 from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 
 from backend.tokenizer import VOCAB_SIZE, Tokenizer
+from bench.tokenizer_speed import stdlib_source
+from tests.unit.test_tokenizer import _is_invalid_utf8
 
 try:
     from backend.tokenizer_trie import ByteTrie
@@ -48,9 +48,9 @@ def vocab_entries(tok: Tokenizer) -> list[bytes]:
 def documents(vocab_entries: list[bytes]) -> dict[str, bytes]:
     """Long inputs of every kind the issue names."""
     rng = random.Random(424242)
-    texts = [e.decode("utf-8") for e in vocab_entries if _is_utf8(e)]
+    texts = [e.decode("utf-8") for e in vocab_entries if not _is_invalid_utf8(e)]
     cjk = [t for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t)]
-    code = _stdlib_text(60_000)
+    code = stdlib_source(60_000)
     docs = {
         "code": code,
         "english": "\n\n".join(line.strip("# ") for line in code.splitlines() if line.lstrip().startswith("#")),
@@ -189,22 +189,3 @@ def _random_blob(rng: random.Random, vocab_entries: list[bytes]) -> bytes:
         parts.append(part)
         total += len(part)
     return b"".join(parts)[:size]
-
-
-def _stdlib_text(limit: int) -> str:
-    """Real Python source with comments, the same on every machine with this Python."""
-    parts, size = [], 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        parts.append(path.read_text(encoding="utf-8", errors="replace"))
-        size += len(parts[-1])
-        if size >= limit:
-            break
-    return "".join(parts)[:limit]
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
