@@ -20,6 +20,7 @@ split; it never lets through text outside the grammar.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import deque
@@ -50,6 +51,12 @@ _META = Lark(
 )
 
 _MAX_EXCEPT_STRINGS = 4096  # an except!([name]) whose language is larger than this is refused
+_MAX_EXCEPT_CHARS = 1 << 16  # ... or whose strings together are longer than this
+# The grammar's shape, checked before anything is expanded or handed to llguidance (whose Rust lexer and
+# grammar builder recurse once per level of nesting: ~2,500 nested rules overflow an 8 MiB stack).
+MAX_RULES = 1024  # distinct nonterminals
+MAX_DEPTH = 256  # the longest chain of rules referring to rules (a group of mutually recursive rules counts
+#                  as many levels as it has rules)
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
 
@@ -94,6 +101,7 @@ def bnf_to_lark(text: str) -> str:
     rules, heads = _parse(text)
     if "start" not in rules:
         raise GrammarError("no <start> rule: the grammar begins at <start>", 1, 1)
+    check_shape(rules)
     _resolve_excepts(rules)
     _check_productive(rules, heads)
     return _emit(rules)
@@ -188,15 +196,85 @@ def _syntax_error(e: UnexpectedInput, text: str) -> GrammarError:
 # ---- checks ----
 
 
+def check_shape(rules: dict[str, list[list[_Item]]]) -> None:
+    """Refuse grammars over MAX_RULES nonterminals or MAX_DEPTH levels of nesting, naming the limit."""
+    if len(rules) > MAX_RULES:
+        raise GrammarError(f"grammar too large: {len(rules)} rules, the limit is {MAX_RULES} (bnf max_rules)")
+    graph = {name: {it.name for items in alts for it in items if isinstance(it, _Ref)} for name, alts in rules.items()}
+    depth = _nesting_depth(graph)
+    if depth > MAX_DEPTH:
+        raise GrammarError(f"grammar too deep: rules nest {depth} levels, the limit is {MAX_DEPTH} (bnf max_depth)")
+
+
+def _nesting_depth(graph: dict[str, set[str]]) -> int:
+    """The longest chain of references, each strongly connected group counted by its size (an upper bound on
+    any simple path); iterative, so a hostile chain cannot exhaust Python's stack either."""
+    component = _components(graph)
+    size: dict[int, int] = {}
+    for c in component.values():
+        size[c] = size.get(c, 0) + 1
+    # Tarjan numbers components in reverse topological order: successors come first
+    order = sorted(size)
+    succ: dict[int, set[int]] = {c: set() for c in order}
+    for name, refs in graph.items():
+        succ[component[name]] |= {component[r] for r in refs if component[r] != component[name]}
+    depth: dict[int, int] = {}
+    for c in order:
+        depth[c] = size[c] + max((depth[d] for d in succ[c]), default=0)
+    return max(depth.values(), default=0)
+
+
+def _components(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Strongly connected components (Tarjan, iterative): name -> component number, successors first."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    component: dict[str, int] = {}
+    numbers = itertools.count()
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, refs = work[-1]
+            for ref in refs:
+                if ref not in index:
+                    index[ref] = low[ref] = len(index)
+                    stack.append(ref)
+                    on_stack.add(ref)
+                    work.append((ref, iter(sorted(graph[ref]))))
+                    break
+                if ref in on_stack:
+                    low[node] = min(low[node], index[ref])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    number = next(numbers)
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component[member] = number
+                        if member == node:
+                            break
+    return component
+
+
 def _resolve_excepts(rules: dict[str, list[list[_Item]]]) -> None:
     """Give each except!([name]) the finite set of strings <name> stands for."""
+    memo: dict[str, set[str]] = {}
     for alts in rules.values():
         for items in alts:
             for i, item in enumerate(items):
                 if isinstance(item, _Except) and (tok := item.ref) is not None:
                     name = tok.value[len("<except!([") : -3]
                     try:
-                        literals = _finite_language(name, rules, ())
+                        literals = _finite_language(name, rules, (), memo)
                     except GrammarError as e:
                         raise GrammarError(str(e), tok.line, tok.column) from None
                     if "" in literals:
@@ -208,7 +286,13 @@ def _resolve_excepts(rules: dict[str, list[list[_Item]]]) -> None:
                     items[i] = _Except(frozenset(literals))
 
 
-def _finite_language(name: str, rules: dict[str, list[list[_Item]]], stack: tuple[str, ...]) -> set[str]:
+def _finite_language(
+    name: str, rules: dict[str, list[list[_Item]]], stack: tuple[str, ...], memo: dict[str, set[str]]
+) -> set[str]:
+    """Every string <name> stands for. Each name is expanded once (memo), and the size caps are checked before
+    a product is built, so neither nesting nor a wide alternation can make this exponential."""
+    if name in memo:
+        return memo[name]
     if name in stack:
         raise GrammarError(
             f"except!([{stack[0]}]): <{stack[0]}> must stand for a finite set of literals, but <{name}> recurses"
@@ -220,34 +304,51 @@ def _finite_language(name: str, rules: dict[str, list[list[_Item]]], stack: tupl
             if isinstance(item, str):
                 part = {item}
             elif isinstance(item, _Ref):
-                part = _finite_language(item.name, rules, (*stack, name))
+                part = _finite_language(item.name, rules, (*stack, name), memo)
             else:
                 raise GrammarError(
                     f"except!([{stack[0] if stack else name}]): <{name}> may only use literals and nonterminals"
                 )
+            longest = max(map(len, strings)) + max(map(len, part))
+            if len(strings) * len(part) > _MAX_EXCEPT_STRINGS or len(strings) * len(part) * longest > _MAX_EXCEPT_CHARS:
+                raise GrammarError(f"except!([...]): <{name}> stands for more than {_MAX_EXCEPT_STRINGS} strings "
+                                   f"or {_MAX_EXCEPT_CHARS} characters")  # fmt: skip
             strings = {a + b for a in strings for b in part}
-            if len(strings) > _MAX_EXCEPT_STRINGS:
-                raise GrammarError(f"except!([...]): <{name}> stands for more than {_MAX_EXCEPT_STRINGS} strings")
         out |= strings
+        if len(out) > _MAX_EXCEPT_STRINGS:
+            raise GrammarError(f"except!([...]): <{name}> stands for more than {_MAX_EXCEPT_STRINGS} strings")
+    memo[name] = out
     return out
 
 
 def _check_productive(rules: dict[str, list[list[_Item]]], heads: dict[str, Token]) -> None:
-    """Every rule must be able to end: a rule whose every alternative recurses forever is an error."""
+    """Every rule must be able to end: a rule whose every alternative recurses forever is an error.
+    Linear in the grammar's size: an alternative is counted down as the rules it uses become productive."""
+    waiting: list[int] = []  # per alternative: how many of its references are not known productive yet
+    users: dict[str, list[tuple[str, int]]] = {name: [] for name in rules}  # name -> (rule, alternative) using it
+    ready: deque[str] = deque()
+    for name, alts in rules.items():
+        for items in alts:
+            refs = {it.name for it in items if isinstance(it, _Ref)}
+            for ref in refs:
+                users[ref].append((name, len(waiting)))
+            waiting.append(len(refs))
+            if not refs:
+                ready.append(name)
     done: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, alts in rules.items():
-            if name not in done and any(
-                all(not isinstance(it, _Ref) or it.name in done for it in items) for items in alts
-            ):
-                done.add(name)
-                changed = True
+    while ready:
+        name = ready.popleft()
+        if name in done:
+            continue
+        done.add(name)
+        for user, alt in users[name]:
+            waiting[alt] -= 1
+            if waiting[alt] == 0 and user not in done:
+                ready.append(user)
     stuck = [name for name in rules if name not in done]
     if stuck:
         tok = heads[stuck[-1]]
-        listed = ", ".join(f"<{name}>" for name in stuck)
+        listed = ", ".join(f"<{name}>" for name in stuck[:8]) + (", ..." if len(stuck) > 8 else "")
         raise GrammarError(f"{listed} can never end: every alternative recurses", tok.line, tok.column)
 
 
@@ -256,15 +357,26 @@ def _check_productive(rules: dict[str, list[list[_Item]]], heads: dict[str, Toke
 
 def _regular_rules(rules: dict[str, list[list[_Item]]]) -> set[str]:
     """Nonterminals that are regular expressions over other regular ones: no self-reference except
-    as the last item of alternatives (right recursion) or only as the first (left recursion)."""
+    as the last item of alternatives (right recursion) or only as the first (left recursion).
+    Linear: a rule is judged once, when the last of the other rules it uses has become regular."""
+    everything = set(rules)
+    shaped = {name for name, alts in rules.items() if _recursion_side(name, alts, everything) is not None}
+    others = {name: {it.name for items in alts for it in items if isinstance(it, _Ref)} - {name}
+              for name, alts in rules.items()}  # fmt: skip
+    users: dict[str, list[str]] = {name: [] for name in rules}
+    for name, refs in others.items():
+        for ref in refs:
+            users[ref].append(name)
+    missing = {name: len(refs) for name, refs in others.items()}
+    ready = deque(name for name in rules if missing[name] == 0 and name in shaped)
     regular: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, alts in rules.items():
-            if name not in regular and _recursion_side(name, alts, regular) is not None:
-                regular.add(name)
-                changed = True
+    while ready:
+        name = ready.popleft()
+        regular.add(name)
+        for user in users[name]:
+            missing[user] -= 1
+            if missing[user] == 0 and user in shaped:
+                ready.append(user)
     return regular
 
 
