@@ -1,4 +1,9 @@
-"""Config.toml -> frozen, validated sections. Every error names its field: `model.max_batch: must be 1..1024, got 0`."""
+"""Settings -> frozen, validated sections. Every error names its field: `model.max_batch: must be 1..1024, got 0`.
+
+Each field comes from, first found: a command-line flag (`--listen.port 8080`), the environment
+(`AI00_LISTEN__PORT=8080`), the TOML file (`[listen] port = 8080`), the default. pydantic-settings reads all
+three from the same models (`layered`); `Config.from_dict` validates a plain dict (tests) and reads nothing else.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "assets" / "configs" / "Config.toml"
+from backend.resources import DEFAULT_CONFIG  # the shipped Config.toml: every field at its default
+
+ENV_PREFIX = "AI00_"  # AI00_<SECTION>__<FIELD>, e.g. AI00_LISTEN__API_KEYS='["k1"]'
+
+
+SECRETS = ("api_keys", "admin_key", "metrics_key")  # never echoed in an error
 
 
 class ConfigError(ValueError):
@@ -93,6 +103,14 @@ class ListenSection(_Section):
     # need `Authorization: Bearer ADMIN_KEY`; it also works as an API key. force_pass: no admin check (local use)
     admin_key: str = ""
     force_pass: bool = False
+    metrics_key: str = ""  # when set, GET /metrics needs `Authorization: Bearer METRICS_KEY`; else it is open
+    # on SIGTERM: new generations get 503, running ones get this long to finish, then the rest are cut
+    drain_timeout: Annotated[float, _range(0.0, 3600.0)] = 30.0
+
+
+class LogSection(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"  # json: one object per line, with the request id where there is one
 
 
 class LimitsSection(_Section):
@@ -140,6 +158,7 @@ class Config(_Section):
     sampler: SamplerSection = SamplerSection()
     bnf: BnfSection = BnfSection()
     files: FilesSection = FilesSection()
+    log: LogSection = LogSection()
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Config:
@@ -160,11 +179,36 @@ class Config(_Section):
         return Config.from_dict(data)
 
 
+class _Layers(BaseSettings, Config):
+    """Config read from flags (passed in as init values) > environment > TOML file > defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, *_: Any) -> tuple:  # fmt: skip
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def layered(flags: dict[str, Any], path: str | Path = DEFAULT_CONFIG) -> Config:
+    """The config: `flags` (nested by section) over AI00_* environment variables over the file `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    file_layer = type("_FileLayers", (_Layers,), {"model_config": SettingsConfigDict(toml_file=path)})
+    try:
+        return file_layer(**flags)
+    except ValidationError as e:
+        raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
-    elif err["type"] not in ("value_error", "missing") and err["loc"][:2] != ("listen", "api_keys"):  # no secret
+    elif err["type"] not in ("value_error", "missing") and not set(err["loc"]) & set(SECRETS):
         msg = f"{msg}, got {err.get('input')!r}"
     return f"{loc}: {msg}"

@@ -24,6 +24,8 @@ from backend.config import Config
 from backend.gpu.loader import ModelFormatError, read_model
 from backend.gpu.models.info import ModelInfo
 from backend.lora import Adapter, LoraError, merge, read_adapter, read_base, write_set
+from backend.model_read import read_model as read_model_reporting
+from backend.readiness import Progress
 from backend.scheduler import Busy
 from backend.st_file import StFileError
 from backend.state_file import StateFileError, read_state, state_file_bytes
@@ -97,6 +99,7 @@ class ServedModel:
         self.lock = asyncio.Lock()
         self._configured_loras = config.model.loras  # read against the model at the first load
         self._gpu: Any = None  # the engine thread's device and pipeline cache, kept across model swaps
+        self._progress = Progress("start")  # of the first load; upload's `bytes` is the GPU's count before it
 
     @property
     def id(self) -> str:
@@ -106,7 +109,7 @@ class ServedModel:
 
     def load_engine(self, n_slots: int) -> Any:
         """The engine of `spec` with the active adapters merged: at start, and to fall back after a failed swap."""
-        info, tensors = read_model(self.spec.path)
+        info, tensors = read_model_reporting(self.spec.path, self._report)
         shapes = {name: x.shape for name, x in tensors.items()}
         if self._configured_loras is not None:
             for i, entry in enumerate(self._configured_loras):
@@ -116,7 +119,18 @@ class ServedModel:
             self.active, self._configured_loras = tuple(self.adapters), None
         tensors |= merge(tensors, [self.adapters[n] for n in self.active])
         self.info, self.shapes = info, shapes
+        self._report(Progress("upload", self._gpu[0].allocated_bytes if self._gpu is not None else 0))
         return self.build_engine(info, tensors, n_slots, self.spec)
+
+    def _report(self, progress: Progress) -> None:
+        self._progress = progress  # one reference swapped: the event loop reads whole Progress values
+
+    def load_progress(self) -> Progress:
+        """Where the first load stands (/health): bytes read, or bytes on the GPU so far while uploading."""
+        p = self._progress
+        if p.phase == "upload" and self._gpu is not None:
+            return Progress("upload", self._gpu[0].allocated_bytes - p.bytes)
+        return p
 
     def build_engine(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
         from backend.gpu.adapters import choose_adapter

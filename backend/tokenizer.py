@@ -28,6 +28,8 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 
+from backend.resources import DEFAULT_VOCAB  # the World vocab shipped with the package
+
 try:  # built by `pip install` where a C compiler is found; optional, so installs never fail on it
     from backend.tokenizer_trie import ByteTrie
 except ImportError:
@@ -35,7 +37,6 @@ except ImportError:
 
 VOCAB_SIZE = 65536  # the models' embedding rows; the vocab file fills ids 1..65529
 END_OF_TEXT = 0  # has no bytes: it only tells the model a document ended
-DEFAULT_VOCAB = Path(__file__).resolve().parent.parent / "assets" / "tokenizer" / "rwkv_vocab_v20230424.txt"
 
 # Long inputs are cut into chunks that `tokenizers` encodes in parallel; its cost per token also
 # grows with input length, so ~2 KiB pieces are faster even on one core.

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from backend.resources import STATIC
+
 log = logging.getLogger("ai00.static")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 IMMUTABLE = "public, max-age=31536000, immutable"
 UI_ROUTES = ("ui.assets", "ui.page")
 NOT_UI = ("/api/", "/api-docs", "/health", "/metrics")  # unknown paths under these are API 404s, not pages
 BUILD_HINT = "run `npm ci && npm run build` in the repository root (Node.js >= 20.19)"
 
 
-def routes(root: Path = STATIC_DIR) -> list[web.RouteDef]:
+def routes(root: Path = STATIC) -> list[web.RouteDef]:
     """GET /assets/* (immutable) and every other non-API path (index.html); a hint page when not built."""
     index = root / "index.html"
     if not index.is_file():

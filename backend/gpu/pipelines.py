@@ -18,7 +18,9 @@ from pathlib import Path
 
 import wgpu
 
-SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
+from backend.resources import SHADERS
+
+SHADER_DIR = SHADERS  # importlib.resources: backend/shaders/ in a wheel, the checkout's shaders/ in a tree
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _BINDING = re.compile(r"@group\(0\)\s*@binding\((\d+)\)\s*var<(\w+)(?:,\s*(\w+))?>")
 

@@ -21,11 +21,12 @@ import numpy as np
 
 from backend.gpu.loader import LoraDims, Shape, canonical_shapes
 from backend.gpu.models.info import ModelInfo, Version
+from backend.resources import writable_models_dir
 from backend.tools.convert import DTYPES, LAYOUTS, save_st
 
-__all__ = ["DEMO_MODEL_PATH", "ensure_demo_model", "make_random_model", "save_pth", "save_st"]
+__all__ = ["demo_model_path", "ensure_demo_model", "make_random_model", "save_pth", "save_st"]
 
-DEMO_MODEL_PATH = Path(__file__).resolve().parents[2] / "assets" / "models" / "demo-rwkv7-tiny.st"
+DEMO_MODEL_NAME = "demo-rwkv7-tiny.st"
 DEMO_NOTE = "UNTRAINED random weights: a demo model that writes gibberish"
 
 Init = Callable[[Shape, np.random.Generator], np.ndarray]
@@ -182,9 +183,14 @@ def write_demo_model(
     return path
 
 
+def demo_model_path() -> Path:
+    """assets/models/demo-rwkv7-tiny.st, or the user's cache where the package's folder is read-only."""
+    return writable_models_dir() / DEMO_MODEL_NAME
+
+
 def ensure_demo_model(path: str | Path | None = None) -> Path:
     """The demo model's path, generating it first if it is missing (the server's fallback model)."""
-    path = Path(path) if path else DEMO_MODEL_PATH
+    path = Path(path) if path else demo_model_path()
     return path if path.is_file() else write_demo_model(path)
 
 
@@ -196,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=LAYOUTS, default="official")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp16")
-    parser.add_argument("--out", type=Path, default=DEMO_MODEL_PATH)
+    parser.add_argument("--out", type=Path, help="default: assets/models/" + DEMO_MODEL_NAME)
     args = parser.parse_args(argv)
+    args.out = args.out or demo_model_path()
     write_demo_model(args.out, args.version, args.layers, args.embd, args.seed, args.layout, DTYPES[args.dtype])
     print(
         f"wrote {args.out}: RWKV {args.version}, {args.layers} layers, n_embd {args.embd}, vocab 65536, "
