@@ -1,51 +1,62 @@
-"""CLI: `ai00-server [--config assets/configs/Config.toml] [--ip IP] [--port N]` (also `python -m backend`)."""
+"""CLI: `ai00-server [MODEL.st] [--config FILE] [--SECTION.FIELD VALUE ...]` (also `python -m backend`).
+
+Every field of Config.toml is a flag (`--listen.port 8080`, `--model.max_batch 16`, lists as JSON:
+`--listen.api_keys '["k1"]'`) and an environment variable (`AI00_LISTEN__PORT=8080`); a flag wins over the
+environment, which wins over the file, which wins over the default. Shortcuts: --ip, --port, --drain-timeout,
+--log-level, --log-format.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import sys
 
-from aiohttp import web
+from pydantic_settings import CliSettingsSource
 
-from backend.config import DEFAULT_CONFIG, Config, ConfigError
+from backend.config import DEFAULT_CONFIG, Config, ConfigError, ConfigLayers, layered
+from backend.resources import package_version
+
+SHORTCUTS = {
+    "listen.ip": "ip",
+    "listen.port": "port",
+    "listen.drain_timeout": "drain-timeout",
+    "log.level": "log-level",
+    "log.format": "log-format",
+}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ai00-server", description="RWKV inference server (OpenAI REST/SSE + WebSocket)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="Config.toml (default: %(default)s)")
-    p.add_argument("--ip", help="listen address, overrides listen.ip")
-    p.add_argument("--port", type=int, help="listen port, overrides listen.port")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p.parse_args(argv)
+def parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
+    """The argument parser: our own arguments, and a flag per config field added by pydantic-settings."""
+    p = argparse.ArgumentParser(prog="ai00-server", description="RWKV inference server (OpenAI REST/SSE + WebSocket)",
+                                epilog="Every flag is also an environment variable: --listen.port is AI00_LISTEN__PORT")
+    p.add_argument("model.path", nargs="?", metavar="MODEL", default=argparse.SUPPRESS,
+                   help="the .st model file (model.path); none: the UNTRAINED demo model")  # fmt: skip
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="TOML settings file (default: the shipped defaults)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    cli = CliSettingsSource(ConfigLayers, root_parser=p, cli_implicit_flags=True, cli_shortcuts=SHORTCUTS)
+    return p, cli
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    """The config file with the command line's --ip/--port laid over it (validated like the file)."""
-    config = Config.load(args.config)
-    listen = config.listen.model_dump()
-    if args.ip is not None:
-        listen["ip"] = args.ip
-    if args.port is not None:
-        listen["port"] = args.port
-    return Config.from_dict({**config.model_dump(), "listen": listen})
+def load_config(argv: list[str] | None = None) -> Config:
+    """Flags over AI00_* environment variables over the --config file over the defaults, validated once."""
+    p, cli = parser()
+    args = p.parse_args(argv)
+    return layered(cli(parsed_args=args)(), args.config)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args)
+        config = load_config(argv)
     except ConfigError as e:
-        sys.exit(f"ai00-server: bad config {args.config}:\n{e}")
-    from backend.app import create_app, ssl_context
+        sys.exit(f"ai00-server: bad settings:\n{e}")
+    from backend import logs
 
-    app = create_app(config)
-    scheme = "https" if config.listen.tls else "http"
-    log = logging.getLogger("ai00")
-    log.info("starting on %s://%s:%d (after the model loads)", scheme, config.listen.ip, config.listen.port)
-    web.run_app(app, host=config.listen.ip, port=config.listen.port, ssl_context=ssl_context(config),
-                handler_cancellation=True, print=None, shutdown_timeout=10.0)
+    logs.configure(config.log.level, config.log.format)
+    logs.quiet_mesa()
+    from backend.serve import serve  # the heavy imports (aiohttp, wgpu) only once the settings are good
+
+    sys.exit(asyncio.run(serve(config)))
 
 
 if __name__ == "__main__":

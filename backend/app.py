@@ -18,17 +18,20 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from backend.api import admin, chooses, docs, files, openai, static, ws
+from backend.api.lifecycle import load_model, readiness_middleware, request_id_middleware
 from backend.api.openai import json_response
 from backend.api.schemas import ApiError
 from backend.config import Config
 from backend.grammar.matcher import Vocabulary
+from backend.metrics import ModelCollector
+from backend.readiness import RETRY_AFTER_S, Readiness
 from backend.scheduler import Scheduler
 from backend.served_model import ModelSpec, ServedModel
 from backend.tokenizer import Tokenizer
 
 log = logging.getLogger("ai00.app")
 
-OPEN_PATHS = ("/health", "/api-docs")  # no API key needed: liveness probes and the docs page
+OPEN_PATHS = ("/health", "/api-docs", "/metrics")  # no API key: probes, docs, metrics ([listen] metrics_key)
 ADMIN_PATHS = ("/api/models/", "/api/loras", "/api/states", "/api/files/")  # their POST/DELETE need the admin key
 
 
@@ -42,6 +45,7 @@ class Server:
     model: ServedModel  # the model file and what the admin routes layered on it; swapped at run time
     created: int = field(default_factory=lambda: int(time.time()))
     websockets: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    readiness: Readiness = field(default_factory=Readiness)  # loading -> ready (or failed) -> draining
 
     @cached_property
     def grammar_vocab(self) -> Vocabulary:
@@ -73,6 +77,15 @@ class Server:
 
     def model_card(self) -> dict[str, Any]:
         return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "ai00"}
+
+    def model_labels(self) -> dict[str, Any] | None:
+        """ai00:model_info's labels; None until the model is loaded."""
+        info, spec = self.model.info, self.model.spec
+        if info is None:
+            return None
+        return {"model_name": self.model_id, "version": str(info.version), "n_layer": info.n_layer,
+                "n_embd": info.n_embd, "n_vocab": info.n_vocab, "precision": spec.precision, "quant": spec.quant,
+                "quant_type": spec.quant_type, "max_batch": self.scheduler.max_batch}  # fmt: skip
 
     def model_summary(self) -> dict[str, Any]:
         info, path = self.model.info, self.model_path
@@ -119,10 +132,13 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
     listen = config.listen
     keys = (*listen.api_keys, listen.admin_key) if listen.api_keys and listen.admin_key else listen.api_keys
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(keys), admin_middleware(listen.admin_key, listen.force_pass)],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware(keys),
+                     admin_middleware(listen.admin_key, listen.force_pass), readiness_middleware(server)],
         client_max_size=config.limits.max_body_bytes,
     )
     app[SERVER] = server
+    scheduler.metrics.registry.register(ModelCollector(
+        lambda: server.model_labels(), lambda: getattr(scheduler.engine, "gpu_bytes", None)))  # fmt: skip
     app.cleanup_ctx.append(run_engine)
     app.on_shutdown.append(end_streams)
     app.add_routes(openai.routes(server) + chooses.routes(server) + ws.routes(server) + admin.routes(server)
@@ -139,21 +155,14 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def run_engine(app: web.Application) -> AsyncIterator[None]:
-    """Start the engine thread and wait until the model is loaded; at exit stop it."""
+    """Start the engine thread, which loads the model while the port already answers (/health: 503 until
+    app[SERVER].readiness is ready); at exit stop it."""
     scheduler = app[SERVER].scheduler
-    loop = asyncio.get_running_loop()
     scheduler.start()
-    await loop.run_in_executor(None, scheduler.ready.wait)
-    if scheduler.error is not None:
-        raise RuntimeError(f"the engine failed to load: {scheduler.error}") from scheduler.error
-    try:
-        await app[SERVER].model.start()  # the configured initial states
-    except ValueError as e:
-        await loop.run_in_executor(None, scheduler.stop)
-        raise RuntimeError(f"the engine failed to load: {e}") from None
-    log.info("model %s ready: %s", app[SERVER].model_id, app[SERVER].model_summary())
+    loading = asyncio.create_task(load_model(app[SERVER]))
     yield
-    await loop.run_in_executor(None, scheduler.stop)
+    loading.cancel()
+    await asyncio.get_running_loop().run_in_executor(None, scheduler.stop)
 
 
 async def end_streams(app: web.Application) -> None:
@@ -174,6 +183,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         resp = json_response(e.body(), e.status)
         if e.status == 429:
             resp.headers["Retry-After"] = "1"
+        elif e.status == 503:
+            resp.headers["Retry-After"] = RETRY_AFTER_S
         return resp
     except web.HTTPRequestEntityTooLarge as e:
         return json_response(ApiError(413, f"body too large: {e.text}", code="too_large").body(), 413)

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from backend.resources import DEFAULT_CONFIG  # the shipped Config.toml: every field at its default
 
@@ -179,15 +185,15 @@ class Config(_Section):
         return Config.from_dict(data)
 
 
-class _Layers(BaseSettings, Config):
+class ConfigLayers(BaseSettings, Config):
     """Config read from flags (passed in as init values) > environment > TOML file > defaults."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, *_: Any) -> tuple:  # fmt: skip
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+                                   env_settings: PydanticBaseSettingsSource, **_: Any) -> tuple:  # fmt: skip
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)  # no .env file, no secrets dir
 
 
 def layered(flags: dict[str, Any], path: str | Path = DEFAULT_CONFIG) -> Config:
@@ -195,13 +201,15 @@ def layered(flags: dict[str, Any], path: str | Path = DEFAULT_CONFIG) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
-    file_layer = type("_FileLayers", (_Layers,), {"model_config": SettingsConfigDict(toml_file=path)})
+    file_layer = type("_FileLayers", (ConfigLayers,), {"model_config": SettingsConfigDict(toml_file=path)})
     try:
         return file_layer(**flags)
     except ValidationError as e:
         raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
+    except SettingsError as e:  # an environment value that is not the JSON its field needs
+        raise ConfigError(f"{e} (lists and tables are JSON: AI00_LISTEN__API_KEYS='[\"k1\"]')") from None
 
 
 def _describe(err: dict) -> str:

@@ -22,16 +22,18 @@ class Progress:
     bytes: int = 0
     total_bytes: int | None = None  # unknown for the upload: quantization and f16 change the size
 
+    def as_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        if self.total_bytes:
+            body["fraction"] = round(min(1.0, self.bytes / self.total_bytes), 4)
+        return body
+
 
 class Readiness:
     def __init__(self) -> None:
         self.status: Status = "loading"
         self.error: str | None = None
         self.settled = asyncio.Event()  # set once loading ends, either way
-
-    @property
-    def serving(self) -> bool:
-        return self.status == "ready"
 
     def ready(self) -> None:
         self.status = "ready"
@@ -43,13 +45,3 @@ class Readiness:
 
     def drain(self) -> None:
         self.status = "draining"
-
-    def describe(self, progress: Progress) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": self.status}
-        if self.status == "loading":
-            body["progress"] = asdict(progress)
-            if progress.total_bytes:
-                body["progress"]["fraction"] = round(min(1.0, progress.bytes / progress.total_bytes), 4)
-        if self.error is not None:
-            body["error"] = self.error
-        return body

@@ -43,3 +43,13 @@ def writable_models_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ai00"
     cache.mkdir(parents=True, exist_ok=True)
     return cache
+
+
+def package_version() -> str:
+    """The installed distribution's version (a checkout that was never installed has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ai00-server-py")
+    except PackageNotFoundError:
+        return "0.0.0+source"

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from backend.gpu.step_types import Drawn, Logits, StepPlan, StepRow
 from backend.grammar import GrammarError
@@ -39,6 +38,7 @@ from backend.messages import (
     Updated,
     batched_delivery,
 )
+from backend.metrics import SchedulerMetrics
 from backend.sessions import Session, Status
 from backend.state_cache import StateCache
 from backend.tokenizer import Tokenizer
@@ -49,36 +49,6 @@ _STOP = object()
 _SAVED_STATES = 64  # saved-state handles kept in host memory
 _FINISHED_KEPT = 256  # finished (id, branch) -> fed tokens, so state.save works after `done`
 _LOG_EVERY_S = 2.0
-
-
-class SchedulerMetrics:
-    """Prometheus metrics of this scheduler, in a registry of its own (no global state)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        ProcessCollector(registry=r)  # process_resident_memory_bytes etc., so a soak can watch memory remotely
-        self.requests = Counter("ai00_requests", "Requests submitted", ["kind"], registry=r)
-        self.rejected = Counter(
-            "ai00_requests_rejected", "Requests refused before start", ["code"], registry=r
-        )
-        self.prompt_tokens = Counter("ai00_prompt_tokens", "Prompt tokens fed to the engine", registry=r)
-        self.cached_tokens = Counter(
-            "ai00_cached_tokens", "Prompt tokens restored from the prefix cache", registry=r
-        )
-        self.completion_tokens = Counter("ai00_completion_tokens", "Tokens generated", registry=r)
-        self.queue_depth = Gauge("ai00_queue_depth", "Sessions waiting for a slot", registry=r)
-        self.running = Gauge("ai00_running_sessions", "Sessions holding a slot", registry=r)
-        self.batch_rows = Histogram(
-            "ai00_step_rows",
-            "Rows (sequences) per engine step",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
-        self.step_tokens = Histogram(
-            "ai00_step_tokens", "Tokens per engine step", buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r
-        )
-        self.step_seconds = Histogram("ai00_step_seconds", "Engine step time (with sampling)", registry=r)
 
 
 @dataclass
@@ -129,6 +99,7 @@ class Scheduler:
         self._calls: list[EngineCall] = []
         self._stats = _StepStats()
         self._stopping = False
+        self._draining = False  # set on SIGTERM: generations already in go on, new ones are refused
 
     # ---- thread-safe API ----
 
@@ -139,6 +110,9 @@ class Scheduler:
     def submit(self, msg: Submit | Cancel | Update | SaveState) -> None:
         if isinstance(msg, Submit | SaveState) and (self._stopping or not self.alive):
             msg.sink.put(Failed(msg.id, "internal", "the engine is not running", None))
+            return
+        if isinstance(msg, Submit) and self._draining:
+            msg.sink.put(Failed(msg.id, "draining", "the server is shutting down; retry on another replica", None))
             return
         self._inbox.put(msg)
 
@@ -158,6 +132,15 @@ class Scheduler:
         self._inbox.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def drain(self) -> None:
+        """Refuse new generations from now on; those already submitted run to their end."""
+        self._draining = True
+
+    @property
+    def busy(self) -> int:
+        """Generations running or waiting for a slot (a snapshot from another thread, for the drain)."""
+        return len(self._running) + sum(len(g.sessions) for g in list(self._waiting))
 
     @property
     def alive(self) -> bool:
@@ -276,10 +259,9 @@ class Scheduler:
             for s, slot in zip(group.sessions, slots, strict=True):
                 s.grant(slot, cached)
             self._running.extend(group.sessions)
-            self.metrics.cached_tokens.inc(cached)
+            self.metrics.admitted(sub, cached, looked_up=saved is None)
             sub.sink.put(Started(sub.id, len(sub.tokens), cached, first.params))
-        self.metrics.queue_depth.set(len(self._waiting))
-        self.metrics.running.set(len(self._running))
+        self._observe_occupancy()
 
     def _start_slot(self, group: _Group, slot: int, saved: list[np.ndarray] | None) -> int:
         """Put the request's starting state in its first slot; the number of prompt tokens it already holds."""
@@ -354,7 +336,7 @@ class Scheduler:
                     self._end_group_on_error(s, f"internal error: {e}")
         dt = time.perf_counter() - t0
         self.metrics.step_seconds.observe(dt)
-        self.metrics.batch_rows.observe(len(plan.rows))
+        self.metrics.step_rows.observe(len(plan.rows))
         self.metrics.step_tokens.observe(plan.n_tokens)
         self._stats.record(len(plan.rows), plan.n_tokens, dt)
 
@@ -397,7 +379,7 @@ class Scheduler:
 
     def _take(self, s: Session, drawn: Drawn) -> None:
         delta = s.take(drawn)
-        self.metrics.completion_tokens.inc()
+        self.metrics.token(s)
         if delta is not None:
             s.submit.sink.put(delta)
         if s.status is Status.FINISHED:
@@ -420,10 +402,15 @@ class Scheduler:
             self._running.remove(s)
         if send_done:
             s.submit.sink.put(s.done(error))
+        self.metrics.ended(s)
         group = self._groups.get(s.id)
         if group is not None and all(b.status is Status.FINISHED for b in group.sessions):
             del self._groups[s.id]
-        self.metrics.running.set(len(self._running))
+        self._observe_occupancy()
+
+    def _observe_occupancy(self) -> None:
+        waiting = sum(len(g.sessions) for g in self._waiting)
+        self.metrics.occupancy(len(self._running), waiting, self.max_batch - len(self._free_slots), self.max_batch)
 
     def _cancel(self, id: str) -> None:
         group = self._groups.get(id)

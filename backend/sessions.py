@@ -38,6 +38,8 @@ class Session:
     finish_reason: str | None = None
     admitted_at: float = 0.0
     first_token_at: float = 0.0
+    prev_token_at: float = 0.0  # the token before the last one (inter-token latency)
+    last_token_at: float = 0.0
     _held: str = ""  # decoded text not emitted yet: it might begin a stop string
     _delta_tokens: list[int] = field(default_factory=list)
     _delta_logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -92,8 +94,10 @@ class Session:
         return self.accept(drawn.token)
 
     def accept(self, token: int) -> Delta | None:
+        now = time.monotonic()
         if not self.out_tokens:
-            self.first_token_at = time.monotonic()
+            self.first_token_at = now
+        self.prev_token_at, self.last_token_at = self.last_token_at, now
         self.status = Status.DECODE
         self.out_tokens.append(token)
         self._delta_tokens.append(token)

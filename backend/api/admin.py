@@ -10,13 +10,15 @@
   GET  /api/states                    saved-state handles; POST /api/states/save {id} saves a REST generation's
   GET  /api/states/{handle}           export as .st; POST /api/states/import takes one back; DELETE drops it
 
-Every route but /health is behind the API key when keys are configured (app.auth_middleware); POST/DELETE
+/health and /metrics need no API key (/metrics has its own, [listen] metrics_key, when set); every other route
+is behind the API key when keys are configured (app.auth_middleware); POST/DELETE
 routes also need [listen] admin_key when it is set (app.admin_middleware).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,17 +55,26 @@ def routes(server: Server) -> list[web.RouteDef]:
     model = server.model
 
     async def health(request: web.Request) -> web.Response:
-        s = server.scheduler
-        ok = s.alive
+        """200 `ok` once the model serves; 503 `loading` (with progress), `failed`, `draining` or `unhealthy`."""
+        s, readiness = server.scheduler, server.readiness
+        status = readiness.status if readiness.status != "ready" else "ok" if s.alive else "unhealthy"
         body = {
-            "status": "ok" if ok else "unhealthy",
+            "status": status,
             "model": server.model_id,
             "slots": {"total": s.max_batch, "free": s.free_slots},
-            "error": None if s.error is None else repr(s.error),
+            "error": readiness.error or (None if s.error is None else repr(s.error)),
         }
-        return json_response(body, 200 if ok else 503)
+        if status == "loading":
+            body["progress"] = server.model.load_progress().as_dict()
+        return json_response(body, 200 if status == "ok" else 503)
+
+    metrics_key = server.config.listen.metrics_key.encode()
 
     async def metrics(request: web.Request) -> web.Response:
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        if metrics_key and not hmac.compare_digest(offered, metrics_key):
+            raise ApiError(401, "metrics: send 'Authorization: Bearer METRICS_KEY' ([listen] metrics_key)",
+                           code="invalid_metrics_key")  # fmt: skip
         body = generate_latest(server.scheduler.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -105,7 +105,8 @@ def openapi(server: Server) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "AI00 Server (Python)", "version": server.version,
-                 "description": "OpenAI-compatible RWKV server. Every /api/oai/v1/ route is also under /api/oai/."},
+                 "description": "OpenAI-compatible RWKV server. Every /api/oai/v1/ route is also under /v1/ and "
+                                "/api/oai/."},
         "servers": [{"url": "/"}],
         "components": {"schemas": top.get("$defs", {}),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

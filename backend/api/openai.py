@@ -1,4 +1,4 @@
-"""OpenAI-compatible routes under /api/oai/ and /api/oai/v1/: validate -> Submit -> JSON or SSE.
+"""OpenAI-compatible routes under /v1/, /api/oai/ and /api/oai/v1/: validate -> Submit -> JSON or SSE.
 
 Embeddings are last-token pooled: the vector is the final layer's channel-mix input (its ln2 output) after
 the whole input was fed, L2-normalized, n_embd floats. RWKV is recurrent, so the last position has seen
@@ -37,8 +37,8 @@ from backend.tokenizer import END_OF_TEXT
 if TYPE_CHECKING:
     from backend.app import Server
 
-PREFIXES = ("/api/oai", "/api/oai/v1")
-FAILED_STATUS = {"overloaded": 429, "invalid_request": 400, "duplicate_id": 400, "unknown_id": 404}
+PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")  # /v1: the openai SDK's default path, as vLLM and llama.cpp serve
+FAILED_STATUS = {"overloaded": 429, "invalid_request": 400, "duplicate_id": 400, "unknown_id": 404, "draining": 503}
 
 
 def routes(server: Server) -> list[web.RouteDef]:
@@ -295,10 +295,11 @@ class Generation:
 
 
 def finish_reason(done: Done | None) -> str | None:
-    """OpenAI's names: a grammar that completed is a normal stop."""
+    """OpenAI's names: a grammar that completed is a normal stop; a generation the server cut (shutdown after
+    the drain) ends truncated, which OpenAI clients know as `length`."""
     if done is None:
         return None
-    return "stop" if done.finish_reason == "grammar" else done.finish_reason
+    return {"grammar": "stop", "cancelled": "length"}.get(done.finish_reason, done.finish_reason)
 
 
 # ---- streaming ----

@@ -18,7 +18,7 @@ log = logging.getLogger("ai00.static")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 UI_ROUTES = ("ui.assets", "ui.page")
-NOT_UI = ("/api/", "/api-docs", "/health", "/metrics")  # unknown paths under these are API 404s, not pages
+NOT_UI = ("/api/", "/v1/", "/api-docs", "/health", "/metrics")  # unknown paths here: API 404s (JSON), not pages
 BUILD_HINT = "run `npm ci && npm run build` in the repository root (Node.js >= 20.19)"
 
 
@@ -27,7 +27,7 @@ def routes(root: Path = STATIC) -> list[web.RouteDef]:
     index = root / "index.html"
     if not index.is_file():
         log.warning("the web UI is not built (%s is missing): %s; serving the API only", index, BUILD_HINT)
-        return [web.get("/{path:.*}", not_built, name="ui.page")]
+        return [web.route("*", "/{path:.*}", not_built, name="ui.page")]
     root = root.resolve()
 
     async def asset(request: web.Request) -> web.FileResponse:
@@ -40,6 +40,8 @@ def routes(root: Path = STATIC) -> list[web.RouteDef]:
         path = request.match_info["path"]
         if request.path.startswith(NOT_UI):
             raise web.HTTPNotFound()
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         file = inside(root, path) if path else None
         if file is not None:  # a top-level file of the build (e.g. robots.txt)
             return web.FileResponse(file, headers={"Cache-Control": "no-cache"})
@@ -47,7 +49,7 @@ def routes(root: Path = STATIC) -> list[web.RouteDef]:
             raise web.HTTPNotFound()
         return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
-    return [web.get("/assets/{path:.+}", asset, name="ui.assets"), web.get("/{path:.*}", page, name="ui.page")]
+    return [web.get("/assets/{path:.+}", asset, name="ui.assets"), web.route("*", "/{path:.*}", page, name="ui.page")]
 
 
 def inside(root: Path, rel: str) -> Path | None:
@@ -59,6 +61,8 @@ def inside(root: Path, rel: str) -> Path | None:
 async def not_built(request: web.Request) -> web.Response:
     if request.path.startswith(NOT_UI):
         raise web.HTTPNotFound()
+    if request.method not in ("GET", "HEAD"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
     return web.Response(
         status=503,
         content_type="text/html",

@@ -33,6 +33,10 @@ class LiveServer:
         return f"{self.base}/api/oai/v1"
 
     @property
+    def v1(self) -> str:
+        return f"{self.base}/v1"
+
+    @property
     def ws_url(self) -> str:
         return self.base.replace("http", "ws", 1) + "/api/ws"
 
@@ -50,7 +54,12 @@ def start_server(config: Config) -> tuple[LiveServer, web.AppRunner, threading.T
         runner = web.AppRunner(create_app(config), handler_cancellation=True, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, config.listen.ip, config.listen.port, ssl_context=ssl_context(config))
-        await site.start()
+        await site.start()  # listens at once; the model loads behind /health's 503
+        readiness = runner.app[SERVER].readiness
+        await readiness.settled.wait()
+        if readiness.status == "failed":
+            await runner.cleanup()
+            raise RuntimeError(readiness.error)
         return runner, runner.addresses[0][1]
 
     runner, port = asyncio.run_coroutine_threadsafe(setup(), loop).result(timeout=120)

@@ -101,8 +101,8 @@ def test_eight_concurrent_generations_on_one_socket_are_not_cross_wired(live: Li
         assert g.dones[0]["text"] == g.texts[0] == second[i].texts[0]
     assert len({first[i].texts[0] for i in range(8)}) > 1
     rows = httpx.get(f"{live.base}/metrics", headers=live.headers).text
-    le1 = float(re.search(r'ai00_step_rows_bucket\{le="1.0"\} (\S+)', rows).group(1))
-    total = float(re.search(r"ai00_step_rows_count (\S+)", rows).group(1))
+    le1 = float(re.search(r'ai00:step_rows_bucket\{le="1.0"\} (\S+)', rows).group(1))
+    total = float(re.search(r"ai00:step_rows_count (\S+)", rows).group(1))
     assert total > le1  # some steps batched more than one sequence
 
 

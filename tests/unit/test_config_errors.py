@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.__main__ import load_config, parse_args
+from backend.__main__ import load_config
 from backend.config import DEFAULT_CONFIG, Config, ConfigError
 
 
@@ -53,7 +53,7 @@ def test_bad_toml_names_the_file(tmp_path: Path):
 
 
 def test_command_line_overrides_listen_and_is_validated(tmp_path: Path):
-    config = load_config(parse_args(["--config", str(DEFAULT_CONFIG), "--ip", "127.0.0.1", "--port", "8080"]))
+    config = load_config(["--config", str(DEFAULT_CONFIG), "--ip", "127.0.0.1", "--port", "8080"])
     assert (config.listen.ip, config.listen.port) == ("127.0.0.1", 8080)
     with pytest.raises(ConfigError, match=re.escape("listen.port: must be 0..65535, got 99999")):
-        load_config(parse_args(["--config", str(DEFAULT_CONFIG), "--port", "99999"]))
+        load_config(["--config", str(DEFAULT_CONFIG), "--port", "99999"])

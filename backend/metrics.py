@@ -1,0 +1,102 @@
+"""Prometheus metrics, named as vLLM names its own (`vllm:x` -> `ai00:x`) so dashboards and alerts carry over.
+
+The scheduler thread observes requests as they move (SchedulerMetrics); what describes the served model
+(model info, GPU memory) is read when /metrics is scraped (ModelCollector). Each server has its own
+registry: no global state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from backend.messages import Submit
+from backend.sessions import Session
+
+# vLLM's buckets: from a fast GPU's first token to a long queue's
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+                40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+               80.0)  # fmt: skip
+REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+                   480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+
+
+class SchedulerMetrics:
+    """What the scheduler thread observes: requests, tokens, latencies, slots, the prefix cache, steps."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes etc., so a soak can watch memory remotely
+        self.requests = Counter("ai00:requests", "Requests submitted", ["kind"], registry=r)
+        self.rejected = Counter("ai00:requests_rejected", "Requests refused before start", ["code"], registry=r)
+        self.finished = Counter("ai00:request_success", "Generations ended, by finish reason (stop, length, "
+                                "grammar, cancelled, error)", ["finished_reason"], registry=r)  # fmt: skip
+        self.prompt_tokens = Counter("ai00:prompt_tokens", "Prompt tokens fed to the engine", registry=r)
+        self.generation_tokens = Counter("ai00:generation_tokens", "Tokens generated", registry=r)
+        self.prefix_queries = Counter("ai00:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                      registry=r)  # fmt: skip
+        self.prefix_hits = Counter("ai00:prefix_cache_hits", "Prompt tokens restored from the prefix cache",
+                                   registry=r)  # fmt: skip
+        self.running = Gauge("ai00:num_requests_running", "Sessions holding a slot", registry=r)
+        self.waiting = Gauge("ai00:num_requests_waiting", "Sessions waiting for a slot", registry=r)
+        self.slot_usage = Gauge("ai00:slot_usage_perc", "Fraction of state slots in use (vLLM: kv_cache_usage_perc)",
+                                registry=r)  # fmt: skip
+        self.ttft = Histogram("ai00:time_to_first_token_seconds", "Submit to first token", buckets=TTFT_BUCKETS,
+                              registry=r)  # fmt: skip
+        self.itl = Histogram("ai00:inter_token_latency_seconds", "Between two tokens of one generation",
+                             buckets=ITL_BUCKETS, registry=r)  # fmt: skip
+        self.e2e = Histogram("ai00:e2e_request_latency_seconds", "Submit to the end of a generation",
+                             buckets=REQUEST_BUCKETS, registry=r)  # fmt: skip
+        self.queue_time = Histogram("ai00:request_queue_time_seconds", "Submit to a slot", buckets=REQUEST_BUCKETS,
+                                    registry=r)  # fmt: skip
+        self.step_rows = Histogram("ai00:step_rows", "Rows (sequences) per engine step",
+                                   buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)  # fmt: skip
+        self.step_tokens = Histogram("ai00:step_tokens", "Tokens per engine step",
+                                     buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r)  # fmt: skip
+        self.step_seconds = Histogram("ai00:step_seconds", "Engine step time (with sampling)", registry=r)
+
+    def admitted(self, sub: Submit, cached: int, looked_up: bool) -> None:
+        """A request got its slots: its wait, and what the prefix cache held of its prompt."""
+        self.queue_time.observe(time.monotonic() - sub.submitted_at)
+        if looked_up:
+            self.prefix_queries.inc(len(sub.tokens))
+            self.prefix_hits.inc(cached)
+
+    def token(self, s: Session) -> None:
+        """A token was taken by `s` (after Session.accept): time to first token, or since the one before."""
+        self.generation_tokens.inc()
+        if len(s.out_tokens) == 1:
+            self.ttft.observe(s.first_token_at - s.submit.submitted_at)
+        elif s.prev_token_at:
+            self.itl.observe(s.last_token_at - s.prev_token_at)
+
+    def ended(self, s: Session) -> None:
+        self.finished.labels(s.finish_reason or "cancelled").inc()
+        self.e2e.observe(time.monotonic() - s.submit.submitted_at)
+
+    def occupancy(self, running: int, waiting: int, slots_used: int, slots: int) -> None:
+        self.running.set(running)
+        self.waiting.set(waiting)
+        self.slot_usage.set(slots_used / slots)
+
+
+class ModelCollector(Collector):
+    """ai00:model_info (labels describe the served model) and ai00:gpu_memory_bytes, read at scrape time."""
+
+    def __init__(self, labels: Callable[[], dict[str, Any] | None], gpu_bytes: Callable[[], int | None]) -> None:
+        self._labels, self._gpu_bytes = labels, gpu_bytes  # not `describe`: the registry would call it
+
+    def collect(self) -> Iterator[Any]:
+        labels = self._labels()
+        if labels is not None:
+            yield InfoMetricFamily("ai00:model", "The served model", value={k: str(v) for k, v in labels.items()})
+        n = self._gpu_bytes()
+        if n is not None:
+            yield GaugeMetricFamily("ai00:gpu_memory_bytes", "GPU memory held by the engine (weights, states, "
+                                    "workspace, staging)", value=n)  # fmt: skip
