@@ -22,7 +22,8 @@ from backend.api.lifecycle import load_model, readiness_middleware, request_id_m
 from backend.api.openai import json_response
 from backend.api.schemas import ApiError
 from backend.config import Config
-from backend.grammar.matcher import Vocabulary
+from backend.grammar.matcher import Grammar, Vocabulary
+from backend.grammar.worker import GrammarRequest, GrammarWorkers
 from backend.metrics import ModelCollector
 from backend.readiness import RETRY_AFTER_S, Readiness
 from backend.scheduler import Scheduler
@@ -51,6 +52,15 @@ class Server:
     def grammar_vocab(self) -> Vocabulary:
         """The vocabulary prepared for grammar masks, built on the first request that has a grammar."""
         return Vocabulary(self.tokenizer)
+
+    @cached_property
+    def grammar_workers(self) -> GrammarWorkers:
+        return GrammarWorkers(self.config.tokenizer.path or None)
+
+    async def compile_grammar(self, req: GrammarRequest) -> Grammar:
+        """A request's grammar, checked in a worker process and compiled off the event loop."""
+        vocab = await asyncio.to_thread(lambda: self.grammar_vocab)
+        return await self.grammar_workers.compile(req, vocab)
 
     @property
     def model_id(self) -> str:
@@ -141,6 +151,7 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
         lambda: server.model_labels(), lambda: getattr(scheduler.engine, "gpu_bytes", None)))  # fmt: skip
     app.cleanup_ctx.append(run_engine)
     app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(stop_grammar_workers)
     app.add_routes(openai.routes(server) + chooses.routes(server) + ws.routes(server) + admin.routes(server)
                    + files.routes(server) + docs.routes(server))  # fmt: skip
     if config.listen.cors_origins:
@@ -163,6 +174,11 @@ async def run_engine(app: web.Application) -> AsyncIterator[None]:
     yield
     loading.cancel()
     await asyncio.get_running_loop().run_in_executor(None, scheduler.stop)
+
+
+async def stop_grammar_workers(app: web.Application) -> None:
+    if "grammar_workers" in vars(app[SERVER]):  # started only if some request had a grammar
+        app[SERVER].grammar_workers.close()
 
 
 async def end_streams(app: web.Application) -> None:

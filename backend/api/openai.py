@@ -11,7 +11,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from backend.api import sse
+from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields, check_token_ids
 from backend.api.schemas import (
     ApiError,
     ChatCompletionRequest,
@@ -61,8 +62,8 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def completions(request: web.Request) -> web.StreamResponse:
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
-        grammar = request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
-                                  server.grammar_vocab)
+        grammar = await request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
+                                        server.compile_grammar)
         tokens = prompt_tokens(server, req.prompt_text())
         echo = req.prompt_text() if req.echo else ""
         params = sampler_params(server, req.sampler_fields(), req.stop_list(), req.logprobs)
@@ -85,12 +86,12 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
-        grammar = request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
-                                  server.grammar_vocab)
+        grammar = await request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
+                                        server.compile_grammar)
         prompt = chat_prompt(((m.role, m.text, m.name) for m in req.messages), req.names)
         tokens = prompt_tokens(server, prompt)
         top = (req.top_logprobs or 0) if req.logprobs else None
-        params = sampler_params(server, req.sampler_fields(), [*req.stop_list(), *chat_stop(req.names)], top)
+        params = sampler_params(server, req.sampler_fields(), req.stop_list(), top, chat_stop(req.names))
         gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state, grammar))
         if req.stream:
             return await stream(request, gen, chat_chunk, req.stream_options)
@@ -113,8 +114,15 @@ def routes(server: Server) -> list[web.RouteDef]:
         inputs = req.input if isinstance(req.input, list) else [req.input]
         if inputs and isinstance(inputs[0], int):
             inputs = [inputs]
-        token_lists = [prompt_tokens(server, x) if isinstance(x, str) else tuple(x) for x in inputs]
-        results = await asyncio.gather(*(embed(server, tokens) for tokens in token_lists))
+        token_lists = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, str):
+                token_lists.append(prompt_tokens(server, x))
+            else:  # token ids skip the tokenizer, not the limits
+                check_prompt_tokens(len(x), server.config.limits, f"input.{i}")
+                check_token_ids(x, server.tokenizer.vocab_size, f"input.{i}")
+                token_lists.append(tuple(x))
+        results = await all_or_none([embed(server, tokens) for tokens in token_lists])
         data = [
             {
                 "object": "embedding",
@@ -157,27 +165,31 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError(400, f"body is not valid JSON: {e}", code="invalid_json") from None
 
 
-def prompt_tokens(server: Server, text: str) -> tuple[int, ...]:
+def prompt_tokens(server: Server, text: str, param: str = "prompt") -> tuple[int, ...]:
     tokens = tuple(server.tokenizer.encode(text)) or (END_OF_TEXT,)  # an empty prompt starts a document
-    limit = server.config.limits.max_prompt_tokens
-    if len(tokens) > limit:
-        raise ApiError(
-            400,
-            f"prompt: {len(tokens)} tokens, more than max_prompt_tokens ({limit})",
-            param="prompt",
-            code="context_length_exceeded",
-        )
+    check_prompt_tokens(len(tokens), server.config.limits, param)
     return tokens
 
 
+async def all_or_none(jobs: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Every job's result; when one fails, the others are cancelled (their scheduler work with them)."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def sampler_params(
-    server: Server, fields: dict[str, Any], stop: list[str], logprobs: int | None
+    server: Server, fields: dict[str, Any], stop: list[str], logprobs: int | None, chat_stops: tuple[str, ...] = ()
 ) -> SamplerParams:
     """Request values over the config's [sampler] over OpenAI's defaults, checked against [limits]."""
-    limit = server.config.limits.max_tokens
-    if fields.get("max_tokens") and fields["max_tokens"] > limit:
-        raise ApiError(400, f"max_tokens: must be <= {limit}, got {fields['max_tokens']}", param="max_tokens")
-    return SamplerParams.resolve({**fields, "stop": stop, "logprobs": logprobs}, server.sampler_defaults)
+    check_sampler_fields({**fields, "stop": stop}, server.config.limits)
+    return SamplerParams.resolve({**fields, "stop": [*stop, *chat_stops], "logprobs": logprobs},
+                                 server.sampler_defaults)  # fmt: skip
 
 
 def submit(
@@ -189,11 +201,7 @@ def submit(
     state: str | None,
     grammar: Grammar | None = None,
 ) -> Submit:
-    limits = server.config.limits
-    if n > min(limits.max_n, server.scheduler.max_batch):
-        raise ApiError(
-            400, f"n: must be <= {min(limits.max_n, server.scheduler.max_batch)}, got {n}", param="n"
-        )
+    check_n(n, server.config.limits, server.scheduler.max_batch)
     return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state, grammar=grammar)
 
 

@@ -3,6 +3,7 @@ come from these models, so they never disagree."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -10,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from backend.chat import DEFAULT_NAMES
 from backend.grammar import GrammarError
 from backend.grammar.json_schema import JSON_OBJECT
-from backend.grammar.matcher import Grammar, Vocabulary
+from backend.grammar.matcher import Grammar
+from backend.grammar.worker import GrammarRequest
 
 # ---- errors ----
 
@@ -155,7 +157,7 @@ class _Request(BaseModel):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     half_life: HalfLife | None = None
-    stop: Annotated[str, Field(min_length=1)] | StopList | None = None
+    stop: Annotated[str, Field(min_length=1, max_length=256)] | StopList | None = None
     n: Annotated[int, Field(ge=1, le=64)] = 1
     seed: Seed | None = None
     stream: bool = False
@@ -219,7 +221,7 @@ class EmbeddingRequest(BaseModel):
         | Annotated[list[Annotated[int, Field(ge=0, lt=65536)]], Field(min_length=1)]
         | Annotated[
             list[Annotated[list[Annotated[int, Field(ge=0, lt=65536)]], Field(min_length=1)]],
-            Field(min_length=1),
+            Field(min_length=1, max_length=256),
         ]
     )
     model: str | None = None
@@ -373,8 +375,11 @@ class WsParams(BaseModel):
     bnf_schema: BnfSchema | None = None
     json_schema: dict[str, Any] | None = Field(None, description="JSON schema the output follows (strict)")
 
-    def set_fields(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
+    def set_fields(self, keep_none: bool = False) -> dict[str, Any]:
+        """The fields the client gave; an explicit null counts as not given (an update keeps it: there, null
+        removes seed/logprobs)."""
+        given = self.model_dump(exclude_unset=True)
+        return given if keep_none else {k: v for k, v in given.items() if v is not None}
 
 
 _Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -440,9 +445,11 @@ CLIENT_FRAME_TYPES = ("session.update", "generate", "update", "cancel", "state.s
 GRAMMAR_FIELDS = ("bnf_schema", "json_schema", "response_format")
 
 
-def request_grammar(fields: dict[str, Any], vocab: Vocabulary, prefix: str = "") -> Grammar | None:
+async def request_grammar(fields: dict[str, Any], compile: Callable[[GrammarRequest], Awaitable[Grammar]],
+                          prefix: str = "") -> Grammar | None:  # fmt: skip
     """The grammar a request asks for (`bnf_schema`, the WebSocket `json_schema` or OpenAI's `response_format`),
-    compiled; a bad one is a 400 naming the field and, for BNF, the line and column."""
+    compiled by `compile` (off the event loop, in a worker: backend/grammar/worker.py); a bad or too costly
+    one is a 400 naming the field, the limit and, for BNF, the line and column."""
     fmt = fields.get("response_format")
     asked = [k for k in GRAMMAR_FIELDS if fields.get(k) is not None and not isinstance(fields[k], TextFormat)]
     if len(asked) > 1:
@@ -451,13 +458,15 @@ def request_grammar(fields: dict[str, Any], vocab: Vocabulary, prefix: str = "")
         return None
     key = asked[0]
     param = prefix + (f"{key}.json_schema.schema" if isinstance(fmt, JsonSchemaFormat) else key)
+    if key == "bnf_schema":
+        req = GrammarRequest("bnf", fields[key])
+    elif key == "json_schema":
+        req = GrammarRequest("json_schema", fields[key])
+    elif isinstance(fmt, JsonSchemaFormat):
+        req = GrammarRequest("json_schema", fmt.json_schema.schema_, strict=bool(fmt.json_schema.strict))
+    else:
+        req = GrammarRequest("json_schema", JSON_OBJECT)
     try:
-        if key == "bnf_schema":
-            return Grammar.from_bnf(fields[key], vocab)
-        if key == "json_schema":
-            return Grammar.from_json_schema(fields[key], vocab)
-        if isinstance(fmt, JsonSchemaFormat):
-            return Grammar.from_json_schema(fmt.json_schema.schema_, vocab, strict=bool(fmt.json_schema.strict))
-        return Grammar.from_json_schema(JSON_OBJECT, vocab)
+        return await compile(req)
     except GrammarError as e:
         raise ApiError(400, f"{param}: {e}", param=param, code="invalid_grammar") from None

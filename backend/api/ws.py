@@ -11,13 +11,15 @@ import asyncio
 import itertools
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
+from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields
 from backend.api.schemas import (
     CLIENT_FRAME,
     CLIENT_FRAME_TYPES,
@@ -32,6 +34,7 @@ from backend.api.schemas import (
     request_grammar,
 )
 from backend.chat import chat_prompt, chat_stop
+from backend.grammar.json_schema import nesting_depth
 from backend.messages import (
     Cancel,
     Delta,
@@ -54,6 +57,11 @@ log = logging.getLogger("ai00.ws")
 
 PROTOCOL = "ai00.v1"
 _FINISHED_KEPT = 256  # finished ids a socket remembers for state.save
+# Bytes of events waiting for one socket's writer (replies and deltas alike). A client that reads slower
+# than its generations and pings produce passes it and is closed with 1008 instead of growing our memory.
+OUTBOUND_LIMIT_BYTES = 4 << 20
+MAX_DATA_DEPTH = 32  # nesting of a ping's `data` (orjson writes at most 254 levels)
+_ECHO_CHARS = 64  # client text quoted back in an error message
 _sockets = itertools.count()
 
 
@@ -66,7 +74,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         await ws.prepare(request)
         server.websockets.add(ws)
         try:
-            await Connection(server, ws).run()
+            await Connection(server, ws, request.transport).run()
         finally:
             server.websockets.discard(ws)
         return ws
@@ -93,9 +101,10 @@ class WsError(Exception):
 
 
 class Connection:
-    def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
-        self.server, self.ws = server, ws
-        self.sink = EventSink()  # scheduler events and our own replies, in one order
+    def __init__(self, server: Server, ws: web.WebSocketResponse,
+                 transport: asyncio.BaseTransport | None = None) -> None:  # fmt: skip
+        self.server, self.ws, self.transport = server, ws, transport
+        self.sink = BoundedSink(OUTBOUND_LIMIT_BYTES, self.overflowed)  # scheduler events and our replies, in order
         self.prefix = f"ws{next(_sockets)}-"
         self.seq = itertools.count()
         self.live: dict[str, _Live] = {}  # client id -> generation
@@ -109,16 +118,41 @@ class Connection:
         try:
             async for msg in self.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self.on_frame(msg.data)
+                    await self.on_frame(msg.data)
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
-            for live in list(self.live.values()):  # a closed socket cancels all of its generations
-                self.server.scheduler.submit(Cancel(live.key))
+            self.cancel_all()
             writer.cancel()
 
+    def cancel_all(self) -> None:
+        for live in list(self.live.values()):  # a closed socket cancels all of its generations
+            self.server.scheduler.submit(Cancel(live.key))
+
     def reply(self, frame: dict[str, Any]) -> None:
-        self.sink.put(frame)
+        """Queue a frame of ours, serialized now: a frame that cannot be written becomes an `internal` error."""
+        try:
+            text = orjson.dumps(frame).decode()
+        except (TypeError, orjson.JSONEncodeError) as e:
+            text = orjson.dumps(WsError("internal", f"reply not serializable: {e}", frame.get("id")).frame).decode()
+        self.sink.put(text)
+
+    def overflowed(self) -> None:
+        """The client stopped reading: end its generations and close with a code that says why."""
+        log.warning("websocket: more than %d bytes waiting for a client that does not read; closing it",
+                    OUTBOUND_LIMIT_BYTES)  # fmt: skip
+        self.cancel_all()
+        asyncio.get_running_loop().create_task(self.close_slow_reader())
+
+    async def close_slow_reader(self) -> None:
+        message = f"slow reader: more than {OUTBOUND_LIMIT_BYTES} bytes waiting".encode()
+        try:
+            await asyncio.wait_for(self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=message), 5.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            if isinstance(self.transport, asyncio.Transport):
+                self.transport.abort()  # the close frame may sit behind the unread bytes: drop the connection
 
     def session_created(self) -> dict[str, Any]:
         s = self.server
@@ -137,7 +171,9 @@ class Connection:
 
     # ---- reading ----
 
-    def on_frame(self, data: str | bytes) -> None:
+    async def on_frame(self, data: str | bytes) -> None:
+        """One client frame: dispatched, or answered with an `error` event. Nothing a frame holds may end the
+        socket, its writer or its other generations."""
         frame: dict[str, Any] = {}
         try:
             size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
@@ -156,30 +192,34 @@ class Connection:
                     "invalid_request", "a frame is a JSON object with a string `type`", param="type"
                 )
             if frame["type"] not in CLIENT_FRAME_TYPES:
-                raise WsError("unknown_type", f"unknown type '{frame['type']}'", param="type")
+                raise WsError("unknown_type", f"unknown type '{frame['type'][:_ECHO_CHARS]}'", param="type")
             try:
                 parsed = CLIENT_FRAME.validate_python(frame)
             except ValidationError as e:
                 message, param = describe(e, drop_tag=True)
                 raise WsError("invalid_request", message, param=param) from None
-            self.dispatch(parsed)
+            await self.dispatch(parsed)
         except WsError as e:
             if "id" not in e.frame and isinstance(frame, dict) and isinstance(frame.get("id"), str):
-                e.frame["id"] = frame["id"]
+                e.frame["id"] = frame["id"][:_ECHO_CHARS]
             self.reply(e.frame)
         except ApiError as e:
-            self.reply(WsError("invalid_request", e.message, frame.get("id"), e.param).frame)
+            self.reply(WsError("invalid_request", e.message, _id_of(frame), e.param).frame)
+        except Exception as e:  # a bug met by one frame: that frame fails, the socket goes on
+            log.exception("websocket frame failed")
+            self.reply(WsError("internal", f"internal error: {type(e).__name__}", _id_of(frame)).frame)
 
-    def dispatch(self, f: Any) -> None:
+    async def dispatch(self, f: Any) -> None:
         scheduler = self.server.scheduler
         if isinstance(f, GenerateFrame):
-            self.generate(f)
+            await self.generate(f)
         elif isinstance(f, UpdateFrame):
-            changes = f.params.set_fields()
+            changes = f.params.set_fields(keep_none=True)
             for key in ("bnf_schema", "json_schema"):
                 if key in changes:
                     raise WsError("invalid_request", f"params.{key}: a generation's grammar cannot change; "
                                   "start a new generation", f.id, f"params.{key}")
+            check_sampler_fields(changes, self.server.config.limits, "params.")
             scheduler.submit(Update(self.live_of(f.id).key, tuple(changes.items())))
         elif isinstance(f, CancelFrame):
             targets = list(self.live.values()) if f.id == "*" else [self.live_of(f.id)]
@@ -191,10 +231,14 @@ class Connection:
                 raise WsError("unknown_id", f"no generation '{f.id}' on this socket", f.id, "id")
             scheduler.submit(SaveState(key, self.sink, f.branch))
         elif isinstance(f, PingFrame):
+            if nesting_depth(f.data) > MAX_DATA_DEPTH:
+                raise WsError("invalid_request", f"data: nests deeper than {MAX_DATA_DEPTH} levels", param="data")
             self.reply({"type": "pong", "data": f.data})
         elif isinstance(f, SessionUpdateFrame) and f.defaults is not None:
             fields = f.defaults.set_fields()
-            request_grammar({**self.defaults, **fields}, self.server.grammar_vocab, "defaults.")  # refuse it now
+            check_sampler_fields(fields, self.server.config.limits, "defaults.")
+            # refuse a bad grammar now, not at every generate
+            await request_grammar({**self.defaults, **fields}, self.server.compile_grammar, "defaults.")
             self.defaults.update(fields)
 
     def live_of(self, id: str) -> _Live:
@@ -202,37 +246,24 @@ class Connection:
             raise WsError("unknown_id", f"no live generation '{id}' on this socket", id, "id")
         return self.live[id]
 
-    def generate(self, f: GenerateFrame) -> None:
+    async def generate(self, f: GenerateFrame) -> None:
         s = self.server
         if f.id in self.live:
             raise WsError("duplicate_id", f"id '{f.id}' is already live on this socket", f.id, "id")
-        fields = {**self.defaults, **(f.params.set_fields() if f.params else {})}
-        grammar = request_grammar(fields, s.grammar_vocab, "params.")
         limits = s.config.limits
-        if fields.get("max_tokens", 0) > limits.max_tokens:
-            raise WsError(
-                "invalid_request",
-                f"params.max_tokens: must be <= {limits.max_tokens}",
-                f.id,
-                "params.max_tokens",
-            )
-        if f.n > min(limits.max_n, s.scheduler.max_batch):
-            raise WsError(
-                "invalid_request", f"n: must be <= {min(limits.max_n, s.scheduler.max_batch)}", f.id, "n"
-            )
+        fields = {**self.defaults, **(f.params.set_fields() if f.params else {})}
+        check_sampler_fields(fields, limits, "params.")
+        check_n(f.n, limits, s.scheduler.max_batch)
         if f.messages is not None:
             text = chat_prompt(((m.role, m.text, m.name) for m in f.messages), f.names)
             fields["stop"] = [*fields.get("stop", []), *chat_stop(f.names)]
         else:
             text = f.prompt or ""
         tokens = tuple(s.tokenizer.encode(text)) or (0,)
-        if len(tokens) > limits.max_prompt_tokens:
-            raise WsError(
-                "invalid_request",
-                f"prompt: {len(tokens)} tokens, more than {limits.max_prompt_tokens}",
-                f.id,
-                "prompt",
-            )
+        check_prompt_tokens(len(tokens), limits, "messages" if f.messages is not None else "prompt")
+        grammar = await request_grammar(fields, s.compile_grammar, "params.")
+        if f.id in self.live:  # the same id sent again while this grammar compiled
+            raise WsError("duplicate_id", f"id '{f.id}' is already live on this socket", f.id, "id")
         key = f"{self.prefix}{next(self.seq)}"
         live = _Live(f.id, key, f.n)
         self.live[f.id] = self.by_key[key] = live
@@ -252,14 +283,25 @@ class Connection:
                     except asyncio.QueueEmpty:
                         break
                 for event in coalesce(batch):
-                    for frame in self.frames_of(event):
-                        await self.ws.send_str(orjson.dumps(frame).decode())
+                    for text in self.texts_of(event):
+                        await self.ws.send_str(text)
         except (ConnectionResetError, RuntimeError):  # socket closed under us; run() cancels the work
             pass
 
-    def frames_of(self, event: Any) -> list[dict[str, Any]]:
-        if isinstance(event, dict):
+    def texts_of(self, event: Any) -> list[str]:
+        """The event's frames as text; a bug in shaping one event costs that event an `internal` error, never
+        the writer (which would leave the socket open and silent)."""
+        if isinstance(event, str):
             return [event]
+        try:
+            return [orjson.dumps(frame).decode() for frame in self.frames_of(event)]
+        except Exception as e:
+            log.exception("websocket: event %s could not be written", type(event).__name__)
+            live = self.by_key.get(getattr(event, "id", ""))
+            return [orjson.dumps(WsError("internal", f"internal error: {type(e).__name__}",
+                                         live.id if live else None).frame).decode()]  # fmt: skip
+
+    def frames_of(self, event: Any) -> list[dict[str, Any]]:
         live = self.by_key.get(event.id)
         if live is None:
             return []
@@ -338,6 +380,53 @@ class Connection:
         if self.live.get(live.id) is live:
             del self.live[live.id]
         # by_key stays until the socket ends: late events (state.saved) still find their client id
+
+
+def _id_of(frame: Any) -> str | None:
+    return frame["id"][:_ECHO_CHARS] if isinstance(frame, dict) and isinstance(frame.get("id"), str) else None
+
+
+class BoundedSink(EventSink):
+    """An EventSink that counts the bytes waiting in it; past `limit` it calls `overflow` once and from then
+    on keeps nothing (the socket is being closed)."""
+
+    def __init__(self, limit: int, overflow: Callable[[], None]) -> None:
+        super().__init__()
+        self._queue = _CountingQueue(limit, overflow)
+
+
+class _CountingQueue(asyncio.Queue):
+    def __init__(self, limit: int, overflow: Callable[[], None]) -> None:
+        super().__init__()
+        self.limit, self.overflow, self.waiting, self.closed = limit, overflow, 0, False
+
+    def _put(self, item: Any) -> None:
+        if self.closed:
+            return
+        self.waiting += event_bytes(item)
+        if self.waiting > self.limit:
+            self.closed = True
+            self._queue.clear()
+            self.waiting = 0
+            self.overflow()
+            return
+        super()._put(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.waiting -= event_bytes(item)
+        return item
+
+
+def event_bytes(event: Any) -> int:
+    """About what an event will take once written (a frame's envelope is ~100 bytes)."""
+    if isinstance(event, str):
+        return len(event)
+    if isinstance(event, Delta):
+        return 100 + 4 * len(event.text) + 8 * len(event.tokens) + (200 * len(event.logprobs or ()))
+    if isinstance(event, Done):
+        return 300 + 4 * len(event.text)
+    return 300
 
 
 def coalesce(events: list[Any]) -> list[Any]:

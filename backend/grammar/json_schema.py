@@ -21,12 +21,17 @@ import llguidance
 from backend.grammar import GrammarError
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}  # response_format {"type": "json_object"}: any JSON object
+# Real schemas nest a few levels; llguidance's converter and jsonschema's checker recurse once per level,
+# so depth is bounded before either sees the schema (Python's own limit would turn it into a 500).
+MAX_SCHEMA_DEPTH = 64  # JSON nesting (an object schema with properties is two levels)
 
 
 def schema_to_grammar(schema: Any, strict: bool = True) -> str:
     """The llguidance grammar of `schema`; a schema that is not valid JSON schema raises GrammarError."""
     if not isinstance(schema, dict):
         raise GrammarError("a JSON schema is an object")
+    if (depth := nesting_depth(schema)) > MAX_SCHEMA_DEPTH:
+        raise GrammarError(f"schema too deep: {depth} levels of nesting, the limit is {MAX_SCHEMA_DEPTH}")
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
@@ -34,6 +39,18 @@ def schema_to_grammar(schema: Any, strict: bool = True) -> str:
         raise GrammarError(f"at {where}: {e.message}") from None
     options = {"whitespace_flexible": False, "lenient": not strict}
     return llguidance.LLMatcher.grammar_from_json_schema(_closed(schema), overrides=options)
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, depth = todo.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            todo.extend((c, depth + 1) for c in children)
+    return deepest
 
 
 def _closed(schema: Any) -> Any:

@@ -22,6 +22,11 @@ from backend.grammar.bnf import bnf_to_lark
 from backend.grammar.json_schema import schema_to_grammar
 from backend.tokenizer import END_OF_TEXT, Tokenizer
 
+# llguidance's per-matcher budgets. Its defaults allow 250,000 lexer states (~1-2 kB each: up to 0.5 GB for
+# one hostile generation); 20,000 is far above what JSON schemas or AI00's grammars build (hundreds). The
+# per-token fuel keeps its default (~15 ms at most for one mask), as does the grammar size.
+PARSER_LIMITS = llguidance.LLParserLimits(max_lexer_states=20_000, verbose_errors=False)
+
 
 class Vocabulary:
     """The tokenizer's byte strings, prepared once for llguidance (its token trie)."""
@@ -61,7 +66,7 @@ class Grammar:
     @staticmethod
     def compile(source: str, vocab: Vocabulary) -> Grammar:
         """Check `source` by building its start matcher; an unusable grammar raises GrammarError."""
-        start = llguidance.LLMatcher(vocab.llg, source, log_level=0)
+        start = llguidance.LLMatcher(vocab.llg, source, log_level=0, limits=PARSER_LIMITS)
         if start.is_error():
             raise GrammarError(_first_line(start.get_error()))
         return Grammar(source, vocab, start)

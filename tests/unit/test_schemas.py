@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
@@ -14,7 +16,8 @@ from backend.api.schemas import (
     request_grammar,
 )
 from backend.api.ws import coalesce
-from backend.grammar.matcher import Vocabulary
+from backend.grammar.matcher import Grammar, Vocabulary
+from backend.grammar.worker import GrammarRequest, to_source
 from backend.messages import Delta, Updated
 from backend.sampling.params import SamplerParams
 from backend.tokenizer import Tokenizer
@@ -73,13 +76,20 @@ def test_ws_frames_are_strict_and_name_the_bad_key():
 
 def test_request_grammar_compiles_one_grammar_field_or_names_the_bad_one():
     vocab = Vocabulary(Tokenizer.from_file())
-    assert request_grammar({"bnf_schema": None, "response_format": TextFormat(type="text")}, vocab) is None
-    assert request_grammar({"json_schema": {"type": "object"}}, vocab) is not None
+
+    async def compile(req: GrammarRequest) -> Grammar:  # in-process: the worker's own path has its tests
+        return Grammar.compile(to_source(req), vocab)
+
+    def ask(fields, prefix=""):
+        return asyncio.run(request_grammar(fields, compile, prefix))
+
+    assert ask({"bnf_schema": None, "response_format": TextFormat(type="text")}) is None
+    assert ask({"json_schema": {"type": "object"}}) is not None
     with pytest.raises(ApiError, match="only one") as e:
-        request_grammar({"bnf_schema": "<start> ::= 'a'", "json_schema": {}}, vocab, "params.")
+        ask({"bnf_schema": "<start> ::= 'a'", "json_schema": {}}, "params.")
     assert e.value.param == "params.json_schema"
     with pytest.raises(ApiError, match=r"bnf_schema: line 2, column 9: <b> is used") as e:
-        request_grammar({"bnf_schema": "<start> ::= <a>\n<a> ::= <b>"}, vocab)
+        ask({"bnf_schema": "<start> ::= <a>\n<a> ::= <b>"})
     assert (e.value.status, e.value.param, e.value.code) == (400, "bnf_schema", "invalid_grammar")
 
 
