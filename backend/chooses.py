@@ -2,8 +2,8 @@
 
 For context tokens X and a choice's tokens c_1..c_m (tokenized on its own: a choice carries its own leading
 space), log p(c | X) = sum_j log softmax(logits after X, c_<j)[c_j]. The context is fed once, into one slot;
-that state is copied to one slot per choice (`copy_slot`), and every choice's c_1..c_{m-1} is fed in one
-batched step with logits at every position (`Logits.ALL`): the line after c_{j-1} scores c_j, and the
+that state is copied to one slot per choice (`copy_slot`), and every choice's c_1..c_{m-1} is fed in
+batched steps with logits at every position (`Logits.ALL`): the line after c_{j-1} scores c_j, and the
 context's last logits score c_1. So the cost is len(X) + sum(m - 1) tokens, not len(choices) x len(X).
 
     perplexity = exp(-log p(c | X) / m)                                       (lower is better)
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.gpu.step_types import Logits, StepPlan, StepRow
+from backend.messages import Score, Scored
 from backend.tokenizer import END_OF_TEXT
 
 NEUTRAL = (END_OF_TEXT,)
@@ -42,47 +43,125 @@ def log_prob_at(logits: np.ndarray, targets: Sequence[int]) -> np.ndarray:
     return x[np.arange(len(targets)), np.asarray(targets)] - log_z
 
 
+class ScoreJob:
+    """One scoring pass (a context, then every choice) cut into step-sized rows, so the scheduler plans it
+    like a prompt under the per-step token budget and running streams keep their token every step.
+
+    `slots` are one per choice; `start(slot)` puts the starting state in a slot and `copy(src, dst)` copies
+    a slot; both run on the engine thread between steps."""
+
+    def __init__(self, slots: Sequence[int], start: Callable[[int], None], copy: Callable[[int, int], None],
+                 context: Sequence[int], choices: Sequence[Sequence[int]]) -> None:  # fmt: skip
+        self.slots, self.copy = list(slots), copy
+        self.context, self.choices = tuple(context), [tuple(c) for c in choices]
+        self.context_fed = 0
+        self.fed = [0] * len(choices)  # choice tokens after the first that are in each slot
+        self.total = np.zeros(len(choices))  # [k] f64: log p(choice | context) so far
+        self.tokens_fed = self.steps = 0
+        self._planned: list[tuple[int, int]] = []  # this step's rows: (choice or -1 for the context, tokens)
+        start(self.slots[0])
+
+    @property
+    def done(self) -> bool:
+        return self.context_fed == len(self.context) and all(
+            f == len(c) - 1 for f, c in zip(self.fed, self.choices, strict=True)
+        )
+
+    def rows(self, budget: int, lines: int) -> list[StepRow]:
+        """This step's share: at most `budget` tokens and `lines` logit lines (may be empty)."""
+        self._planned = []
+        if self.context_fed < len(self.context):
+            take = min(len(self.context) - self.context_fed, budget)
+            end = self.context_fed + take == len(self.context)
+            if take <= 0 or (end and lines < 1):
+                return []
+            self._planned.append((-1, take))
+            chunk = self.context[self.context_fed : self.context_fed + take]
+            return [StepRow(self.slots[0], chunk, Logits.LAST if end else Logits.NONE)]
+        rows = []
+        room = min(budget, lines)  # every choice token fed asks for its logit line
+        for i, c in enumerate(self.choices):
+            take = min(len(c) - 1 - self.fed[i], room)
+            if take > 0:
+                rows.append(StepRow(self.slots[i], c[self.fed[i] : self.fed[i] + take], Logits.ALL))
+                self._planned.append((i, take))
+                room -= take
+        return rows
+
+    def took(self, lines: Sequence[np.ndarray]) -> None:
+        """The logit lines of this step's rows, in order ([1, vocab] for the context's end, [take, vocab] for
+        a choice's tokens; a chunk of the context before its end has none)."""
+        self.steps += 1
+        for (i, take), x in zip(self._planned, lines, strict=True):
+            self.tokens_fed += take
+            if i < 0:
+                self.context_fed += take
+                if self.context_fed == len(self.context):  # the context's last line scores every c_1
+                    for slot in self.slots[1:]:
+                        self.copy(self.slots[0], slot)
+                    self.total += log_prob_at(np.repeat(x, len(self.choices), axis=0), [c[0] for c in self.choices])
+            else:
+                at = self.fed[i]
+                self.total[i] += log_prob_at(x, self.choices[i][at + 1 : at + 1 + take]).sum()
+                self.fed[i] += take
+        self._planned = []
+
+    def scores(self) -> Scores:
+        return Scores(self.total.copy(), self.tokens_fed, self.steps)
+
+
+class ChooseRun:
+    """A chooses request in the scheduler: its slots and its pass (the input, then the neutral context when
+    calibrating), one step's share at a time."""
+
+    def __init__(self, msg: Score, slots: list[int], start: Callable[[int], None],
+                 copy: Callable[[int, int], None]) -> None:  # fmt: skip
+        self.msg, self.slots, self.start, self.copy = msg, slots, start, copy
+        self.job = ScoreJob(slots, start, copy, msg.context, msg.choices)
+        self.first: Scores | None = None
+
+    def rows(self, budget: int, lines: int) -> list[StepRow]:
+        return self.job.rows(budget, lines)
+
+    def took(self, lines: Sequence[np.ndarray]) -> bool:
+        """Take this step's logit lines; True once every pass is done."""
+        self.job.took(lines)
+        if not self.job.done:
+            return False
+        if self.first is None:
+            self.first = self.job.scores()
+            if self.msg.calibrate:
+                self.job = ScoreJob(self.slots, self.start, self.copy, NEUTRAL, self.msg.choices)
+                return False
+        return True
+
+    def result(self) -> Scored:
+        assert self.first is not None
+        neutral = self.job.scores() if self.msg.calibrate else None
+        fed = self.first.tokens_fed + (neutral.tokens_fed if neutral else 0)
+        return Scored(self.msg.id, tuple(self.first.log_likelihood.tolist()),
+                      None if neutral is None else tuple(neutral.log_likelihood.tolist()), fed)  # fmt: skip
+
+
+def lines_of(row: StepRow) -> int:
+    """Logit lines a plan row produces."""
+    return len(row.tokens) if row.logits is Logits.ALL else int(row.logits is Logits.LAST)
+
+
 def score(engine, slots: Sequence[int], start: Callable[[int], None], context: Sequence[int],
           choices: Sequence[Sequence[int]]) -> Scores:  # fmt: skip
-    """Log-likelihood of each choice after `context`, on the engine thread; `slots` (one per choice) are the
-    caller's, `start(slot)` sets a slot to the starting state."""
-    first = slots[0]
-    start(first)
-    budget = min(engine.max_step_tokens, engine.max_logit_lines)
-    steps = 0
-    last = None
-    for at in range(0, len(context), engine.max_step_tokens):  # the context, chunked; logits at its end only
-        chunk = tuple(context[at : at + engine.max_step_tokens])
-        end = at + len(chunk) == len(context)
-        result = engine.step(StepPlan((StepRow(first, chunk, Logits.LAST if end else Logits.NONE),)))
-        steps += 1
-        last = result.of_row(0) if end else last
-    for slot in slots[1:]:
-        engine.copy_slot(first, slot)
-    total = log_prob_at(np.repeat(last, len(choices), axis=0), [c[0] for c in choices])
-    # every choice's c_1..c_{m-1}, with logits everywhere; one step when they fit the budget, else chunks
-    fed = [0] * len(choices)
-    while True:
-        rows, owners, room = [], [], budget
-        for i, c in enumerate(choices):
-            left = len(c) - 1 - fed[i]
-            if left > 0 and room > 0:
-                take = min(left, room)
-                rows.append(StepRow(slots[i], tuple(c[fed[i] : fed[i] + take]), Logits.ALL))
-                owners.append((i, fed[i], take))
-                room -= take
-        if not rows:
-            break
+    """Log-likelihood of each choice after `context` on a bare engine (tools, tests): a ScoreJob alone in
+    every step, with the engine's whole budget."""
+    job = ScoreJob(slots, start, engine.copy_slot, context, choices)
+    while not job.done:
+        rows = job.rows(engine.max_step_tokens, engine.max_logit_lines)
         result = engine.step(StepPlan(tuple(rows)))
-        steps += 1
-        for r, (i, at, take) in enumerate(owners):
-            total[i] += log_prob_at(result.of_row(r, take), choices[i][at + 1 : at + 1 + take]).sum()
-            fed[i] += take
-    return Scores(total, len(context) + sum(fed), steps)
+        job.took([result.of_row(r, lines_of(row)) for r, row in enumerate(rows)])
+    return job.scores()
 
 
-def perplexities(choices: Sequence[Sequence[int]], scores: Scores, neutral: Scores | None) -> np.ndarray:
+def perplexities(choices: Sequence[Sequence[int]], scored: Scored) -> np.ndarray:
     """[k]: exp(-mean log p(c | X)), divided by exp(-mean log p(c | N)) when calibrating."""
     lengths = np.array([len(c) for c in choices], np.float64)
-    log_p = scores.log_likelihood - (neutral.log_likelihood if neutral is not None else 0.0)
+    log_p = np.array(scored.log_likelihood) - (np.array(scored.neutral) if scored.neutral is not None else 0.0)
     return np.exp(-log_p / lengths)

@@ -1,8 +1,8 @@
 """The only things that cross between the asyncio handlers and the engine thread: frozen messages and a sink.
 
-In (handler -> scheduler): Submit, Cancel, Update, SaveState; EngineCall for admin work.
+In (handler -> scheduler): Submit, Score, Cancel, Update, SaveState; EngineCall for admin work.
 Out (scheduler -> handler, through the request's EventSink): Started, Delta, Updated, Done, Failed,
-StateSaved, Embedded.
+StateSaved, Embedded, Scored.
 """
 
 from __future__ import annotations
@@ -80,6 +80,18 @@ class Submit:
     embed: bool = False  # prefill only, then answer Embedded
     grammar: Grammar | None = None  # every branch's output must follow it; it ends them when complete
     submitted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Score:
+    """Rank continuations (chooses): the scheduler plans it like a prompt, step by step (backend/chooses.py)."""
+
+    id: str
+    context: tuple[int, ...]
+    choices: tuple[tuple[int, ...], ...]
+    sink: EventSink = field(repr=False)
+    state: str | None = None  # as Submit.state
+    calibrate: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,14 @@ class StateSaved:
     id: str
     handle: str
     bytes: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    id: str
+    log_likelihood: tuple[float, ...]  # log p(choice | context), per choice
+    neutral: tuple[float, ...] | None  # log p(choice | neutral context) when calibrating
+    tokens_fed: int
 
 
 @dataclass(frozen=True)

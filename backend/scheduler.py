@@ -8,6 +8,7 @@ model swap) arrives as EngineCall and runs between two steps; a draining one hol
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.chooses import ChooseRun, lines_of
 from backend.gpu.step_types import Drawn, Logits, StepPlan, StepRow
 from backend.grammar import GrammarError
 from backend.messages import (
@@ -31,6 +33,7 @@ from backend.messages import (
     EngineCall,
     Failed,
     SaveState,
+    Score,
     Started,
     StateSaved,
     Submit,
@@ -91,6 +94,8 @@ class Scheduler:
         self._waiting: list[_Group] = []
         self._groups: dict[str, _Group] = {}
         self._running: list[Session] = []  # admission order
+        self._scoring_waiting: list[Score] = []
+        self._scoring: list[ChooseRun] = []  # chooses requests holding slots
         self._saved: OrderedDict[str, list[np.ndarray]] = OrderedDict()
         self._finished: OrderedDict[tuple[str, int], tuple[int, tuple[int, ...]]] = OrderedDict()  # -> (ns, fed)
         self.initial_states: dict[str, int] = {"": 0}  # initial-state id -> its prefix-cache namespace
@@ -107,8 +112,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
-    def submit(self, msg: Submit | Cancel | Update | SaveState) -> None:
-        if isinstance(msg, Submit | SaveState) and (self._stopping or not self.alive):
+    def submit(self, msg: Submit | Score | Cancel | Update | SaveState) -> None:
+        if isinstance(msg, Submit | Score | SaveState) and (self._stopping or not self.alive):
             msg.sink.put(Failed(msg.id, "internal", "the engine is not running", None))
             return
         if isinstance(msg, Submit) and self._draining:
@@ -163,7 +168,8 @@ class Scheduler:
             return
         self.ready.set()
         try:
-            while self._handle_inbox(block=not (self._running or self._waiting or self._calls)):
+            while self._handle_inbox(block=not (self._running or self._waiting or self._calls or self._scoring
+                                                or self._scoring_waiting)):
                 self._run_calls()
                 self._admit_waiting()
                 plan, owners, drawers = self._plan_step()
@@ -213,6 +219,52 @@ class Scheduler:
             self._save_state(msg)
         elif isinstance(msg, EngineCall):
             self._calls.append(msg)
+        elif isinstance(msg, Score):
+            self._accept_score(msg)
+
+    def _accept_score(self, msg: Score) -> None:
+        """A chooses request waits, like a generation, for one free slot per choice."""
+        self.metrics.requests.labels("chooses").inc()
+        if len(msg.choices) > self.max_batch:
+            return msg.sink.put(Failed(msg.id, "invalid_request", f"choices: at most max_batch ({self.max_batch})",
+                                       "choices"))  # fmt: skip
+        if msg.state is not None and msg.state not in self._saved and msg.state not in self.initial_states:
+            message = f"state: '{msg.state}' is neither a loaded initial state nor a saved-state handle"
+            return msg.sink.put(Failed(msg.id, "invalid_request", message, "state"))
+        if len(self._waiting) + len(self._scoring_waiting) >= self.max_queue and len(msg.choices) > len(
+                self._free_slots):  # fmt: skip
+            return msg.sink.put(Failed(msg.id, "overloaded", "all slots and the queue are full, retry later", None))
+        self._scoring_waiting.append(msg)
+        self._admit_waiting()
+
+    def _admit_scoring(self) -> None:
+        """Scoring requests take their slots first: they hold them for a few steps only."""
+        while self._scoring_waiting and len(self._scoring_waiting[0].choices) <= len(self._free_slots):
+            msg = self._scoring_waiting.pop(0)
+            saved = self._saved.get(msg.state) if msg.state is not None else None
+            state_id = msg.state if msg.state is not None else self.default_state
+            if saved is None and state_id not in self.initial_states:  # unloaded while it waited
+                msg.sink.put(Failed(msg.id, "invalid_request", f"state: '{msg.state}' is no longer loaded", "state"))
+                continue
+            slots = [self._free_slots.pop() for _ in msg.choices]
+            start = functools.partial(self.engine.write_slot, layers_state=saved) if saved is not None else \
+                functools.partial(self.engine.reset_slot, state_id=state_id)  # fmt: skip
+            try:
+                self._scoring.append(ChooseRun(msg, slots, start, self.engine.copy_slot))
+            except Exception as e:
+                log.exception("starting chooses %s failed", msg.id)
+                self._free_slots.extend(slots)
+                msg.sink.put(Failed(msg.id, "internal", f"internal error: {e}", None))
+
+    def _end_scoring(self, run: ChooseRun, failure: Failed | None = None) -> None:
+        """Give a scoring request's slots back and answer it (its result, or `failure`)."""
+        if run in self._scoring:
+            self._scoring.remove(run)
+            self._free_slots.extend(reversed(run.slots))
+        if failure is not None:
+            run.msg.sink.put(failure)
+        elif run.first is not None:
+            run.msg.sink.put(run.result())
 
     def _accept_submit(self, sub: Submit) -> None:
         self.metrics.requests.labels("embed" if sub.embed else "generate").inc()
@@ -238,6 +290,8 @@ class Scheduler:
     def _admit_waiting(self) -> None:
         """Give slots to waiting requests in arrival order; a request needs one slot per branch."""
         held = any(call.drain for call in self._calls)  # a model swap waits for the running ones to end
+        if not held:
+            self._admit_scoring()
         while not held and self._waiting and self._waiting[0].submit.n <= len(self._free_slots):
             group = self._waiting.pop(0)
             sub, first = group.submit, group.sessions[0]
@@ -307,6 +361,16 @@ class Scheduler:
                 for b in self._groups[s.id].sessions:
                     if b.status is not Status.FINISHED:
                         draw(b, len(rows) - 1)
+        # scoring (chooses) shares the prompts' budget, within the step's logit lines
+        lines = sum(lines_of(r) for r in rows)
+        for run in self._scoring:
+            if budget <= 0:
+                break
+            for row in run.rows(budget, self.engine.max_logit_lines - lines):
+                rows.append(row)
+                owners.append(run)
+                budget -= len(row.tokens)
+                lines += lines_of(row)
         for s, message in failed:
             if s.status is Status.PREFILL:  # its prompt row is in the plan: branches wait on it, so all end
                 self._end_group_on_error(s, message)
@@ -315,18 +379,25 @@ class Scheduler:
                 self._release(s, error=message)
         return StepPlan(tuple(rows), tuple(draws)), owners, drawers
 
-    def _run_step(self, plan: StepPlan, owners: list[Session], drawers: list[Session]) -> None:
+    def _run_step(self, plan: StepPlan, owners: list[Session | ChooseRun], drawers: list[Session]) -> None:
         t0 = time.perf_counter()
         try:
             result = self.engine.step(plan)
         except Exception as e:  # fail this step's sessions, keep serving the rest
             log.exception("engine step failed (%d rows)", len(plan.rows))
             for s in owners:
-                self._end_group_on_error(s, f"engine step failed: {e}")
+                if isinstance(s, ChooseRun):
+                    self._end_scoring(s, Failed(s.msg.id, "internal", f"engine step failed: {e}", None))
+                else:
+                    self._end_group_on_error(s, f"engine step failed: {e}")
             return
         drawn = dict(zip(drawers, result.drawn, strict=True))
+        scored: dict[ChooseRun, list[np.ndarray]] = {}
         with batched_delivery():
-            for row, s in zip(plan.rows, owners, strict=True):
+            for r, (row, s) in enumerate(zip(plan.rows, owners, strict=True)):
+                if isinstance(s, ChooseRun):
+                    scored.setdefault(s, []).append(result.of_row(r, lines_of(row)))
+                    continue
                 if s.status is Status.FINISHED:  # its grammar failed while planning
                     continue
                 try:
@@ -334,6 +405,13 @@ class Scheduler:
                 except Exception as e:  # a bug in one generation ends it with `error`; the others go on
                     log.exception("generation %s failed", s.id)
                     self._end_group_on_error(s, f"internal error: {e}")
+            for run, lines in scored.items():
+                try:
+                    if run.took(lines):
+                        self._end_scoring(run)
+                except Exception as e:
+                    log.exception("chooses %s failed", run.msg.id)
+                    self._end_scoring(run, Failed(run.msg.id, "internal", f"internal error: {e}", None))
         dt = time.perf_counter() - t0
         self.metrics.step_seconds.observe(dt)
         self.metrics.step_rows.observe(len(plan.rows))
@@ -413,6 +491,9 @@ class Scheduler:
         self.metrics.occupancy(len(self._running), waiting, self.max_batch - len(self._free_slots), self.max_batch)
 
     def _cancel(self, id: str) -> None:
+        self._scoring_waiting = [m for m in self._scoring_waiting if m.id != id]
+        for run in [r for r in self._scoring if r.msg.id == id]:
+            self._end_scoring(run, Failed(id, "cancelled", "cancelled", None))
         group = self._groups.get(id)
         if group is None:
             return
@@ -437,6 +518,11 @@ class Scheduler:
                     s.finish(reason)
                     self._release(s)
         self._waiting.clear()
+        for run in list(self._scoring):
+            self._end_scoring(run, Failed(run.msg.id, "internal", "the engine stopped", None))
+        for msg in self._scoring_waiting:
+            msg.sink.put(Failed(msg.id, "internal", "the engine stopped", None))
+        self._scoring_waiting.clear()
 
     def _update(self, msg: Update) -> None:
         group = self._groups.get(msg.id)
@@ -483,7 +569,7 @@ class Scheduler:
         """Run waiting calls in order; a draining one waits (holding back those after it) until nothing runs."""
         while self._calls:
             call = self._calls[0]
-            if call.drain and self._running:
+            if call.drain and (self._running or self._scoring):
                 if call.deadline is None or time.monotonic() < call.deadline:
                     return
                 self._calls.pop(0)
@@ -509,15 +595,6 @@ class Scheduler:
             if call.future.set_running_or_notify_cancel():
                 call.future.set_exception(RuntimeError("the engine stopped"))
         self._calls.clear()
-
-    def take_slots(self, n: int) -> list[int] | None:
-        """`n` free slots for admin work done within one call (scoring); None when fewer are free."""
-        if n > len(self._free_slots):
-            return None
-        return [self._free_slots.pop() for _ in range(n)]
-
-    def return_slots(self, slots: list[int]) -> None:
-        self._free_slots.extend(reversed(slots))
 
     def store_state(self, layers: list[np.ndarray]) -> str:
         """Keep a copy of a state in host memory under a new handle (the oldest go beyond _SAVED_STATES)."""
