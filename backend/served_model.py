@@ -27,7 +27,7 @@ from backend.lora import Adapter, LoraError, merge, read_adapter, read_base, wri
 from backend.model_read import read_model as read_model_reporting
 from backend.readiness import Progress
 from backend.scheduler import Busy
-from backend.st_file import StFileError
+from backend.st_file import StFileError, check_model_header
 from backend.state_file import StateFileError, read_state, state_file_bytes
 
 if TYPE_CHECKING:
@@ -109,6 +109,8 @@ class ServedModel:
 
     def load_engine(self, n_slots: int) -> Any:
         """The engine of `spec` with the active adapters merged: at start, and to fall back after a failed swap."""
+        if self.spec.path.suffix == ".st":
+            check_model_header(self.spec.path)
         info, tensors = read_model_reporting(self.spec.path, self._report)
         shapes = {name: x.shape for name, x in tensors.items()}
         if self._configured_loras is not None:

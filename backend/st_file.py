@@ -7,6 +7,7 @@ the file; numpy has no bfloat16, so BF16 tensors are widened here from their raw
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +20,33 @@ _FLOATS = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
 
 class StFileError(ValueError):
     """Not a safetensors file of float tensors; the message names the file (and the tensor)."""
+
+
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own bound on the JSON header
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+
+def check_model_header(path: str | Path) -> None:
+    """Refuse a model file whose header claims more than its tensors can hold, before anything is sized from
+    it: layer indices must run 0..n-1 with no gap, and n can be at most the number of tensors (a file of a few
+    hundred bytes naming blocks.99999999 would otherwise have the loader plan a hundred million layers)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+            raise StFileError(f"{path.name}: not a safetensors file (header of {size} bytes)")
+        try:
+            header = json.loads(f.read(size))
+        except (ValueError, RecursionError) as e:
+            raise StFileError(f"{path.name}: not a safetensors file (header: {e})") from None
+    if not isinstance(header, dict):
+        raise StFileError(f"{path.name}: not a safetensors file (header is not an object)")
+    n_tensors = sum(1 for k in header if k != "__metadata__")
+    layers = {int(m[1]) for name in header if (m := _BLOCK.match(name))}
+    if layers and (max(layers) >= n_tensors or len(layers) != max(layers) + 1):
+        missing = min(set(range(min(max(layers), n_tensors) + 1)) - layers, default=max(layers))
+        raise StFileError(f"{path.name}: layer indices must run 0..n-1 within its {n_tensors} tensors; "
+                          f"found up to {max(layers)}, layer {missing} missing")  # fmt: skip
 
 
 def read_st(source: str | Path | bytes, where: str = "") -> tuple[dict[str, np.ndarray], dict[str, str]]:

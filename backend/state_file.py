@@ -42,6 +42,9 @@ def read_state(source: str | Path | bytes, info: ModelInfo, where: str = "") -> 
     known = {f"blocks.{i}.{part}" for i in range(info.n_layer) for part in parts}
     if extra := sorted(set(tensors) - known):
         raise StateFileError(f"{extra[0]}: not a tensor of this {info.n_layer}-layer model's state, in {where}")
+    for name, x in tensors.items():  # a NaN or an infinity would spread to every token generated from it
+        if not np.isfinite(x).all():
+            raise StateFileError(f"{name}: holds NaN or infinite values, in {where}")
     layers = (
         _v4_layers(tensors, info, where)
         if info.version is Version.V4

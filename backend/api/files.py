@@ -99,6 +99,7 @@ def list_dir(folder: Path) -> list[dict[str, Any]]:
 def list_models(roots: tuple[Path, ...]) -> list[dict[str, Any]]:
     """Model files with their version from the header alone (no tensor data read); unreadable: version null."""
     from backend.gpu.loader import iter_model
+    from backend.st_file import check_model_header
 
     out = []
     for root in roots:
@@ -109,6 +110,7 @@ def list_models(roots: tuple[Path, ...]) -> list[dict[str, Any]]:
                      "n_layer": None, "n_embd": None}  # fmt: skip
             if p.suffix == ".st":
                 try:
+                    check_model_header(p)  # before the loader sizes anything from the header
                     info, _ = iter_model(p)
                     entry |= {"version": str(info.version), "n_layer": info.n_layer, "n_embd": info.n_embd}
                 except Exception:  # an adapter, a state, or no model at all: listed without a version
