@@ -99,11 +99,20 @@ class TlsSection(_Section):
     key: FilePath
 
 
+def _real_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """An empty or blank key would let anyone in (an empty Bearer matches it): refuse it at load."""
+    for i, key in enumerate(keys):
+        if not key.strip() or key != key.strip():
+            raise ValueError(f"key {i} is empty or has surrounding spaces (remove it, or leave api_keys = [])")
+    return keys
+
+
 class ListenSection(_Section):
-    ip: str = "0.0.0.0"
+    # loopback by default: a server reachable from the network should be given api_keys, then `ip = "0.0.0.0"`
+    ip: str = "127.0.0.1"
     port: Annotated[int, _range(0, 65535)] = 65530  # 0: any free port (tests)
     tls: TlsSection | None = None
-    api_keys: tuple[str, ...] = ()
+    api_keys: Annotated[tuple[str, ...], AfterValidator(_real_keys)] = ()
     cors_origins: tuple[str, ...] = ()
     # when set, state-changing admin routes (POST/DELETE under /api/models/, /api/loras, /api/states, /api/files/)
     # need `Authorization: Bearer ADMIN_KEY`; it also works as an API key. force_pass: no admin check (local use)
