@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from backend.api import admin, chooses, docs, files, openai, static, ws
+from backend.api.guard import TENANT, bearer_token, guard_middleware, tenant_of
 from backend.api.lifecycle import load_model, readiness_middleware, request_id_middleware
 from backend.api.openai import json_response
 from backend.api.schemas import ApiError
@@ -142,7 +143,8 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
     listen = config.listen
     keys = (*listen.api_keys, listen.admin_key) if listen.api_keys and listen.admin_key else listen.api_keys
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware(keys),
+        middlewares=[request_id_middleware, error_middleware, guard_middleware(listen.cors_origins),
+                     auth_middleware(keys, listen.admin_key),
                      admin_middleware(listen.admin_key, listen.force_pass), readiness_middleware(server)],
         client_max_size=config.limits.max_body_bytes,
     )
@@ -216,7 +218,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return json_response(ApiError(500, "internal error", type="server_error", code="internal").body(), 500)
 
 
-def auth_middleware(keys: tuple[str, ...]):
+def auth_middleware(keys: tuple[str, ...], admin_key: str = ""):
     """Bearer keys on every route but the open ones; browsers' WebSockets send `bearer.KEY` as a subprotocol."""
     encoded = [k.encode() for k in keys]
 
@@ -224,14 +226,15 @@ def auth_middleware(keys: tuple[str, ...]):
     async def auth(request: web.Request, handler) -> web.StreamResponse:
         if not encoded or request.path.startswith(OPEN_PATHS) or static.is_ui(request) or request.method == "OPTIONS":
             return await handler(request)
-        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        offered = bearer_token(request)
         if not offered and request.path == "/api/ws":
             protocols = (p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(","))
             offered = next((p.removeprefix("bearer.") for p in protocols if p.startswith("bearer.")), "")
         # compare with every key, in constant time, so timing tells nothing about a key
-        if not any([hmac.compare_digest(offered.encode(), k) for k in encoded]):
+        if not offered or not any([hmac.compare_digest(offered.encode(), k) for k in encoded]):
             raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer KEY')",
                            code="invalid_api_key")
+        request[TENANT] = tenant_of(offered, admin_key)
         return await handler(request)
 
     return auth
@@ -243,11 +246,11 @@ def admin_middleware(admin_key: str, force_pass: bool):
 
     @web.middleware
     async def admin(request: web.Request, handler) -> web.StreamResponse:
-        if key and not force_pass and request.method in ("POST", "DELETE") and request.path.startswith(ADMIN_PATHS):
-            offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(offered.encode(), key):
-                raise ApiError(401, "admin route: send 'Authorization: Bearer ADMIN_KEY' ([listen] admin_key)",
-                               code="invalid_admin_key")  # fmt: skip
+        changes = request.method in ("POST", "DELETE") and request.path.startswith(ADMIN_PATHS)
+        guarded = key and not force_pass and changes
+        if guarded and not hmac.compare_digest(bearer_token(request).encode(), key):
+            raise ApiError(401, "admin route: send 'Authorization: Bearer ADMIN_KEY' ([listen] admin_key)",
+                           code="invalid_admin_key")  # fmt: skip
         return await handler(request)
 
     return admin
