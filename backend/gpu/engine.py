@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,6 @@ def prepare_layer_weights(info: ModelInfo, t: dict[str, np.ndarray], i: int) -> 
             return v5.prepare_layer(t, i, info.version)
         case _:
             return v4.prepare_layer(t, i)
-
-
-def prepare_weights(info: ModelInfo, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Canonical (official-layout) tensors -> the arrays the kernels read, per version."""
-    out = layers.prepare_common(t)
-    for i in range(info.n_layer):
-        out |= prepare_layer_weights(info, t, i)
-    return out
 
 
 def _layer_of(name: str) -> int:
@@ -117,7 +110,7 @@ class Engine:
             self.max_logit_lines * info.n_vocab * 4, "logits_readback",
             usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
         )  # fmt: skip
-        self.weights = self._upload(prepare_weights(info, tensors))
+        self.weights = self._upload(info, tensors)
         self.dispatches = self._build()
         self.sampler = GpuSampler(self.gpu, self.pipelines, self.ws.logits, info.n_vocab, max_batch)
         self.recorder = Recorder(self.dispatches)
@@ -137,16 +130,21 @@ class Engine:
         info, tensors = read_model(Path(path))
         return cls(info, tensors, **kwargs)  # type: ignore[arg-type]
 
-    def _upload(self, arrays: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    def _upload(self, info: ModelInfo, tensors: dict[str, np.ndarray]) -> dict[str, Tensor]:
+        """Prepare and upload one layer at a time, so the host holds one layer's prepared arrays
+        beside the file's (memory-mapped) tensors instead of a second copy of the whole model."""
         f16 = self.precision == "fp16"
-        total = sum(a.nbytes for a in arrays.values())
+        total = sum(a.nbytes for a in tensors.values())
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="upload", disable=total < PROGRESS_MIN_BYTES)
         out = {}
-        for name, array in arrays.items():
-            matrix = layers.is_matrix(name)
-            quant = self.quant_type if matrix and _layer_of(name) < self.quant else ""
-            out[name] = self.ops.upload(array, f16 and matrix, name, quant)
-            bar.update(array.nbytes)
+        for part in range(-1, info.n_layer):
+            arrays = layers.prepare_common(tensors) if part < 0 else prepare_layer_weights(info, tensors, part)
+            for name, array in arrays.items():
+                matrix = layers.is_matrix(name)
+                quant = self.quant_type if matrix and _layer_of(name) < self.quant else ""
+                out[name] = self.ops.upload(array, f16 and matrix, name, quant)
+                bar.update(array.nbytes)
+            del arrays
         bar.close()
         return out
 
@@ -154,10 +152,12 @@ class Engine:
         w = self.weights
         build = _layer_builder(self.info)
         layout = StateLayout.of(self.info)
-        steps = [self.ops.embed(w["emb"])]
+        steps = self.ops.embed(w["emb"])
+        first_layer_dispatch = len(steps)
         for i in range(self.info.n_layer):
             layer = layers.Layer(i, self.ops, self.info, layout, self.states.layers[i], w)
             steps += build(layer)
+        self.layer_span = (first_layer_dispatch, len(steps))  # the layers' share of the list
         steps.append(self.ops.head_norm(w["ln_out.weight"], w["ln_out.bias"]))
         steps += self.ops.matmul("head", self.ws.head_x, w["head"], self.ws.logits, count="R")
         return steps
@@ -210,6 +210,10 @@ class Engine:
     def step(self, plan: StepPlan) -> StepResult:
         """Run the plan's rows; draw its tokens on the GPU; read back only the drawn ids (and logprobs)
         unless some logit line is wanted raw (an ALL row, or a LAST row no draw uses)."""
+        return self.collect(self.submit(plan))
+
+    def submit(self, plan: StepPlan) -> PendingStep:
+        """Write the step's inputs and record and submit its dispatches; returns without waiting on the GPU."""
         tokens, rows, positions, offsets = self._tables(plan)
         self.ws.write_inputs(self.gpu, tokens, rows, positions)
         if plan.draws:
@@ -217,8 +221,22 @@ class Engine:
         dims = StepDims(len(tokens), len(positions), len(rows))
         raw_bytes = dims.R * self.info.n_vocab * 4 if _wants_raw(plan) else 0
         self._submit(dims, len(plan.draws), raw_bytes)
+        return PendingStep(plan, dims, offsets, raw_bytes)
+
+    def collect(self, pending: PendingStep) -> StepResult:
+        """Wait for a submitted step and read back what it drew (and its raw logits when asked)."""
+        plan = pending.plan
         drawn = self.sampler.read(plan.draws) if plan.draws else ()
-        return StepResult(self._read_logits(dims.R, raw_bytes), offsets, drawn)
+        return StepResult(self._read_logits(pending.dims.R, pending.raw_bytes), pending.offsets, drawn)
+
+    def dispatch_count(self, dims: StepDims, n_draws: int = 0) -> int:
+        """Dispatches a step of these sizes records (the model's non-empty ones, plus the sampler's)."""
+        return sum(1 for d in self.dispatches if all(d.grid(dims))) + (1 if n_draws else 0)
+
+    def layer_dispatch_count(self, dims: StepDims) -> int:
+        """The layers' share of `dispatch_count` (all layers together)."""
+        start, end = self.layer_span
+        return sum(1 for d in self.dispatches[start:end] if all(d.grid(dims)))
 
     def _submit(self, dims: StepDims, n_draws: int, raw_bytes: int) -> None:
         """Record and submit the step piece by piece (the GPU starts on the first while the host records
@@ -292,6 +310,16 @@ class Engine:
         lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
         if lines > self.max_logit_lines:
             raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
+
+
+@dataclass(frozen=True)
+class PendingStep:
+    """A submitted step: what `collect` needs to read its results."""
+
+    plan: StepPlan
+    dims: StepDims
+    offsets: tuple[int, ...]
+    raw_bytes: int
 
 
 def _wants_raw(plan: StepPlan) -> bool:

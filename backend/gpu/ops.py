@@ -75,6 +75,9 @@ class Tensor:
     scales: wgpu.GPUBuffer | None = None  # [rows, K / 64] f32 when quantized
 
 
+Binding = wgpu.GPUBuffer | tuple[wgpu.GPUBuffer, int, int]  # a whole buffer, or (buffer, offset, size) in bytes
+
+
 @dataclass(frozen=True)
 class Dispatch:
     name: str
@@ -85,6 +88,43 @@ class Dispatch:
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _resource(binding: Binding) -> dict:
+    if isinstance(binding, tuple):
+        buffer, offset, size = binding
+        return {"buffer": buffer, "offset": offset, "size": size}
+    return {"buffer": binding}
+
+
+@dataclass(frozen=True)
+class RowSlice:
+    """Rows [row0, row0 + rows) of a weight, bound on their own (weight and scales)."""
+
+    row0: int
+    rows: int
+    weight: Binding
+    scales: Binding | None
+
+
+def row_slices(w: Tensor, max_bytes: int) -> list[RowSlice]:
+    """A matrix larger than one binding may hold (128 MiB on some drivers: a World-vocab head or
+    embedding of a 1.6B model) is bound in slices of whole 64-row blocks; smaller ones in one piece."""
+    rows, k = w.shape
+    row_bytes = {"int8": k, "nf4": k // 2}.get(w.quant, k * (2 if w.f16 else 4))
+    if rows * row_bytes <= max_bytes:
+        return [RowSlice(0, rows, w.buffer, w.scales)]
+    step = max_bytes // row_bytes // 64 * 64
+    if step == 0:
+        raise ValueError(f"weight {w.shape}: one 64-row block exceeds the {max_bytes}-byte binding limit")
+    scale_bytes = k // 64 * 4
+    out = []
+    for row0 in range(0, rows, step):
+        n = min(step, rows - row0)
+        weight = (w.buffer, row0 * row_bytes, n * row_bytes)
+        scales = None if w.scales is None else (w.scales, row0 * scale_bytes, n * scale_bytes)
+        out.append(RowSlice(row0, n, weight, scales))
+    return out
 
 
 def _matmul_grid(kernel: MatmulKernel, rows: int, count: str) -> Grid:
@@ -112,25 +152,27 @@ class Ops:
         data = array.astype(np.float16 if f16 else np.float32, copy=False)
         return Tensor(self.gpu.upload(data, label), tuple(array.shape), f16)
 
-    def _dispatch(
-        self, name: str, shader: str, defines: Defines, bindings: dict[int, wgpu.GPUBuffer], grid: Grid
-    ) -> Dispatch:
+    def _dispatch(self, name: str, shader: str, defines: Defines, bindings: dict[int, Binding], grid: Grid) -> Dispatch:
         pipeline = self.cache.get(shader, defines)
         if set(bindings) != pipeline.bindings:
             raise ValueError(f"{name}: bindings {sorted(bindings)} != shader's {sorted(pipeline.bindings)}")
-        entries = [{"binding": b, "resource": {"buffer": buf}} for b, buf in sorted(bindings.items())]
+        entries = [{"binding": b, "resource": _resource(buf)} for b, buf in sorted(bindings.items())]
         bind_group = self.gpu.device.create_bind_group(layout=pipeline.layout, entries=entries, label=name)
         return Dispatch(name, pipeline.pipeline, bind_group, grid)
 
-    def embed(self, emb: Tensor) -> Dispatch:
+    def embed(self, emb: Tensor) -> list[Dispatch]:
+        """x[t] = emb[id]: one dispatch per bound slice of the table, each copying the ids it holds."""
         c4 = emb.shape[1] // 4
-        return self._dispatch(
-            "embed",
-            "embed.wgsl",
-            {"C4": c4, "W_F16": emb.f16},
-            {0: self.ws.dims, 1: self.ws.tokens, 2: emb.buffer, 3: self.ws.x},
-            lambda d: (_ceil(c4, 64), d.T, 1),
-        )
+        return [
+            self._dispatch(
+                "embed",
+                "embed.wgsl",
+                {"C4": c4, "W_F16": emb.f16, "ROW0": part.row0, "ROWS": part.rows},
+                {0: self.ws.dims, 1: self.ws.tokens, 2: part.weight, 3: self.ws.x},
+                lambda d: (_ceil(c4, 64), d.T, 1),
+            )
+            for part in row_slices(emb, self.gpu.max_binding_bytes)
+        ]
 
     def matmul(
         self,
@@ -172,22 +214,26 @@ class Ops:
             "BIAS": bias is not None, "MUL": mul is not None, "ADD": add,
             f"ACT_{(act or 'none').upper()}": True,
         }  # fmt: skip
-        bindings = {0: self.ws.dims, 1: x, 2: w.buffer, 3: y}
-        if bias is not None:
-            bindings[4] = bias.buffer
-        if mul is not None:
-            bindings[5] = mul
-        if w.scales is not None:
-            bindings[6] = w.scales
+        slices = row_slices(w, self.gpu.max_binding_bytes)
+        if len(slices) > 1 and (groups > 1 or bias is not None):
+            raise ValueError(f"{name}: a weight bound in slices must have one group and no bias")
         out = []
-        for kernel in self.matmul_kernels:
-            straddles = kernel.shader == "matmul_gemm.wgsl" and groups > 1 and n % kernel.rows
-            # matmul_vec reads fp16/f32 rows 16 bytes at a time; quantized rows go through w4()
-            if straddles or (kernel.shader == "matmul_vec.wgsl" and w.quant):
-                kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
-            out.append(
-                self._dispatch(name, kernel.shader, defines, bindings, _matmul_grid(kernel, rows, count))
-            )
+        for part in slices:
+            bindings: dict[int, Binding] = {0: self.ws.dims, 1: x, 2: part.weight, 3: y}
+            if bias is not None:
+                bindings[4] = bias.buffer
+            if mul is not None:
+                bindings[5] = mul
+            if part.scales is not None:
+                bindings[6] = part.scales
+            sliced = defines | {"N": n if len(slices) == 1 else part.rows, "Y_BASE": y_base + part.row0}
+            for kernel in self.matmul_kernels:
+                straddles = kernel.shader == "matmul_gemm.wgsl" and groups > 1 and n % kernel.rows
+                # matmul_vec reads fp16/f32 rows 16 bytes at a time; quantized rows go through w4()
+                if straddles or (kernel.shader == "matmul_vec.wgsl" and w.quant):
+                    kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+                grid = _matmul_grid(kernel, part.rows if len(slices) > 1 else rows, count)
+                out.append(self._dispatch(name, kernel.shader, sliced, bindings, grid))
         return out
 
     def ln_mix(
