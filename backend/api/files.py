@@ -53,14 +53,17 @@ def routes(server: Server) -> list[web.RouteDef]:
             text = await asyncio.to_thread(path.read_text, encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
             raise ApiError(404, f"path: cannot read '{path}' ({e})", param="path", code="not_found") from None
-        return json_response({"path": str(path), "content": text, "config": validated(text)})
+        return json_response({"path": str(path), "content": text, "config": validated(text, roots)})
 
     async def config_save(request: web.Request) -> web.Response:
         req: a.ConfigSaveRequest = parse(a.ConfigSaveRequest, await read_json(request))
         path = allowed(req.path)
         if path.suffix != ".toml":
             raise ApiError(400, "path: a config file ends in .toml", param="path")
-        config = validated(req.content)
+        if not path.parent.is_dir():
+            raise ApiError(400, f"path: no folder '{path.parent.name}' to save into", param="path", code="not_found")
+        config = validated(req.content, roots)
+        refuse_weaker(config, server.config)
         await asyncio.to_thread(write_atomically, path, req.content)
         return json_response({"path": str(path), "config": config})
 
@@ -72,16 +75,67 @@ def routes(server: Server) -> list[web.RouteDef]:
     ]
 
 
-def validated(text: str) -> dict[str, Any]:
-    """The TOML as a dict, if it parses and makes a valid Config; else 400 naming what is wrong."""
+def validated(text: str, roots: tuple[Path, ...]) -> dict[str, Any]:
+    """The TOML as a dict, if it parses and makes a valid Config; else 400 naming what is wrong. The files it
+    names are checked to lie inside `roots` before anything looks at them, so that the answer never tells
+    whether a file elsewhere on the host exists."""
     try:
         data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:  # tomllib recurses once per nested table
+        raise ApiError(400, f"content: not TOML ({str(e)[:200] or type(e).__name__})", param="content",
+                       code="invalid_config") from None  # fmt: skip
+    for field, value in config_paths(data):
+        try:
+            resolve_allowed(roots, value, f"content: {field}")
+        except ValueError as e:
+            raise ApiError(400, str(e), param="content", code="path_not_allowed") from None
+    try:
         Config.from_dict(data)
-    except tomllib.TOMLDecodeError as e:
-        raise ApiError(400, f"content: not TOML ({e})", param="content", code="invalid_config") from None
     except ConfigError as e:
         raise ApiError(400, f"content: invalid config: {e}", param="content", code="invalid_config") from None
     return data
+
+
+def config_paths(data: Any) -> list[tuple[str, str]]:
+    """(field, path) for every file a config names."""
+    if not isinstance(data, dict):
+        return []
+    model, listen = data.get("model"), data.get("listen")
+    model = model if isinstance(model, dict) else {}
+    tls = listen.get("tls") if isinstance(listen, dict) else None
+    tokenizer = data.get("tokenizer")
+    found = [("model.path", model.get("path")),
+             ("tokenizer.path", tokenizer.get("path") if isinstance(tokenizer, dict) else None),
+             ("listen.tls.cert", tls.get("cert") if isinstance(tls, dict) else None),
+             ("listen.tls.key", tls.get("key") if isinstance(tls, dict) else None)]  # fmt: skip
+    for section in ("states", "loras"):
+        entries = model.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            found.append((f"model.{section}.{i}.path", entry.get("path") if isinstance(entry, dict) else None))
+    return [(field, value) for field, value in found if isinstance(value, str) and value]
+
+
+def refuse_weaker(data: dict[str, Any], running: Config) -> None:
+    """A config written through the API may not open what the running one keeps closed: more folders, no
+    keys where there are keys, force_pass, more CORS origins, the network without keys."""
+    new = Config.from_dict(data)
+    old_roots = [r.resolve() for r in running.files.roots]
+    problems = []
+    inside = lambda d: any(Path(d).resolve().is_relative_to(r) for r in old_roots)  # noqa: E731
+    if widened := [d for d in new.files.allowed_dirs if not inside(d)]:
+        problems.append(f"files.allowed_dirs: {widened[0]!r} is outside the folders allowed now")
+    if running.listen.api_keys and not new.listen.api_keys:
+        problems.append("listen.api_keys: may not be emptied through the API")
+    if running.listen.admin_key and not new.listen.admin_key:
+        problems.append("listen.admin_key: may not be removed through the API")
+    if new.listen.force_pass and not running.listen.force_pass:
+        problems.append("listen.force_pass: may not be turned on through the API")
+    if extra := set(new.listen.cors_origins) - set(running.listen.cors_origins):
+        problems.append(f"listen.cors_origins: may not add {sorted(extra)[0]!r} through the API")
+    if new.listen.ip not in ("127.0.0.1", "::1", "localhost") and not new.listen.api_keys:
+        problems.append(f"listen.ip: {new.listen.ip!r} serves the network, which needs api_keys")
+    if problems:
+        raise ApiError(403, "content: " + "; ".join(problems), param="content", code="config_not_allowed")
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from backend.config import Config
 from backend.tools.demo_model import ensure_demo_model
-from tests.server.conftest import TEST_CONFIG, LiveServer, start_server, stop_server
+from tests.server.conftest import API_KEY, TEST_CONFIG, LiveServer, start_server, stop_server
 
 VALID = "[model]\nmax_batch = 4\n\n[listen]\nport = 0\n"
 
@@ -84,7 +84,9 @@ def test_config_load_and_save_validate_and_keep_the_old_file_on_error(files_serv
         assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
         assert r.json()["error"]["param"] == "content"
         assert target.read_text() == VALID  # the old file, intact
-    new = VALID.replace("max_batch = 4", "max_batch = 6")
+    # what the running server locks (its keys, its folders) must stay locked: see test_hostile_files_and_auth
+    new = VALID.replace("max_batch = 4", "max_batch = 6").replace("port = 0\n", f'port = 0\napi_keys = ["{API_KEY}"]\n')
+    new += f"\n[files]\nallowed_dirs = [{str(root)!r}]\n"
     r = post(files_server, "/api/files/config/save", {"path": "configs/Config.toml", "content": new})
     assert r.status_code == 200, r.text
     assert target.read_text() == new
