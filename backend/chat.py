@@ -11,7 +11,13 @@ ROLE_ALIASES = {"developer": "system", "tool": "user"}  # OpenAI roles RWKV chat
 
 def role_names(names: Mapping[str, str] | None) -> dict[str, str]:
     """The display name of each role: the request's `names` over User/Assistant/System."""
-    return {**DEFAULT_NAMES, **(names or {})}
+    return {**DEFAULT_NAMES, **{role: speaker(name) for role, name in (names or {}).items()}}
+
+
+def speaker(name: str) -> str:
+    """A name as it may appear before a turn: on one line (a newline in a name would let it write a fake
+    turn of its own, as "Bob\n\nAssistant: ..."), never empty."""
+    return re.sub(r"\s+", " ", name).strip() or "User"
 
 
 def normalize(text: str) -> str:
@@ -27,7 +33,7 @@ def chat_prompt(
     turns = []
     for role, text, name in messages:
         role = ROLE_ALIASES.get(role, role)
-        turns.append(f"{name or who[role]}: {normalize(text)}")
+        turns.append(f"{speaker(name) if name else who[role]}: {normalize(text)}")
     turns.append(f"{who['assistant']}:")
     return "\n\n".join(turns)
 

@@ -79,6 +79,7 @@ class Submit:
     state: str | None = None  # a saved-state handle or initial-state id ("": zero state); None: the default
     embed: bool = False  # prefill only, then answer Embedded
     grammar: Grammar | None = None  # every branch's output must follow it; it ends them when complete
+    tenant: str = ""  # the API key's namespace (api/guard.py): its saved states and prefix cache only
     submitted_at: float = field(default_factory=time.monotonic)
 
 
@@ -92,6 +93,7 @@ class Score:
     sink: EventSink = field(repr=False)
     state: str | None = None  # as Submit.state
     calibrate: bool = False
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class SaveState:
     id: str
     sink: EventSink = field(repr=False)
     branch: int = 0
+    tenant: str = ""
 
 
 @dataclass(frozen=True)

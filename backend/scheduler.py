@@ -50,6 +50,7 @@ log = logging.getLogger("ai00.scheduler")
 
 _STOP = object()
 _SAVED_STATES = 64  # saved-state handles kept in host memory
+SHARED = "*"  # the tenant that sees every saved state (the admin key; states the admin routes bring in)
 _FINISHED_KEPT = 256  # finished (id, branch) -> fed tokens, so state.save works after `done`
 _LOG_EVERY_S = 2.0
 
@@ -97,6 +98,7 @@ class Scheduler:
         self._scoring_waiting: list[Score] = []
         self._scoring: list[ChooseRun] = []  # chooses requests holding slots
         self._saved: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+        self._owners: dict[str, str] = {}  # saved-state handle -> the tenant that saved it
         self._finished: OrderedDict[tuple[str, int], tuple[int, tuple[int, ...]]] = OrderedDict()  # -> (ns, fed)
         self.initial_states: dict[str, int] = {"": 0}  # initial-state id -> its prefix-cache namespace
         self.default_state = ""  # where a generation that names no state starts
@@ -228,7 +230,8 @@ class Scheduler:
         if len(msg.choices) > self.max_batch:
             return msg.sink.put(Failed(msg.id, "invalid_request", f"choices: at most max_batch ({self.max_batch})",
                                        "choices"))  # fmt: skip
-        if msg.state is not None and msg.state not in self._saved and msg.state not in self.initial_states:
+        if msg.state is not None and self.saved_state(msg.state, msg.tenant) is None and \
+                msg.state not in self.initial_states:  # fmt: skip
             message = f"state: '{msg.state}' is neither a loaded initial state nor a saved-state handle"
             return msg.sink.put(Failed(msg.id, "invalid_request", message, "state"))
         if len(self._waiting) + len(self._scoring_waiting) >= self.max_queue and len(msg.choices) > len(
@@ -241,7 +244,7 @@ class Scheduler:
         """Scoring requests take their slots first: they hold them for a few steps only."""
         while self._scoring_waiting and len(self._scoring_waiting[0].choices) <= len(self._free_slots):
             msg = self._scoring_waiting.pop(0)
-            saved = self._saved.get(msg.state) if msg.state is not None else None
+            saved = self.saved_state(msg.state, msg.tenant) if msg.state is not None else None
             state_id = msg.state if msg.state is not None else self.default_state
             if saved is None and state_id not in self.initial_states:  # unloaded while it waited
                 msg.sink.put(Failed(msg.id, "invalid_request", f"state: '{msg.state}' is no longer loaded", "state"))
@@ -272,7 +275,8 @@ class Scheduler:
             return self._reject(sub, "duplicate_id", f"id '{sub.id}' is already live", "id")
         if sub.n > self.max_batch:
             return self._reject(sub, "invalid_request", f"n: must be <= max_batch ({self.max_batch})", "n")
-        if sub.state is not None and sub.state not in self._saved and sub.state not in self.initial_states:
+        if sub.state is not None and self.saved_state(sub.state, sub.tenant) is None and \
+                sub.state not in self.initial_states:  # fmt: skip
             message = f"state: '{sub.state}' is neither a loaded initial state nor a saved-state handle"
             return self._reject(sub, "invalid_request", message, "state")
         self._admit_waiting()  # slots freed by the last step go to those already waiting before we judge the queue
@@ -295,7 +299,7 @@ class Scheduler:
         while not held and self._waiting and self._waiting[0].submit.n <= len(self._free_slots):
             group = self._waiting.pop(0)
             sub, first = group.submit, group.sessions[0]
-            saved = self._saved.get(sub.state) if sub.state is not None else None
+            saved = self.saved_state(sub.state, sub.tenant) if sub.state is not None else None
             group.initial = None if saved is not None else self.initial_state_of(sub)
             if saved is None and group.initial not in self.initial_states:  # unloaded while it waited
                 del self._groups[sub.id]
@@ -321,7 +325,8 @@ class Scheduler:
         """Put the request's starting state in its first slot; the number of prompt tokens it already holds."""
         if saved is not None:
             self.engine.write_slot(slot, saved)
-        elif (hit := self.cache.match(group.submit.tokens, self.initial_states[group.initial])) is not None:
+        elif (hit := self.cache.match(group.submit.tokens, (group.submit.tenant, self.initial_states[group.initial]))
+              ) is not None:  # fmt: skip
             cached, cache_slot = hit
             self.engine.copy_slot(cache_slot, slot)
             return cached
@@ -538,11 +543,12 @@ class Scheduler:
         """Snapshot a live branch's slot, or a finished branch's state still held by the prefix cache."""
         group = self._groups.get(msg.id)
         state = None
-        if group is not None and msg.branch < len(group.sessions):
+        mine = lambda tenant: msg.tenant in (SHARED, tenant)  # noqa: E731 -- another key's generation: unknown
+        if group is not None and msg.branch < len(group.sessions) and mine(group.submit.tenant):
             s = group.sessions[msg.branch]
             if s.slot >= 0 and s.status is not Status.WAITING:
                 state = self.engine.read_slot(s.slot)
-        elif (finished := self._finished.get((msg.id, msg.branch))) is not None:
+        elif (finished := self._finished.get((msg.id, msg.branch))) is not None and mine(finished[0][0]):
             slot = self.cache.get(finished[1], finished[0])
             if slot is not None:
                 state = self.engine.read_slot(slot)
@@ -551,17 +557,20 @@ class Scheduler:
                 Failed(msg.id, "unknown_id", f"no state to save for '{msg.id}' branch {msg.branch}", "id")
             )
             return
-        handle = self.store_state(state)
+        handle = self.store_state(state, msg.tenant)
         msg.sink.put(StateSaved(msg.id, handle, sum(a.nbytes for a in state)))
 
     def initial_state_of(self, sub: Submit) -> str:
         """The initial state a submit starts from when it names no saved state (embeddings: always zero)."""
         return sub.state if sub.state is not None else "" if sub.embed else self.default_state
 
-    def _cache_namespace(self, s: Session) -> int | None:
-        """The prefix-cache namespace of a session's initial state; None when its state cannot be cached."""
+    def _cache_namespace(self, s: Session) -> tuple[str, int] | None:
+        """The prefix-cache namespace of a session: its API key's tenant and its initial state (so no key learns
+        from `cached_tokens` what another sent); None when its state cannot be cached."""
         group = self._groups.get(s.id)
-        return None if group is None or group.initial is None else self.initial_states.get(group.initial)
+        if group is None or group.initial is None or (ns := self.initial_states.get(group.initial)) is None:
+            return None
+        return s.submit.tenant, ns
 
     # ---- admin work: only through `call`, on the engine thread ----
 
@@ -596,22 +605,30 @@ class Scheduler:
                 call.future.set_exception(RuntimeError("the engine stopped"))
         self._calls.clear()
 
-    def store_state(self, layers: list[np.ndarray]) -> str:
-        """Keep a copy of a state in host memory under a new handle (the oldest go beyond _SAVED_STATES)."""
+    def store_state(self, layers: list[np.ndarray], tenant: str = SHARED) -> str:
+        """Keep a copy of a state in host memory under a new handle (the oldest go beyond _SAVED_STATES); only
+        `tenant` sees it (SHARED: every tenant, for states the admin routes bring in)."""
         handle = f"state-{uuid.uuid4().hex[:16]}"
         self._saved[handle] = [np.array(a, np.float32, copy=True) for a in layers]
+        self._owners[handle] = tenant
         while len(self._saved) > _SAVED_STATES:
-            self._saved.popitem(last=False)
+            self._owners.pop(self._saved.popitem(last=False)[0], None)
         return handle
 
-    def saved_state(self, handle: str) -> list[np.ndarray] | None:
-        return self._saved.get(handle)
+    def _visible(self, handle: str, tenant: str) -> bool:
+        return handle in self._saved and (tenant == SHARED or self._owners.get(handle) in (tenant, SHARED))
 
-    def saved_handles(self) -> dict[str, int]:
-        """handle -> bytes, oldest first."""
-        return {h: sum(a.nbytes for a in layers) for h, layers in self._saved.items()}
+    def saved_state(self, handle: str, tenant: str = SHARED) -> list[np.ndarray] | None:
+        return self._saved.get(handle) if self._visible(handle, tenant) else None
 
-    def drop_state(self, handle: str) -> bool:
+    def saved_handles(self, tenant: str = SHARED) -> dict[str, int]:
+        """handle -> bytes, oldest first, of the states `tenant` sees."""
+        return {h: sum(a.nbytes for a in layers) for h, layers in self._saved.items() if self._visible(h, tenant)}
+
+    def drop_state(self, handle: str, tenant: str = SHARED) -> bool:
+        if not self._visible(handle, tenant):
+            return False
+        self._owners.pop(handle, None)
         return self._saved.pop(handle, None) is not None
 
     def add_initial_state(self, state_id: str, layers: list[np.ndarray], default: bool = False) -> None:

@@ -29,6 +29,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from backend.api import admin_schemas as a
+from backend.api.guard import TENANT
 from backend.api.openai import FAILED_STATUS, json_response, read_json
 from backend.api.schemas import ApiError, parse
 from backend.gpu.models.info import StateLayout
@@ -178,13 +179,14 @@ def routes(server: Server) -> list[web.RouteDef]:
     # ---- saved states ----
 
     async def saved_list(request: web.Request) -> web.Response:
-        handles = await model.on_engine(lambda s: s.saved_handles())
+        tenant = request.get(TENANT, "")
+        handles = await model.on_engine(lambda s: s.saved_handles(tenant))
         return json_response({"data": [{"handle": h, "bytes": n} for h, n in handles.items()]})
 
     async def saved_save(request: web.Request) -> web.Response:
         req: a.StateSaveRequest = parse(a.StateSaveRequest, await read_json(request))
         sink = EventSink()
-        server.scheduler.submit(SaveState(req.id, sink, req.branch))
+        server.scheduler.submit(SaveState(req.id, sink, req.branch, request.get(TENANT, "")))
         event = await sink.get()
         if isinstance(event, Failed):
             status = FAILED_STATUS.get(event.code, 500)
@@ -193,6 +195,9 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def saved_export(request: web.Request) -> web.Response:
         handle = request.match_info["handle"]
+        tenant = request.get(TENANT, "")
+        if await model.on_engine(lambda s: s.saved_state(handle, tenant)) is None:  # another key's, or none
+            raise ApiError(404, f"handle: no saved state '{handle}'", param="handle", code="state_not_found")
         with api_errors():
             data = await model.export_state(handle)
         disposition = f'attachment; filename="{handle}.st"'
@@ -211,7 +216,8 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def saved_drop(request: web.Request) -> web.Response:
         handle = request.match_info["handle"]
-        if not await model.on_engine(lambda s: s.drop_state(handle)):
+        tenant = request.get(TENANT, "")
+        if not await model.on_engine(lambda s: s.drop_state(handle, tenant)):
             raise ApiError(404, f"handle: no saved state '{handle}'", param="handle", code="state_not_found")
         return json_response({"ok": True})
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from backend.api.guard import TENANT
 from backend.api.limits import check_prompt_tokens
 from backend.api.openai import PREFIXES, failed_error, json_response, prompt_tokens, read_json
 from backend.api.schemas import ApiError, ChooseRequest, parse
@@ -34,7 +35,8 @@ def routes(server: Server) -> list[web.RouteDef]:
         if len(choices) > server.scheduler.max_batch:
             raise ApiError(400, f"choices: at most max_batch ({server.scheduler.max_batch}) choices",
                            param="choices")  # fmt: skip
-        msg = Score(f"choose-{uuid.uuid4().hex}", context, tuple(choices), EventSink(), req.state, req.calibrate)
+        msg = Score(f"choose-{uuid.uuid4().hex}", context, tuple(choices), EventSink(), req.state, req.calibrate,
+                    request.get(TENANT, ""))  # fmt: skip
         server.scheduler.submit(msg)
         try:
             event = await msg.sink.get()

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from backend.api import sse
+from backend.api.guard import TENANT
 from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields, check_token_ids
 from backend.api.schemas import (
     ApiError,
@@ -67,7 +68,8 @@ def routes(server: Server) -> list[web.RouteDef]:
         tokens = prompt_tokens(server, req.prompt_text())
         echo = req.prompt_text() if req.echo else ""
         params = sampler_params(server, req.sampler_fields(), req.stop_list(), req.logprobs)
-        gen = Generation(server, submit(server, "cmpl", tokens, params, req.n, req.state, grammar))
+        gen = Generation(server, submit(server, "cmpl", tokens, params, req.n, req.state, grammar,
+                                           request.get(TENANT, "")))
         if req.stream:
             return await stream(request, gen, completion_chunk, req.stream_options, echo)
         await gen.collect()
@@ -92,7 +94,8 @@ def routes(server: Server) -> list[web.RouteDef]:
         tokens = prompt_tokens(server, prompt)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = sampler_params(server, req.sampler_fields(), req.stop_list(), top, chat_stop(req.names))
-        gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state, grammar))
+        gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state, grammar,
+                                           request.get(TENANT, "")))
         if req.stream:
             return await stream(request, gen, chat_chunk, req.stream_options)
         await gen.collect()
@@ -200,9 +203,11 @@ def submit(
     n: int,
     state: str | None,
     grammar: Grammar | None = None,
+    tenant: str = "",
 ) -> Submit:
     check_n(n, server.config.limits, server.scheduler.max_batch)
-    return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state, grammar=grammar)
+    return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state, grammar=grammar,
+                  tenant=tenant)
 
 
 async def embed(server: Server, tokens: tuple[int, ...]) -> Embedded:

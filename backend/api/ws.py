@@ -19,6 +19,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
+from backend.api.guard import TENANT
 from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields
 from backend.api.schemas import (
     CLIENT_FRAME,
@@ -74,7 +75,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         await ws.prepare(request)
         server.websockets.add(ws)
         try:
-            await Connection(server, ws, request.transport).run()
+            await Connection(server, ws, request.transport, request.get(TENANT, "")).run()
         finally:
             server.websockets.discard(ws)
         return ws
@@ -102,8 +103,8 @@ class WsError(Exception):
 
 class Connection:
     def __init__(self, server: Server, ws: web.WebSocketResponse,
-                 transport: asyncio.BaseTransport | None = None) -> None:  # fmt: skip
-        self.server, self.ws, self.transport = server, ws, transport
+                 transport: asyncio.BaseTransport | None = None, tenant: str = "") -> None:  # fmt: skip
+        self.server, self.ws, self.transport, self.tenant = server, ws, transport, tenant
         self.sink = BoundedSink(OUTBOUND_LIMIT_BYTES, self.overflowed)  # scheduler events and our replies, in order
         self.prefix = f"ws{next(_sockets)}-"
         self.seq = itertools.count()
@@ -229,7 +230,7 @@ class Connection:
             key = self.live[f.id].key if f.id in self.live else self.finished.get(f.id)
             if key is None:
                 raise WsError("unknown_id", f"no generation '{f.id}' on this socket", f.id, "id")
-            scheduler.submit(SaveState(key, self.sink, f.branch))
+            scheduler.submit(SaveState(key, self.sink, f.branch, self.tenant))
         elif isinstance(f, PingFrame):
             if nesting_depth(f.data) > MAX_DATA_DEPTH:
                 raise WsError("invalid_request", f"data: nests deeper than {MAX_DATA_DEPTH} levels", param="data")
@@ -268,7 +269,8 @@ class Connection:
         live = _Live(f.id, key, f.n)
         self.live[f.id] = self.by_key[key] = live
         params = SamplerParams.resolve(fields, s.sampler_defaults)
-        s.scheduler.submit(Submit(key, tokens, params, self.sink, n=f.n, state=f.state, grammar=grammar))
+        s.scheduler.submit(Submit(key, tokens, params, self.sink, n=f.n, state=f.state, grammar=grammar,
+                                  tenant=self.tenant))
 
     # ---- writing ----
 

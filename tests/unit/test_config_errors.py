@@ -10,7 +10,7 @@ from backend.config import DEFAULT_CONFIG, Config, ConfigError
 def test_shipped_config_loads_with_documented_defaults():
     config = Config.load(DEFAULT_CONFIG)
     assert config == Config()
-    assert (config.listen.ip, config.listen.port) == ("0.0.0.0", 65530)
+    assert (config.listen.ip, config.listen.port) == ("127.0.0.1", 65530)  # loopback unless told otherwise
     assert config.model.path == ""  # -> the demo model
 
 
@@ -18,6 +18,7 @@ def test_shipped_config_loads_with_documented_defaults():
     ("data", "message"),
     [
         ({"model": {"max_batch": 0}}, "model.max_batch: must be 1..1024, got 0"),
+        ({"listen": {"api_keys": ["k", ""]}}, "listen.api_keys: key 1 is empty"),
         ({"model": {"token_chunk_size": 100000}}, "model.token_chunk_size: must be 1..8192, got 100000"),
         ({"model": {"precision": "int3"}}, "model.precision: Input should be 'fp16' or 'fp32', got 'int3'"),
         ({"model": {"path": "missing.st"}}, "model.path: file 'missing.st' not found"),
