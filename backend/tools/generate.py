@@ -1,6 +1,7 @@
 """Stream a model's continuation of a prompt to the terminal.
 
 python -m backend.tools.generate MODEL.st "prompt" [--max-tokens N] [--temperature T] [--top-p P]
+    [--precision fp32|fp16] [--quant N --quant-type int8|nf4]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from backend.gpu.engine import Engine
 from backend.gpu.step_types import Logits, StepPlan, StepRow
 from backend.sampling.params import SamplerParams
 from backend.tokenizer import Detokenizer, Tokenizer
+from backend.tools.engine_args import add_engine_args, engine_kwargs
 
 
 def generate(
@@ -49,13 +51,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
+    add_engine_args(parser, precision="fp16")
     args = parser.parse_args(argv)
     tokenizer = Tokenizer.from_file()
     prompt = tokenizer.encode(args.prompt)
     if not prompt:
         parser.error("prompt: empty after tokenization")
-    engine = Engine.load(args.model, max_batch=1, max_step_tokens=128, precision=args.precision)
+    engine = Engine.load(args.model, max_batch=1, max_step_tokens=128, **engine_kwargs(args))
     params = SamplerParams(
         max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
