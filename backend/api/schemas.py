@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from backend.chat import DEFAULT_NAMES
 from backend.grammar import GrammarError
-from backend.grammar.json_schema import JSON_OBJECT
+from backend.grammar.json_schema import JSON_OBJECT, MAX_SCHEMA_DEPTH, nesting_depth
 from backend.grammar.matcher import Grammar
 from backend.grammar.worker import GrammarRequest
 
@@ -467,6 +467,8 @@ async def request_grammar(fields: dict[str, Any], compile: Callable[[GrammarRequ
     else:
         req = GrammarRequest("json_schema", JSON_OBJECT)
     try:
+        if req.kind == "json_schema" and (depth := nesting_depth(req.payload)) > MAX_SCHEMA_DEPTH:  # before pickling
+            raise GrammarError(f"schema too deep: {depth} levels of nesting, the limit is {MAX_SCHEMA_DEPTH}")
         return await compile(req)
     except GrammarError as e:
         raise ApiError(400, f"{param}: {e}", param=param, code="invalid_grammar") from None
