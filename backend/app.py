@@ -11,7 +11,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from backend.grammar.matcher import Grammar, Vocabulary
 from backend.grammar.worker import GrammarRequest, GrammarWorkers
 from backend.metrics import ModelCollector
 from backend.readiness import RETRY_AFTER_S, Readiness
+from backend.resources import package_version
 from backend.scheduler import Scheduler
 from backend.served_model import ModelSpec, ServedModel
 from backend.tokenizer import Tokenizer
@@ -73,10 +73,7 @@ class Server:
 
     @property
     def version(self) -> str:
-        try:
-            return version("ai00-server-py")
-        except PackageNotFoundError:
-            return "0.0.0+source"
+        return package_version()
 
     @property
     def n_embd(self) -> int:
