@@ -6,8 +6,10 @@ Builds random-init models of real shapes (World vocab, fp16) and prints one JSON
     {"model": "v6:1.6B", "rows": 1, "dispatches": N, "dispatches_per_layer": X, "host_us": Y}
 `dispatches` counts every dispatch the step records (embedding, layers, head, sampler);
 `dispatches_per_layer` those of the layers alone, per layer. `host_us` is the median time from the
-plan to the step submitted (tables, input writes, recording, submits) without waiting for the
-device; the device's work runs between measurements, not during them.
+plan to the step submitted (tables, input writes, recording, submit) without waiting for the
+device; the device's work runs between measurements, not during them. The step is submitted whole:
+lavapipe runs one submission at a time, so the submit of a step's second piece would wait for the
+first piece to execute and time the device, not the host.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
     info = model_info(version, n_layer, n_embd)
     engine = Engine(info, random_tensors(version, n_layer, n_embd), max_batch=max(row_counts),
                     max_step_tokens=max(row_counts), precision="fp16", gpu=gpu)  # fmt: skip
+    engine.pieces = [(0, len(engine.dispatches))]  # one submit (see the module's docstring)
     out = []
     for rows in row_counts:
         for slot in range(rows):

@@ -1,15 +1,14 @@
 // One workgroup per token t:
 //   xx = LayerNorm(x[t]);  prev = first token of its row ? state.x_prev : LayerNorm(x[t-1])
 //   out[g, t] = xx + (prev - xx) * mu[g]           (token shift; mu = maa, or 1 - time_mix)
-//   ln_out[t] = xx (the next step's x_prev);  DELTA: delta[t] = prev - xx
+//   ln_out[t] = xx (the next step's x_prev, stored by a later kernel);  DELTA: delta[t] = prev - xx
+// (Where the next kernel can compute its input itself, matmul_common.wgsl's LN input replaces this.)
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> tokens: array<Token>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> ln_w: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> ln_b: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> mu: array<vec4<f32>>;  // [G, C]
+@group(0) @binding(3) var<storage, read> lnp: array<vec4<f32>>;  // [2 + G, C]: weight, bias, mu[g]
 @group(0) @binding(6) var<storage, read> state: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> ln_out: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;  // [G, T_MAX, C]
@@ -34,19 +33,19 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let tp = max(t, 1u) - 1u;
     let pst = ln_stats(tp * C4, li);
     for (var i = li; i < C4; i += WG) {
-        let xx = (x[t * C4 + i] - vec4<f32>(st.x)) * st.y * ln_w[i] + ln_b[i];
+        let xx = (x[t * C4 + i] - vec4<f32>(st.x)) * st.y * lnp[i] + lnp[C4 + i];
         var prev: vec4<f32>;
         if (first) {
             prev = state[tok.slot * S4 + PREV4 + i];
         } else {
-            prev = (x[tp * C4 + i] - vec4<f32>(pst.x)) * pst.y * ln_w[i] + ln_b[i];
+            prev = (x[tp * C4 + i] - vec4<f32>(pst.x)) * pst.y * lnp[i] + lnp[C4 + i];
         }
         ln_out[t * C4 + i] = xx;
 #if DELTA
         delta[t * C4 + i] = prev - xx;
 #endif
         for (var g = 0u; g < G; g++) {
-            out[(g * T_MAX + t) * C4 + i] = xx + (prev - xx) * mu[g * C4 + i];
+            out[(g * T_MAX + t) * C4 + i] = xx + (prev - xx) * lnp[(2u + g) * C4 + i];
         }
     }
 }

@@ -1,11 +1,13 @@
-// y[g, t, n] = epilogue(sum_k x[g, t, k] * W[g*N + n, k])   for g < G, n < N, t < count
-// W is [G*N, K] row-major (torch Linear layout). One workgroup: 4 output rows x 8 tokens,
-// 64 lanes per row striding over K, so each weight is read once per 8 tokens.
-// Epilogue: + bias[g*N+n] (BIAS), activation (ACT), * mul[y index] (MUL), y = or y += (ADD).
+// y[t, o] = epilogue(sum_k in[t, k] * W[o, k])  for rows o < NROWS (all segments), t < count
+// W is [NROWS, K] row-major (torch Linear layout); matmul_common.wgsl maps rows to segments
+// (input group, output place, activation) and gives the LN input and the epilogue:
+// + bias[o] (BIAS), activation, xx + delta * v (MIX_DELTA), * mul (MUL), y = or y += (ADD),
+// the row's last token's x_prev into the state (STORE_PREV).
+// This kernel: 4 output rows x 8 tokens per workgroup, 64 lanes per row striding over K, so each
+// weight is read once per 8 tokens; partial sums through workgroup memory.
 #include "common.wgsl"
 #include "weights.wgsl"
 #include "matmul_common.wgsl"
-
 
 const LANES: u32 = 64u;
 const ROWS: u32 = 4u;
@@ -13,33 +15,46 @@ const ROWS: u32 = 4u;
 var<workgroup> partial_a: array<vec4<f32>, 256>;  // per thread: tokens 0..3
 var<workgroup> partial_b: array<vec4<f32>, 256>;  // tokens 4..7
 
+fn input(xb: u32, j: u32, t: u32, g: u32, k: u32) -> vec4<f32> {
+#if LN
+    return ln_in(j, t, g, k);
+#else
+    return x[xb + (j - 1u) * X_ROW + k];
+#endif
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let lane = li % LANES;
     let sub = li / LANES;
     let o = wg.x * ROWS + sub;
     let t0 = wg.y * TT;
-    let n_t = min(TT, dims.{{COUNT}} - min(t0, dims.{{COUNT}}));
+    let count = dims.{{COUNT}};
+    let n_t = min(TT, count - min(t0, count));
+#if LN
+    ln_prepare(li, t0, count);
+    ln_write(li, t0, count, wg.x);
+#endif
 
     var a = vec4<f32>(0.0);  // tokens 0..3 (vectors, not arrays: arrays spill on some drivers)
     var b = vec4<f32>(0.0);  // tokens 4..7
-    if (o < G * N) {
-        let xb = X_BASE + (o / N) * X_GROUP + t0 * X_ROW;
+    if (o < NROWS) {
+        let xb = x_base(o, t0);
+        let g = SEG_X[seg_of(o)];
         let wrow = o * K4;
         for (var k = lane; k < K4; k += LANES) {
             let wv = w4(wrow + k);
-            let xi = xb + k;
-            a.x += dot(wv, x[xi]);
+            a.x += dot(wv, input(xb, 1u, t0, g, k));
             if (n_t > 1u) {
-                a.y += dot(wv, x[xi + X_ROW]);
+                a.y += dot(wv, input(xb, 2u, t0 + 1u, g, k));
                 if (n_t > 2u) {
-                    a.z += dot(wv, x[xi + 2u * X_ROW]);
-                    a.w += dot(wv, x[xi + 3u * X_ROW]);
+                    a.z += dot(wv, input(xb, 3u, t0 + 2u, g, k));
+                    a.w += dot(wv, input(xb, 4u, t0 + 3u, g, k));
                     if (n_t > 4u) {
-                        b.x += dot(wv, x[xi + 4u * X_ROW]);
-                        b.y += dot(wv, x[xi + 5u * X_ROW]);
-                        b.z += dot(wv, x[xi + 6u * X_ROW]);
-                        b.w += dot(wv, x[xi + 7u * X_ROW]);
+                        b.x += dot(wv, input(xb, 5u, t0 + 4u, g, k));
+                        b.y += dot(wv, input(xb, 6u, t0 + 5u, g, k));
+                        b.z += dot(wv, input(xb, 7u, t0 + 6u, g, k));
+                        b.w += dot(wv, input(xb, 8u, t0 + 7u, g, k));
                     }
                 }
             }
@@ -56,7 +71,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         workgroupBarrier();
     }
     // lane t writes token t0 + t
-    if (o < G * N && lane < n_t) {
+    if (o < NROWS && lane < n_t) {
         let row0 = sub * LANES;
         finish(o, t0 + lane, select(partial_b[row0][lane % 4u], partial_a[row0][lane % 4u], lane < 4u));
     }

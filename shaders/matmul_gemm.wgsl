@@ -1,6 +1,6 @@
 // Same contract as matmul.wgsl, for many tokens (prefill, batched decode): a 64-row x 64-token
 // tile per workgroup, K in steps of 16 through workgroup memory, 4 x 4 outputs per invocation,
-// so each weight is read once per 64 tokens. Tiles never straddle groups (N % 64 == 0 or G == 1).
+// so each weight is read once per 64 tokens. Tiles never straddle segments; no LN input.
 #include "common.wgsl"
 #include "weights.wgsl"
 #include "matmul_common.wgsl"
@@ -17,11 +17,11 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let o0 = wg.x * BM;
     let t0 = wg.y * BT;
     let count = dims.{{COUNT}};
-    let xb = X_BASE + (min(o0, G * N - 1u) / N) * X_GROUP;
+    let xb = x_base(min(o0, NROWS - 1u), 0u);
     // loader roles: row/token (li / 4) and vec4 column (li % 4) of the 64 x 16 tiles
     let lr = li / 4u;
     let lc = li % 4u;
-    let w_row = min(o0 + lr, G * N - 1u);
+    let w_row = min(o0 + lr, NROWS - 1u);
     let x_tok = min(t0 + lr, max(count, 1u) - 1u);
     // compute roles: 4 rows (ty + 16 i) x 4 tokens (tx + 16 j)
     let tx = li % 16u;
@@ -59,7 +59,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 
 // row o, tokens t, t + 16, t + 32, t + 48
 fn store4(o: u32, t: u32, count: u32, acc: vec4<f32>) {
-    if (o >= G * N) {
+    if (o >= NROWS) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {

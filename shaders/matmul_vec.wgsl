@@ -1,4 +1,4 @@
-// Same contract as matmul.wgsl, for few tokens (decode): one 32-lane subgroup per output row,
+// Same contract as matmul.wgsl (but LN input), for few tokens (decode): one 32-lane subgroup per output row,
 // lanes striding over K eight weights (16 bytes of fp16) at a time, reduced with subgroupAdd:
 // no workgroup memory and no barriers. Needs subgroups of exactly 32 invocations.
 #include "common.wgsl"
@@ -25,9 +25,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let o = wg.x * ROWS + li / LANES;
     let t0 = wg.y * TT;
     let n_t = min(TT, dims.{{COUNT}} - min(t0, dims.{{COUNT}}));
-    let valid = o < G * N;
+    let valid = o < NROWS;
     let oo = select(0u, o, valid);
-    let xb = X_BASE + (oo / N) * X_GROUP + t0 * X_ROW;
+    let xb = x_base(oo, t0);
     let wrow = oo * K8;
     var a = vec4<f32>(0.0);  // tokens 0..3
     var b = vec4<f32>(0.0);  // tokens 4..7

@@ -1,23 +1,20 @@
 // RWKV-7 time mixing for one (head h, row b): runs the row's tokens through the
 // generalised delta rule and writes the gated, group-normed output.
 // State S [N(value i), N(key j)] per head:  S = S diag(w) + (S (-kk)) (kk*a)^T + v k^T;  y = S r
-// Invocation i owns state row i as 16 vec4 (unrolled: constant indices stay in registers).
+// Invocation i owns channel c = h N + i and state row i as 16 vec4 (unrolled: constant indices stay
+// in registers). It also does the second stage of the w, a, v-mix and g LoRAs for its channel
+// (a dot product with the token's hidden layer, which the projection dispatch wrote after r, k, v).
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> rows: array<Row>;
-@group(0) @binding(2) var<storage, read> rkv: array<f32>;    // [3, T_MAX, C]: r, k, v
-@group(0) @binding(3) var<storage, read> w_in: array<f32>;   // [T_MAX, C] w0 + lora (pre-sigmoid)
-@group(0) @binding(4) var<storage, read> a_in: array<f32>;   // [T_MAX, C] sigmoid(a0 + lora)
-@group(0) @binding(5) var<storage, read> g_in: array<f32>;   // [T_MAX, C] output gate
+@group(0) @binding(2) var<storage, read> rkv: array<f32>;    // [4, T_MAX, C]: r, k, v, -; then [T_MAX, LW] hidden
+@group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [C, L2]: per channel w2, a2, (v2,) g2 columns
 @group(0) @binding(6) var<storage, read_write> v_first: array<f32>;  // [T_MAX, C] layer 0's v
-@group(0) @binding(7) var<storage, read> params: array<f32>;  // [4, C]: k_k, k_a, r_k, (unused)
+@group(0) @binding(7) var<storage, read> params: array<f32>;  // [6, C]: k_k, k_a, r_k, w0, a0, v0
 @group(0) @binding(8) var<storage, read> ln_x: array<f32>;    // [2, C]: weight, bias
 @group(0) @binding(9) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
-#if MIX_V
-@group(0) @binding(11) var<storage, read> vg_in: array<f32>;  // [T_MAX, C] sigmoid(v0 + lora)
-#endif
 
 #include "head_reduce.wgsl"
 
@@ -26,6 +23,18 @@ const C: u32 = {{C}}u;
 const TC: u32 = {{T_MAX}}u * {{C}}u;
 const S4: u32 = {{S}}u / 4u;
 const REC4: u32 = {{REC}}u / 4u;
+const LORA_BASE: u32 = {{LORA_BASE}}u;
+const LW: u32 = {{LW}}u;  // hidden floats per token in rkv
+const L2: u32 = {{L2}}u;  // lora2 floats per channel
+
+// hidden[o .. o + n) . lora2[c, o .. o + n)
+fn lora_dot(hb: u32, lb: u32, o: u32, n: u32) -> f32 {
+    var acc = 0.0;
+    for (var j = o; j < o + n; j++) {
+        acc += rkv[hb + j] * lora2[lb + j];
+    }
+    return acc;
+}
 
 var<workgroup> sh_r: array<vec4<f32>, 16>;
 var<workgroup> sh_w: array<vec4<f32>, 16>;
@@ -53,17 +62,22 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
         let r = rkv[tc];
         let k_raw = rkv[TC + tc];
         var v = rkv[2u * TC + tc];
-        let a = a_in[tc];
+        let hb = LORA_BASE + (row.start + n) * LW;
+        let lb = c * L2;
+        let w_in = params[3u * C + c] + lora_dot(hb, lb, 0u, {{DW}}u);
+        let a = sigmoid(params[4u * C + c] + lora_dot(hb, lb, {{OA}}u, {{DA}}u));
+        let g = lora_dot(hb, lb, {{OG}}u, {{DG}}u);
         let kk_raw = k_raw * params[c];
         let kk = kk_raw / max(sqrt(head_sum(kk_raw * kk_raw, i)), 1e-12);
         let k = k_raw * (1.0 + (a - 1.0) * params[C + c]);
 #if MIX_V
-        v = v + (v_first[tc] - v) * vg_in[tc];
+        let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, lb, {{OV}}u, {{DV}}u));
+        v = v + (v_first[tc] - v) * v_gate;
 #else
         v_first[tc] = v;
 #endif
         sh_r[i / 4u][i % 4u] = r;
-        sh_w[i / 4u][i % 4u] = exp(-0.606531 * sigmoid(w_in[tc]));  // 0.606531 = exp(-0.5)
+        sh_w[i / 4u][i % 4u] = exp(-0.606531 * sigmoid(w_in));  // 0.606531 = exp(-0.5)
         sh_k[i / 4u][i % 4u] = k;
         sh_kk[i / 4u][i % 4u] = kk;
         sh_b[i / 4u][i % 4u] = kk * a;
@@ -83,7 +97,7 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
         let variance = head_sum(d * d, i) / f32(N);
         var o = d * inverseSqrt(variance + 64e-5) * ln_x[c] + ln_x[C + c];
         o += head_sum(r * k * params[2u * C + c], i) * v;
-        out[tc] = o * g_in[tc];
+        out[tc] = o * g;
     }
 #unroll J 16
     state[base + {{J}}u] = s[{{J}}];

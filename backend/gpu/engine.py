@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import wgpu
@@ -59,13 +60,13 @@ def _layer_builder(info: ModelInfo) -> Callable[[layers.Layer], list[Dispatch]]:
     return {7: v7.layer_ops, 6: v6.layer_ops, 5: v5.layer_ops, 4: v4.layer_ops}[info.version.major]
 
 
-def _lora_width(info: ModelInfo, t: dict[str, np.ndarray]) -> int:
-    """Floats per token of the LoRA scratch buffer (v6's five mix LoRAs sit side by side)."""
+def _scratch_widths(info: ModelInfo, t: dict[str, np.ndarray]) -> tuple[int, int]:
+    """Floats per token of the LoRA scratch (ws.lora) and of the LoRA hidden layers kept in ws.rkv."""
     if info.version is Version.V7:
-        return v7.lora_width(t)
+        return (32 if info.deep_embed else 4), v7.lora_width(t)
     if info.version is Version.V6:
-        return v6.lora_width(t)
-    return 4
+        return v6.lora_width(t), v6.decay_width(t)
+    return 4, 0
 
 
 class Engine:
@@ -101,7 +102,7 @@ class Engine:
         # Logit lines are bounded by the largest buffer one binding may hold.
         self.max_logit_lines = max(1, min(max_step_tokens, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
         self.ws = Workspace.allocate(
-            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, _lora_width(info, tensors)
+            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors)
         )
         self.ops = Ops(self.gpu, self.pipelines, self.ws, max_step_tokens)
         self.states = StatePool(self.gpu, info, max_batch)
@@ -111,10 +112,11 @@ class Engine:
             usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
         )  # fmt: skip
         self.weights = self._upload(info, tensors)
-        self.dispatches = self._build()
+        self.dispatches = self._build({name: a.shape for name, a in tensors.items()})
         self.sampler = GpuSampler(self.gpu, self.pipelines, self.ws.logits, info.n_vocab, max_batch)
         self.recorder = Recorder(self.dispatches)
         self.pieces = _pieces(len(self.dispatches))
+        self._ahead: dict[StepKey, list[wgpu.GPUCommandBuffer]] = {}
         self.gpu_bytes = self.gpu.allocated_bytes - allocated_before  # weights, states, workspace
         log.info(
             "engine: %s %d layers x %d, %s%s, %d slots, %d dispatches/step, %.1f MiB of GPU memory on %s",
@@ -148,14 +150,14 @@ class Engine:
         bar.close()
         return out
 
-    def _build(self) -> list[Dispatch]:
+    def _build(self, shapes: dict[str, tuple[int, ...]]) -> list[Dispatch]:
         w = self.weights
         build = _layer_builder(self.info)
         layout = StateLayout.of(self.info)
         steps = self.ops.embed(w["emb"])
         first_layer_dispatch = len(steps)
         for i in range(self.info.n_layer):
-            layer = layers.Layer(i, self.ops, self.info, layout, self.states.layers[i], w)
+            layer = layers.Layer(i, self.ops, self.info, layout, self.states.layers[i], w, shapes)
             steps += build(layer)
         self.layer_span = (first_layer_dispatch, len(steps))  # the layers' share of the list
         steps.append(self.ops.head_norm(w["ln_out.weight"], w["ln_out.bias"]))
@@ -210,24 +212,38 @@ class Engine:
     def step(self, plan: StepPlan) -> StepResult:
         """Run the plan's rows; draw its tokens on the GPU; read back only the drawn ids (and logprobs)
         unless some logit line is wanted raw (an ALL row, or a LAST row no draw uses)."""
-        return self.collect(self.submit(plan))
+        pending = self.submit(plan)
+        self.record_ahead(pending.key)  # while the GPU runs this step
+        return self.collect(pending)
 
     def submit(self, plan: StepPlan) -> PendingStep:
-        """Write the step's inputs and record and submit its dispatches; returns without waiting on the GPU."""
+        """Write the step's inputs and submit its dispatches (recorded ahead when a step of the same
+        sizes came before, else recorded now); returns without waiting on the GPU."""
         tokens, rows, positions, offsets = self._tables(plan)
         self.ws.write_inputs(self.gpu, tokens, rows, positions)
         if plan.draws:
             self.sampler.write(plan.draws, [offsets[d.row] for d in plan.draws])
         dims = StepDims(len(tokens), len(positions), len(rows))
         raw_bytes = dims.R * self.info.n_vocab * 4 if _wants_raw(plan) else 0
-        self._submit(dims, len(plan.draws), raw_bytes)
-        return PendingStep(plan, dims, offsets, raw_bytes)
+        key = StepKey(dims, len(plan.draws), raw_bytes)
+        ahead = self._ahead.pop(key, None)
+        if ahead is not None:
+            self.gpu.queue.submit(ahead)
+        else:
+            self._record(key, submit=True)
+        return PendingStep(plan, key, offsets)
+
+    def record_ahead(self, key: StepKey) -> None:
+        """Record the command buffers of a step of these sizes now, while the GPU runs the current one:
+        decode steps repeat their sizes, so the next one only writes its inputs and submits. One set is
+        kept (a step of other sizes records its own and drops it)."""
+        self._ahead = {key: self._record(key, submit=False, pieces=[(0, len(self.dispatches))])}
 
     def collect(self, pending: PendingStep) -> StepResult:
         """Wait for a submitted step and read back what it drew (and its raw logits when asked)."""
-        plan = pending.plan
+        plan, key = pending.plan, pending.key
         drawn = self.sampler.read(plan.draws) if plan.draws else ()
-        return StepResult(self._read_logits(pending.dims.R, pending.raw_bytes), pending.offsets, drawn)
+        return StepResult(self._read_logits(key.dims.R, key.raw_bytes), pending.offsets, drawn)
 
     def dispatch_count(self, dims: StepDims, n_draws: int = 0) -> int:
         """Dispatches a step of these sizes records (the model's non-empty ones, plus the sampler's)."""
@@ -238,14 +254,20 @@ class Engine:
         start, end = self.layer_span
         return sum(1 for d in self.dispatches[start:end] if all(d.grid(dims)))
 
-    def _submit(self, dims: StepDims, n_draws: int, raw_bytes: int) -> None:
-        """Record and submit the step piece by piece (the GPU starts on the first while the host records
-        the next), the draws and the readback copies in the last piece."""
-        for i, (start, end) in enumerate(self.pieces):
+    def _record(
+        self, key: StepKey, submit: bool, pieces: list[tuple[int, int]] | None = None
+    ) -> list[wgpu.GPUCommandBuffer]:
+        """Record the step piece by piece, the draws and the readback copies in the last piece. With
+        `submit`, each piece goes to the GPU as soon as it is recorded (the GPU starts on the first while
+        the host records the next); without, the pieces are returned for a later submit."""
+        dims, n_draws, raw_bytes = key
+        out = []
+        pieces = pieces or self.pieces
+        for i, (start, end) in enumerate(pieces):
             encoder = self.gpu.device.create_command_encoder()
             compute = encoder.begin_compute_pass()
             self.recorder.record(compute, dims, start, end)
-            last = i == len(self.pieces) - 1
+            last = i == len(pieces) - 1
             if last and n_draws:
                 self.sampler.record(compute, n_draws)
             compute.end()
@@ -253,7 +275,11 @@ class Engine:
                 encoder.copy_buffer_to_buffer(self.ws.logits, 0, self.readback, 0, raw_bytes)
             if last and n_draws:
                 self.sampler.copy_out(encoder, n_draws)
-            self.gpu.queue.submit([encoder.finish()])
+            if submit:
+                self.gpu.queue.submit([encoder.finish()])
+            else:
+                out.append(encoder.finish())
+        return out
 
     def _read_logits(self, lines: int, nbytes: int) -> np.ndarray:
         if not nbytes:
@@ -265,30 +291,31 @@ class Engine:
             self.readback.unmap()
 
     def _tables(self, plan: StepPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-        """Token table [T, 4] (id, slot, first, row), row table [B, 4], logit positions [R]."""
+        """Token table [T, 4] (id, slot, first, row), row table [B, 4], logit positions [R].
+        Plain lists, one array each: for a decode step of a few rows, numpy's per-call cost would be
+        most of the work (0.28 ms before, measured by bench.step_cost's breakdown)."""
         self._validate(plan)
-        lens = np.fromiter((len(r.tokens) for r in plan.rows), np.int64, len(plan.rows))
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        slots = np.fromiter((r.slot for r in plan.rows), np.int64, len(plan.rows))
-        row_of_token = np.repeat(np.arange(len(lens)), lens)
-        tokens = np.zeros((int(lens.sum()), 4), np.uint32)
-        ids = np.fromiter((t for r in plan.rows for t in r.tokens), np.int64, len(tokens))
-        if ids.min() < 0 or ids.max() >= self.info.n_vocab:
-            raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
-        tokens[:, 0] = ids
-        tokens[:, 1] = slots[row_of_token]
-        tokens[starts, 2] = 1
-        tokens[:, 3] = row_of_token
-        rows = np.stack([slots, starts, lens, np.zeros_like(lens)], axis=1).astype(np.uint32)
+        tokens: list[int] = []
+        rows: list[int] = []
         positions: list[int] = []
         offsets: list[int] = []
-        for r, start, n in zip(plan.rows, starts, lens, strict=True):
+        start = 0
+        for i, r in enumerate(plan.rows):
+            n = len(r.tokens)
+            for j, t in enumerate(r.tokens):
+                tokens += (t, r.slot, j == 0, i)
+            rows += (r.slot, start, n, 0)
             offsets.append(len(positions))
             if r.logits is Logits.LAST:
-                positions.append(int(start + n - 1))
+                positions.append(start + n - 1)
             elif r.logits is Logits.ALL:
-                positions.extend(range(int(start), int(start + n)))
-        return tokens, rows, np.asarray(positions, np.uint32), tuple(offsets)
+                positions.extend(range(start, start + n))
+            start += n
+        ids = tokens[0::4]
+        if min(ids) < 0 or max(ids) >= self.info.n_vocab:
+            raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
+        token_table = np.array(tokens, np.uint32).reshape(-1, 4)
+        return token_table, np.array(rows, np.uint32).reshape(-1, 4), np.array(positions, np.uint32), tuple(offsets)
 
     def _validate(self, plan: StepPlan) -> None:
         if not plan.rows:
@@ -312,14 +339,21 @@ class Engine:
             raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
 
 
+class StepKey(NamedTuple):
+    """What a step's command buffers depend on (its inputs live in buffers they read)."""
+
+    dims: StepDims
+    n_draws: int
+    raw_bytes: int  # raw logits copied to the readback buffer
+
+
 @dataclass(frozen=True)
 class PendingStep:
     """A submitted step: what `collect` needs to read its results."""
 
     plan: StepPlan
-    dims: StepDims
+    key: StepKey
     offsets: tuple[int, ...]
-    raw_bytes: int
 
 
 def _wants_raw(plan: StepPlan) -> bool:

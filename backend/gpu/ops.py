@@ -6,88 +6,36 @@ only the workgroup counts depending on the step's sizes. No wgpu calls happen he
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
+from backend.gpu.matmul import KERNELS as KERNELS
+from backend.gpu.matmul import VEC_MAX_TOKENS as VEC_MAX_TOKENS
+from backend.gpu.matmul import (
+    LnInput,
+    MatmulKernel,
+    Segment,
+    StorePrev,
+    clip_segments,
+    count_grid,
+    grid_for,
+    matmul_plan,
+    row_slices,
+    segment_defines,
+    straddles,
+)
+from backend.gpu.models.info import StateLayout
+from backend.gpu.op_types import Binding, Dispatch, Grid, StepDims, Tensor
+from backend.gpu.op_types import ceil_div as _ceil
 from backend.gpu.pipelines import Defines, PipelineCache
 from backend.gpu.quant import quantize
 from backend.gpu.workspace import Workspace
 
-VEC_MAX_TOKENS = 64  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
-
-
-@dataclass(frozen=True)
-class MatmulKernel:
-    shader: str
-    rows: int  # output rows per workgroup
-    tokens: int  # tokens per workgroup
-    min_count: int = 0  # used when the step's count lies in [min_count, max_count]
-    max_count: int = 1 << 30
-
-
-# tiled: 64 lanes share a row (coalesced, portable); vec: a 32-wide subgroup per row (GPUs with
-# 32-lane subgroups); gemm: 64 x 64 tiles through workgroup memory; rows: one invocation per row
-# (CPU drivers such as lavapipe: no barriers, sequential reads).
-KERNELS = {
-    "tiled": MatmulKernel("matmul.wgsl", 4, 8),
-    "vec": MatmulKernel("matmul_vec.wgsl", 8, 8),
-    "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64),
-    "rows": MatmulKernel("matmul_rows.wgsl", 64, 8),
-}
-
-
-def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
-    """Which kernels serve which token counts on this adapter (AI00_MATMUL overrides: one kernel)."""
-    forced = os.environ.get("AI00_MATMUL")
-    if forced:
-        if forced not in KERNELS:
-            raise ValueError(f"AI00_MATMUL: must be one of {sorted(KERNELS)}, got {forced!r}")
-        return [KERNELS[forced]]
-    if gpu.is_cpu:
-        return [KERNELS["rows"]]
-    small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
-    return [replace(small, max_count=VEC_MAX_TOKENS), replace(KERNELS["gemm"], min_count=VEC_MAX_TOKENS + 1)]
-
-
-class StepDims(NamedTuple):
-    T: int  # tokens
-    R: int  # logit lines
-    B: int  # rows
-
-
-Grid = Callable[[StepDims], tuple[int, int, int]]
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """A weight on the GPU: `shape` as the kernels see it; fp16, f32 or block-quantized storage."""
-
-    buffer: wgpu.GPUBuffer
-    shape: tuple[int, ...]
-    f16: bool
-    quant: str = ""  # "", "int8" or "nf4" (backend/gpu/quant.py)
-    scales: wgpu.GPUBuffer | None = None  # [rows, K / 64] f32 when quantized
-
-
-Binding = wgpu.GPUBuffer | tuple[wgpu.GPUBuffer, int, int]  # a whole buffer, or (buffer, offset, size) in bytes
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    name: str
-    pipeline: wgpu.GPUComputePipeline
-    bind_group: wgpu.GPUBindGroup
-    grid: Grid
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
+__all__ = ["Binding", "Dispatch", "Grid", "LnInput", "Ops", "Segment", "StepDims", "StorePrev", "Tensor"]
 
 
 def _resource(binding: Binding) -> dict:
@@ -95,48 +43,6 @@ def _resource(binding: Binding) -> dict:
         buffer, offset, size = binding
         return {"buffer": buffer, "offset": offset, "size": size}
     return {"buffer": binding}
-
-
-@dataclass(frozen=True)
-class RowSlice:
-    """Rows [row0, row0 + rows) of a weight, bound on their own (weight and scales)."""
-
-    row0: int
-    rows: int
-    weight: Binding
-    scales: Binding | None
-
-
-def row_slices(w: Tensor, max_bytes: int) -> list[RowSlice]:
-    """A matrix larger than one binding may hold (128 MiB on some drivers: a World-vocab head or
-    embedding of a 1.6B model) is bound in slices of whole 64-row blocks; smaller ones in one piece."""
-    rows, k = w.shape
-    row_bytes = {"int8": k, "nf4": k // 2}.get(w.quant, k * (2 if w.f16 else 4))
-    if rows * row_bytes <= max_bytes:
-        return [RowSlice(0, rows, w.buffer, w.scales)]
-    step = max_bytes // row_bytes // 64 * 64
-    if step == 0:
-        raise ValueError(f"weight {w.shape}: one 64-row block exceeds the {max_bytes}-byte binding limit")
-    scale_bytes = k // 64 * 4
-    out = []
-    for row0 in range(0, rows, step):
-        n = min(step, rows - row0)
-        weight = (w.buffer, row0 * row_bytes, n * row_bytes)
-        scales = None if w.scales is None else (w.scales, row0 * scale_bytes, n * scale_bytes)
-        out.append(RowSlice(row0, n, weight, scales))
-    return out
-
-
-def _matmul_grid(kernel: MatmulKernel, rows: int, count: str) -> Grid:
-    groups_x = _ceil(rows, kernel.rows)
-
-    def grid(d: StepDims) -> tuple[int, int, int]:
-        n = d.T if count == "T" else d.R
-        if not kernel.min_count <= n <= kernel.max_count:
-            return (0, 0, 0)
-        return (groups_x, _ceil(n, kernel.tokens), 1)
-
-    return grid
 
 
 class Ops:
@@ -181,6 +87,7 @@ class Ops:
         w: Tensor,
         y: wgpu.GPUBuffer,
         *,
+        segments: Sequence[Segment] | None = None,
         groups: int = 1,
         x_base: int = 0,
         x_group: int | None = None,
@@ -192,101 +99,151 @@ class Ops:
         act: str | None = None,
         bias: Tensor | None = None,
         mul: wgpu.GPUBuffer | None = None,
+        mul_base: int = 0,
         add: bool = False,
+        ln: LnInput | None = None,
+        store_prev: StorePrev | None = None,
+        mix_delta: tuple[wgpu.GPUBuffer, wgpu.GPUBuffer] | None = None,
+        small: bool = False,
     ) -> list[Dispatch]:
-        """y[g, t, :] = epilogue(x[g, t, :] @ w[g].T); strides in floats, defaulting to [G, t_max, dim].
-        One dispatch per kernel of the plan; each runs only for the token counts it serves."""
+        """y[g, t, :] = epilogue(x[g, t, :] @ w[g].T) for `groups` equal groups of rows, or for the given
+        `segments` (matmul.py); strides in floats, defaulting to [G, t_max, dim]. With `ln`, x is the
+        ln_mix input's mix buffer [G, t_max, C], computed inside the kernel where it can.
+        `small`: a small weight (a LoRA stage) that keeps the GEMV-shaped kernel at every count.
+        One dispatch per kernel of the plan (and weight slice); each runs only for the counts it serves."""
         rows, k = w.shape
-        if rows % groups or k % 16:
-            raise ValueError(f"{name}: weight {w.shape} does not split into {groups} groups of K%16==0")
-        n = rows // groups
+        if k % 16:
+            raise ValueError(f"{name}: weight {w.shape}: K must be a multiple of 16")
+        if segments is None:
+            if rows % groups:
+                raise ValueError(f"{name}: weight {w.shape} does not split into {groups} groups")
+            n = rows // groups
+            y_row = n if y_row is None else y_row
+            y_group = self.t_max * y_row if y_group is None else y_group
+            segments = [Segment(n, g, y_base + g * y_group, y_row, act) for g in range(groups)]
+        if sum(s.rows for s in segments) != rows:
+            raise ValueError(f"{name}: segments cover {sum(s.rows for s in segments)} rows of {w.shape}")
         x_row = k if x_row is None else x_row
         x_group = self.t_max * x_row if x_group is None else x_group
-        y_row = n if y_row is None else y_row
-        y_group = self.t_max * y_row if y_group is None else y_group
         if (x_base | x_group | x_row) % 4:
             raise ValueError(f"{name}: x offsets must be multiples of 4 floats")
-        defines = {
-            "K4": k // 4, "N": n, "G": groups,
-            "X_BASE": x_base // 4, "X_GROUP": x_group // 4, "X_ROW": x_row // 4,
-            "Y_BASE": y_base, "Y_GROUP": y_group, "Y_ROW": y_row,
-            "COUNT": count, "W_F16": w.f16, "W_INT8": w.quant == "int8", "W_NF4": w.quant == "nf4",
+        if store_prev is not None and len(segments) != 1:
+            raise ValueError(f"{name}: the shift store needs one segment, whose rows are the channels")
+        base = {
+            "K4": k // 4, "X_ROW": x_row // 4, "COUNT": count, "MUL_BASE": mul_base,
+            "W_F16": w.f16, "W_INT8": w.quant == "int8", "W_NF4": w.quant == "nf4",
             "BIAS": bias is not None, "MUL": mul is not None, "ADD": add,
-            f"ACT_{(act or 'none').upper()}": True,
+            "MIX_DELTA": mix_delta is not None, "MIX_C": rows // max(1, len(segments)),
+            "STORE_PREV": store_prev is not None,
         }  # fmt: skip
-        slices = row_slices(w, self.gpu.max_binding_bytes)
-        if len(slices) > 1 and (groups > 1 or bias is not None):
-            raise ValueError(f"{name}: a weight bound in slices must have one group and no bias")
-        out = []
-        for part in slices:
-            bindings: dict[int, Binding] = {0: self.ws.dims, 1: x, 2: part.weight, 3: y}
-            if bias is not None:
-                bindings[4] = bias.buffer
-            if mul is not None:
-                bindings[5] = mul
-            if part.scales is not None:
-                bindings[6] = part.scales
-            sliced = defines | {"N": n if len(slices) == 1 else part.rows, "Y_BASE": y_base + part.row0}
-            for kernel in self.matmul_kernels:
-                straddles = kernel.shader == "matmul_gemm.wgsl" and groups > 1 and n % kernel.rows
-                # matmul_vec reads fp16/f32 rows 16 bytes at a time; quantized rows go through w4()
-                if straddles or (kernel.shader == "matmul_vec.wgsl" and w.quant):
-                    kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
-                grid = _matmul_grid(kernel, part.rows if len(slices) > 1 else rows, count)
-                out.append(self._dispatch(name, kernel.shader, sliced, bindings, grid))
+        if store_prev is not None:
+            base |= {"PS": store_prev.slot_floats, "PREV": store_prev.prev_offset}
+        out: list[Dispatch] = []
+        for kernel in self.matmul_kernels:
+            kernel = self._kernel_for(kernel, w, segments, ln, small)
+            fused = ln is not None and kernel.ln_input
+            if ln is not None and not fused:  # the GEMM reads the mixes a separate ln_mix wrote
+                out.append(self.ln_mix(f"{name}.ln_mix", ln, x, count_grid(kernel, count, self._ln_grid)))
+            for part in row_slices(w, self.gpu.max_binding_bytes):
+                clipped = clip_segments(segments, part.row0, part.rows)
+                defines = base | {"NROWS": part.rows, "ROW0": part.row0, "WGS": kernel.threads}
+                defines |= segment_defines(clipped, x_base // 4, None if fused else x_group // 4)
+                bindings: dict[int, Binding] = {0: self.ws.dims, 1: self.ws.x if fused else x, 2: part.weight, 3: y}
+                if fused:
+                    defines |= self._ln_defines(ln)
+                    bindings |= self._ln_bindings(ln)
+                bindings |= self._epilogue_bindings(bias, mul, part.scales, store_prev, mix_delta)
+                defines["TOKENS"] = fused or store_prev is not None
+                grid = grid_for(kernel, part.rows, count)
+                out.append(self._dispatch(name, kernel.shader, defines, bindings, grid))
         return out
 
-    def ln_mix(
+    @staticmethod
+    def _kernel_for(
+        kernel: MatmulKernel, w: Tensor, segments: Sequence[Segment], ln: LnInput | None, small: bool
+    ) -> MatmulKernel:
+        """The plan's kernel, or the tiled one over the same counts where it cannot serve this matmul:
+        the GEMM's tiles would straddle segments (or a small weight would not fill them); matmul_vec
+        reads fp16/f32 rows 16 bytes at a time (quantized rows go through w4()) and takes no LN input."""
+        vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
+        if straddles(kernel, segments) or (vec and (w.quant or ln is not None)) or (gemm and small):
+            return replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+        return kernel
+
+    def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
+        return {"LN": True, "LN_OUT": True, "LN_DELTA": ln.delta is not None,
+                "S4": ln.slot_floats // 4, "PREV4": ln.prev_offset // 4}  # fmt: skip
+
+    def _ln_bindings(self, ln: LnInput) -> dict[int, Binding]:
+        bindings: dict[int, Binding] = {7: self.ws.tokens, 8: ln.params.buffer, 9: ln.out, 11: ln.state}
+        if ln.delta is not None:
+            bindings[10] = ln.delta
+        return bindings
+
+    def _epilogue_bindings(
         self,
-        name: str,
-        ln_w: Tensor,
-        ln_b: Tensor,
-        mu: Tensor,
-        state: wgpu.GPUBuffer,
-        slot_floats: int,
-        prev_offset: int,
-        ln_out: wgpu.GPUBuffer,
-        delta: wgpu.GPUBuffer | None = None,
-    ) -> Dispatch:
-        """LayerNorm + token shift: mix[g] = xx + (prev - xx) * mu[g] for the G rows of `mu`."""
-        groups, c = mu.shape
+        bias: Tensor | None,
+        mul: wgpu.GPUBuffer | None,
+        scales: Binding | None,
+        store_prev: StorePrev | None,
+        mix_delta: tuple[wgpu.GPUBuffer, wgpu.GPUBuffer] | None,
+    ) -> dict[int, Binding]:
+        bindings: dict[int, Binding] = {}
+        if bias is not None:
+            bindings[4] = bias.buffer
+        if mul is not None:
+            bindings[5] = mul
+        if scales is not None:
+            bindings[6] = scales
+        if store_prev is not None:
+            bindings |= {7: self.ws.tokens, 11: store_prev.state, 12: self.ws.rows, 13: store_prev.src}
+        if mix_delta is not None:
+            bindings |= {9: mix_delta[0], 10: mix_delta[1]}
+        return bindings
+
+    @staticmethod
+    def _ln_grid(d: StepDims) -> tuple[int, int, int]:
+        return (d.T, 1, 1)
+
+    def ln_mix(self, name: str, ln: LnInput, mix: wgpu.GPUBuffer, grid: Grid | None = None) -> Dispatch:
+        """LayerNorm + token shift: mix[g] = xx + (prev - xx) * mu[g] for each mu row of `ln.params`."""
+        groups, c = ln.params.shape[0] - 2, ln.params.shape[1]
         defines = {
             "C4": c // 4, "G": groups, "T_MAX": self.t_max,
-            "S4": slot_floats // 4, "PREV4": prev_offset // 4, "DELTA": delta is not None,
+            "S4": ln.slot_floats // 4, "PREV4": ln.prev_offset // 4, "DELTA": ln.delta is not None,
         }  # fmt: skip
         ws = self.ws
-        bindings = {0: ws.dims, 1: ws.tokens, 2: ws.x, 3: ln_w.buffer, 4: ln_b.buffer, 5: mu.buffer}
-        bindings |= {6: state, 7: ln_out, 8: ws.mix}
-        if delta is not None:
-            bindings[9] = delta
-        return self._dispatch(name, "ln_mix.wgsl", defines, bindings, lambda d: (d.T, 1, 1))
-
-    def mix6(self, maa: Tensor) -> Dispatch:
-        c4 = maa.shape[1] // 4
-        ws = self.ws
-        bindings = {0: ws.dims, 1: ws.ln_att, 2: ws.delta, 3: maa.buffer, 4: ws.m6, 5: ws.mix}
-        return self._dispatch(
-            "mix6", "mix6.wgsl", {"C4": c4, "T_MAX": self.t_max}, bindings, lambda d: (_ceil(c4, 64), d.T, 1)
-        )
+        bindings: dict[int, Binding] = {0: ws.dims, 1: ws.tokens, 2: ws.x, 3: ln.params.buffer}
+        bindings |= {6: ln.state, 7: ln.out, 8: mix}
+        if ln.delta is not None:
+            bindings[9] = ln.delta
+        return self._dispatch(name, "ln_mix.wgsl", defines, bindings, grid or self._ln_grid)
 
     def wkv7(
-        self, layer: int, params: Tensor, ln_x: Tensor, state: wgpu.GPUBuffer, slot_floats: int, rec: int
+        self, layer: int, params: Tensor, ln_x: Tensor, lora2: Tensor, sizes: Sequence[int],
+        state: wgpu.GPUBuffer, layout: StateLayout,
     ) -> Dispatch:
+        """RWKV-7's recurrence per (head, row), with the w/a/v/g LoRAs' second stages for its channels;
+        `sizes`: this layer's hidden widths in ws.rkv's LoRA area (w, a, [v,] g)."""
         c = params.shape[1]
-        n = 64
         ws = self.ws
-        defines = {"N": 64, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec, "MIX_V": layer > 0}
-        bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: ws.decay, 4: ws.a, 5: ws.gate, 6: ws.v_first}
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        mix_v = layer > 0
+        dw, da, dv, dg = (sizes[0], sizes[1], sizes[2] if mix_v else 0, sizes[-1])
+        defines = {
+            "N": 64, "C": c, "T_MAX": self.t_max, "S": layout.size, "REC": layout.recurrent, "MIX_V": mix_v,
+            "LORA_BASE": ws.lora_base, "LW": ws.hidden_width, "L2": offsets[-1],
+            "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
+        }  # fmt: skip
+        bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
-        if layer > 0:
-            bindings[11] = ws.v_gate
-        return self._dispatch(f"{layer}.wkv7", "wkv7.wgsl", defines, bindings, lambda d: (c // n, d.B, 1))
+        return self._dispatch(f"{layer}.wkv7", "wkv7.wgsl", defines, bindings, lambda d: (c // 64, d.B, 1))
 
     def wkv6(
         self,
         layer: int,
-        decay: wgpu.GPUBuffer,
-        decay_per_token: bool,
+        decay: Tensor,
+        decay_lora: Tensor | None,
         u: Tensor,
         ln_x: Tensor,
         state: wgpu.GPUBuffer,
@@ -295,16 +252,19 @@ class Ops:
         head_size: int,
         gate: bool,
     ) -> Dispatch:
+        """RWKV-5/6's recurrence per (head, row); `decay_lora` [C, D]: v6's per-token decay from the
+        LoRA hidden layer in ws.rkv (else `decay` is constant per channel); the gate is r, k, v's fourth."""
         c = u.shape[0]
         ws = self.ws
         defines = {
-            "N": head_size, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec,
-            "DECAY_PER_TOKEN": decay_per_token, "GATE": gate,
+            "N": head_size, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec, "GATE": gate,
+            "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
+            "D": decay_lora.shape[1] if decay_lora is not None else 0,
         }  # fmt: skip
-        bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay, 4: u.buffer, 5: ln_x.buffer}
-        bindings |= {6: state, 7: ws.att_out}
-        if gate:
-            bindings[8] = ws.gate
+        bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay.buffer, 4: u.buffer}
+        bindings |= {5: ln_x.buffer, 6: state, 7: ws.att_out}
+        if decay_lora is not None:
+            bindings[8] = decay_lora.buffer
         grid: Grid = lambda d: (c // head_size, d.B, 1)  # noqa: E731
         return self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings, grid)
 
@@ -316,18 +276,6 @@ class Ops:
         defines = {"C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec}
         bindings = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay.buffer, 4: u.buffer, 6: state, 7: ws.att_out}
         return self._dispatch(f"{layer}.wkv4", "wkv4.wgsl", defines, bindings, lambda d: (_ceil(c, 64), d.B, 1))
-
-    def store_shift(self, layer: int, state: wgpu.GPUBuffer, c: int, slot_floats: int) -> Dispatch:
-        c4 = c // 4
-        ws = self.ws
-        bindings = {0: ws.dims, 1: ws.rows, 2: ws.ln_att, 3: ws.ln_ffn, 4: state}
-        return self._dispatch(
-            f"{layer}.store_shift",
-            "store_shift.wgsl",
-            {"C4": c4, "S4": slot_floats // 4},
-            bindings,
-            lambda d: (_ceil(c4, 64), d.B, 1),
-        )
 
     def deep_embed(self, layer: int, s_emb: Tensor) -> Dispatch:
         ws = self.ws

@@ -20,7 +20,9 @@ class Workspace:
     t_max: int  # tokens per step
     r_max: int  # logit lines per step
     b_max: int  # rows per step (= state slots)
-    lora_width: int  # widest LoRA hidden layer (f32 per token)
+    lora_width: int  # f32 per token of `lora` (v6's mix LoRA hidden layer, v7 DeepEmbed's s1 output)
+    hidden_width: int  # f32 per token of the projections' LoRA hidden layers in `rkv` (v6 decay, v7 w/a/v/g)
+    lora_base: int  # where those hidden layers start in `rkv`, in floats
     dims: wgpu.GPUBuffer  # uniform Dims {T, R, B, pad}
     tokens: wgpu.GPUBuffer  # [t_max] Token
     rows: wgpu.GPUBuffer  # [b_max] Row
@@ -28,26 +30,22 @@ class Workspace:
     x: wgpu.GPUBuffer  # [t_max, C] residual stream
     ln_att: wgpu.GPUBuffer  # [t_max, C] ln1 output (next x_prev)
     ln_ffn: wgpu.GPUBuffer  # [t_max, C] ln2 output
-    mix: wgpu.GPUBuffer  # [6, t_max, C] token-shifted inputs
+    mix: wgpu.GPUBuffer  # [6, t_max, C] token-shifted inputs (where a kernel does not compute its own)
     delta: wgpu.GPUBuffer  # [t_max, C] prev - xx (v6)
-    m6: wgpu.GPUBuffer  # [5, t_max, C] v6 LoRA mix offsets
-    rkv: wgpu.GPUBuffer  # [3, t_max, C]
+    rkv: wgpu.GPUBuffer  # [4, t_max, C] r, k, v, gate; then [t_max, hidden_width] LoRA hidden layers
     lora: wgpu.GPUBuffer  # [t_max, lora_width]
-    decay: wgpu.GPUBuffer  # [t_max, C]
-    a: wgpu.GPUBuffer  # [t_max, C]
-    v_gate: wgpu.GPUBuffer  # [t_max, C]
-    gate: wgpu.GPUBuffer  # [t_max, C]
     v_first: wgpu.GPUBuffer  # [t_max, C]
     att_out: wgpu.GPUBuffer  # [t_max, C]
-    ffn_k: wgpu.GPUBuffer  # [t_max, F]
-    ffn_r: wgpu.GPUBuffer  # [t_max, C]
+    ffn_k: wgpu.GPUBuffer  # [t_max, F] relu(k)^2, then [t_max, C] sigmoid(r) (v4-v6)
     deep: wgpu.GPUBuffer  # [t_max, 32] v7 DeepEmbed per-token mix
     ffn_scale: wgpu.GPUBuffer  # [t_max, F] v7 DeepEmbed scale of the channel-mix key
     head_x: wgpu.GPUBuffer  # [r_max, C]
     logits: wgpu.GPUBuffer  # [r_max, V]
 
     @staticmethod
-    def allocate(gpu: Gpu, info: ModelInfo, t_max: int, r_max: int, b_max: int, lora_width: int) -> Workspace:
+    def allocate(
+        gpu: Gpu, info: ModelInfo, t_max: int, r_max: int, b_max: int, lora_width: int, hidden_width: int
+    ) -> Workspace:
         c, f = info.n_embd, info.n_ffn
 
         def floats(n: int, label: str) -> wgpu.GPUBuffer:
@@ -58,6 +56,8 @@ class Workspace:
             r_max=r_max,
             b_max=b_max,
             lora_width=lora_width,
+            hidden_width=hidden_width,
+            lora_base=4 * t_max * c,
             dims=gpu.empty(16, "dims", usage=UNIFORM),
             tokens=floats(t_max * TOKEN_FIELDS, "tokens"),
             rows=floats(b_max * ROW_FIELDS, "rows"),
@@ -67,17 +67,11 @@ class Workspace:
             ln_ffn=floats(t_max * c, "ln_ffn"),
             mix=floats(6 * t_max * c, "mix"),
             delta=floats(t_max * c if info.version is Version.V6 else 4, "delta"),
-            m6=floats(5 * t_max * c if info.version is Version.V6 else 4, "m6"),
-            rkv=floats(3 * t_max * c, "rkv"),
+            rkv=floats(4 * t_max * c + t_max * hidden_width, "rkv"),
             lora=floats(t_max * max(lora_width, 4), "lora"),
-            decay=floats(t_max * c, "decay"),
-            a=floats(t_max * c, "a"),
-            v_gate=floats(t_max * c, "v_gate"),
-            gate=floats(t_max * c, "gate"),
             v_first=floats(t_max * c, "v_first"),
             att_out=floats(t_max * c, "att_out"),
-            ffn_k=floats(t_max * f, "ffn_k"),
-            ffn_r=floats(t_max * c, "ffn_r"),
+            ffn_k=floats(t_max * (f + c), "ffn_k"),
             deep=floats(t_max * 32 if info.deep_embed else 4, "deep"),
             ffn_scale=floats(t_max * f if info.deep_embed else 4, "ffn_scale"),
             head_x=floats(r_max * c, "head_x"),

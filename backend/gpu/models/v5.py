@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from backend.gpu.models.info import Version
-from backend.gpu.models.layers import Layer, channel_mix_v4, finish_layer, flat, prepare_ffn_v4, prepare_norms
-from backend.gpu.ops import Dispatch
+from backend.gpu.models.layers import Layer, channel_mix_v4, flat, ln_params, prepare_ffn_v4
+from backend.gpu.ops import Dispatch, Segment
 
 
 def per_channel(a: np.ndarray, c: int) -> np.ndarray:
@@ -19,12 +19,12 @@ def prepare_layer(t: dict[str, np.ndarray], i: int, version: Version) -> dict[st
     p = f"blocks.{i}."
     att = f"{p}att."
     c = t["emb.weight"].shape[1]
-    mixes = ("r", "k", "v", "g") if version is not Version.V5_0 else ("r", "k", "v")
-    out = prepare_norms(t, p) | prepare_ffn_v4(t, p, maa=False)
-    out[f"{att}mu"] = 1.0 - np.stack([flat(t[f"{att}time_mix_{m}"]) for m in mixes])
-    out[f"{att}rkv"] = np.concatenate([t[f"{att}{m}.weight"] for m in ("receptance", "key", "value")])
-    if version is not Version.V5_0:
-        out[f"{att}gate"] = t[f"{att}gate.weight"]
+    gated = version is not Version.V5_0
+    mixes = ("r", "k", "v", "g") if gated else ("r", "k", "v")
+    out = prepare_ffn_v4(t, p, maa=False)
+    out[f"{att}ln"] = ln_params(t, p, "ln1", [1.0 - flat(t[f"{att}time_mix_{m}"]) for m in mixes])
+    names = ("receptance", "key", "value", "gate") if gated else ("receptance", "key", "value")
+    out[f"{att}proj"] = np.concatenate([t[f"{att}{m}.weight"] for m in names])
     out[f"{att}output"] = t[f"{att}output.weight"]
     out[f"{att}decay"] = per_channel(t[f"{att}time_decay"], c)
     if f"{att}time_faaaa" in t:  # the bonus itself; older files store its log
@@ -36,24 +36,22 @@ def prepare_layer(t: dict[str, np.ndarray], i: int, version: Version) -> dict[st
 
 
 def time_mix(layer: Layer) -> list[Dispatch]:
+    """r, k, v (and the silu gate) in one dispatch from the token-shifted LayerNorm input; wkv with
+    group norm and gate; output + residual."""
     ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
     gated = layer.info.version is not Version.V5_0
+    c, tc = layer.info.n_embd, ops.t_max * layer.info.n_embd
+    proj = [Segment(c, g, g * tc, c) for g in range(3)] + ([Segment(c, 3, 3 * tc, c, "silu")] if gated else [])
     lo = layer.layout
-    steps = [
-        layer.ln_mix("att", "att.mu"),
-        *ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
-    ]
-    if gated:
-        steps += ops.matmul(f"{i}.gate", ws.mix, w("att.gate"), ws.gate, x_base=layer.group(3), act="silu")
-    steps += [
+    return [
+        *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj, ln=layer.ln_input("att")),
         ops.wkv6(
-            i, w("att.decay").buffer, False, w("att.u"), w("att.ln_x"), layer.state, lo.size, lo.recurrent,
+            i, w("att.decay"), None, w("att.u"), w("att.ln_x"), layer.state, lo.size, lo.recurrent,
             layer.info.head_size, gate=gated,
         ),
-        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
+        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True, store_prev=layer.store_prev("att")),
     ]  # fmt: skip
-    return steps
 
 
 def layer_ops(layer: Layer) -> list[Dispatch]:
-    return [*time_mix(layer), *channel_mix_v4(layer), finish_layer(layer)]
+    return [*time_mix(layer), *channel_mix_v4(layer)]

@@ -1,39 +1,47 @@
 """RWKV-7 "Goose" (x070): time mix with the generalised delta rule, squared-ReLU channel mix.
 
-Per layer, in the paper's letters: r, w, k, v, a, g from token-shifted inputs; w, a, v-mix
-and g through low-rank (LoRA) maps; the wkv7 kernel does kk, the state update, group norm,
-the r.k bonus and the gate; then the output projection adds into the residual.
+Per layer, in the paper's letters: r, k, v and the first stages of the w, a, v-mix and g LoRAs in
+one dispatch from the token-shifted LayerNorm input; the wkv7 kernel does the LoRAs' second
+stages, kk, the state update, group norm, the r.k bonus and the gate; then the output projection
+adds into the residual; the channel mix is its key (from its own LayerNorm input) and value.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from backend.gpu.models.layers import Layer, finish_layer, flat, layer_norm, prepare_norms
-from backend.gpu.ops import Dispatch
+from backend.gpu.models.layers import Layer, flat, layer_norm, ln_params, pad_rows
+from backend.gpu.ops import Dispatch, Segment
 
-MIX_ORDER = ("x_r", "x_k", "x_v", "x_w", "x_a", "x_g")  # mix buffer groups 0..5
+MIX_ORDER = ("x_r", "x_k", "x_v", "x_w", "x_a", "x_g")  # mix groups 0..5
 R, K, V, W, A, G = range(6)
+LORAS = (("w", W, "tanh"), ("a", A, None), ("v", V, None), ("g", G, "sigmoid"))  # first stage: input, act
+
+
+def loras_of(i: int) -> tuple[tuple[str, int, str | None], ...]:
+    """Layer 0 has no v LoRA: its v is v_first itself."""
+    return tuple(lora for lora in LORAS if i > 0 or lora[0] != "v")
 
 
 def prepare_layer(t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     p = f"blocks.{i}."
     att = f"{p}att."
-    out = prepare_norms(t, p)
-    out[f"{att}mu"] = np.stack([flat(t[att + m]) for m in MIX_ORDER])
-    out[f"{att}rkv"] = np.concatenate([t[f"{att}{m}.weight"] for m in ("receptance", "key", "value")])
+    out = {f"{att}ln": ln_params(t, p, "ln1", [t[att + m] for m in MIX_ORDER])}
+    # first stages stacked under r, k, v, each padded to whole 64-row tiles (zero rows, unused outputs)
+    first = [pad_rows(np.ascontiguousarray(t[f"{att}{name}1"].T)) for name, _, _ in loras_of(i)]  # [D, C]
+    rkv = [t[f"{att}{m}.weight"] for m in ("receptance", "key", "value")]
+    out[f"{att}proj"] = np.concatenate([*rkv, *first])
+    # second stages per channel: row c holds w2[:, c], a2[:, c], (v2[:, c],) g2[:, c], padded like the first
+    out[f"{att}lora2"] = np.ascontiguousarray(
+        np.concatenate([pad_rows(t[f"{att}{name}2"]).T for name, _, _ in loras_of(i)], axis=1)
+    )
     out[f"{att}output"] = t[f"{att}output.weight"]
-    for lora in ("w", "a", "v", "g"):
-        if i == 0 and lora == "v":
-            continue  # layer 0's v is v_first itself
-        out[f"{att}{lora}1"] = np.ascontiguousarray(t[f"{att}{lora}1"].T)  # [D, C]
-        out[f"{att}{lora}2"] = np.ascontiguousarray(t[f"{att}{lora}2"].T)  # [C, D]
-        if lora != "g":
-            out[f"{att}{lora}0"] = flat(t[f"{att}{lora}0"])
-    c = out[f"{att}mu"].shape[1]
-    out[f"{att}params"] = np.stack([flat(t[f"{att}k_k"]), flat(t[f"{att}k_a"]), flat(t[f"{att}r_k"]), np.zeros(c)])
+    c = t[f"{att}x_r"].size
+    zeros = np.zeros(c, np.float32)
+    biases = [flat(t[f"{att}w0"]), flat(t[f"{att}a0"]), flat(t[f"{att}v0"]) if i > 0 else zeros]
+    out[f"{att}params"] = np.stack([flat(t[f"{att}k_k"]), flat(t[f"{att}k_a"]), flat(t[f"{att}r_k"]), *biases])
     out[f"{att}ln_x"] = np.stack([flat(t[f"{att}ln_x.weight"]), flat(t[f"{att}ln_x.bias"])])
-    out[f"{p}ffn.mu"] = flat(t[f"{p}ffn.x_k"])[None, :]
+    out[f"{p}ffn.ln"] = ln_params(t, p, "ln2", [t[f"{p}ffn.x_k"]])
     out[f"{p}ffn.key"] = t[f"{p}ffn.key.weight"]
     out[f"{p}ffn.value"] = t[f"{p}ffn.value.weight"]
     if f"{p}ffn.s_emb.weight" in t:
@@ -52,60 +60,59 @@ def prepare_deep_embed(t: dict[str, np.ndarray], p: str) -> dict[str, np.ndarray
     }
 
 
+def lora_sizes(layer: Layer) -> list[int]:
+    """Hidden widths of this layer's LoRAs as stored (padded to whole 64-row tiles), in LORAS order."""
+    return [-(-layer.shape(f"att.{name}1")[1] // 64) * 64 for name, _, _ in loras_of(layer.i)]
+
+
 def time_mix(layer: Layer) -> list[Dispatch]:
-    ops, ws, i = layer.ops, layer.ops.ws, layer.i
-    w = layer.w
-    grp = layer.group
-
-    def lora(name: str, source: int, target, act1: str | None, act2: str | None, bias: bool) -> list[Dispatch]:
-        d = w(f"att.{name}1").shape[0]
-        return [
-            *ops.matmul(f"{i}.{name}1", ws.mix, w(f"att.{name}1"), ws.lora, x_base=grp(source), y_row=d, act=act1),
-            *ops.matmul(
-                f"{i}.{name}2", ws.lora, w(f"att.{name}2"), target, x_row=d, act=act2,
-                bias=w(f"att.{name}0") if bias else None,
-            ),
-        ]  # fmt: skip
-
-    steps = [
-        layer.ln_mix("att", "att.mu"),
-        *ops.matmul(f"{i}.rkv", ws.mix, w("att.rkv"), ws.rkv, groups=3),
-        *lora("w", W, ws.decay, "tanh", None, bias=True),
-        *lora("a", A, ws.a, None, "sigmoid", bias=True),
+    ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
+    c, tc = layer.info.n_embd, ops.t_max * layer.info.n_embd
+    proj = [Segment(c, g, g * tc, c) for g in (R, K, V)]
+    hidden = ws.lora_base  # the LoRAs' hidden layers sit after r, k, v (and v6's g) in ws.rkv
+    sizes = lora_sizes(layer)
+    for (_, source, act), d in zip(loras_of(i), sizes, strict=True):
+        proj.append(Segment(d, source, hidden, ws.hidden_width, act))
+        hidden += d
+    return [
+        *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj, ln=layer.ln_input("att")),
+        ops.wkv7(i, w("att.params"), w("att.ln_x"), w("att.lora2"), sizes, layer.state, layer.layout),
+        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True, store_prev=layer.store_prev("att")),
     ]
-    if i > 0:
-        steps += lora("v", V, ws.v_gate, None, "sigmoid", bias=True)
-    steps += lora("g", G, ws.gate, "sigmoid", None, bias=False)
-    steps += [
-        ops.wkv7(i, w("att.params"), w("att.ln_x"), layer.state, layer.layout.size, layer.layout.recurrent),
-        *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True),
-    ]
-    return steps
 
 
 def channel_mix(layer: Layer) -> list[Dispatch]:
     """x += relu(xk @ K)^2 @ V; DeepEmbed scales the key by ((xx @ s1) @ s_emb[token]) @ s2 + s0."""
     ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
     f = layer.info.n_ffn
-    steps = [layer.ln_mix("ffn", "ffn.mu")]
-    scale = None
-    if layer.info.deep_embed:
+    ln = layer.ln_input("ffn")
+    steps, scale = [], None
+    if layer.info.deep_embed:  # s1 reads xx itself, so the LayerNorm runs on its own first
         scale = ws.ffn_scale
         steps += [
+            ops.ln_mix(f"{i}.ffn.ln_mix", ln, ws.mix),
             *ops.matmul(f"{i}.ffn.s1", ws.ln_ffn, w("ffn.s1"), ws.lora, y_row=32),
             ops.deep_embed(i, w("ffn.s_emb")),
             *ops.matmul(f"{i}.ffn.s2", ws.deep, w("ffn.s2"), scale, bias=w("ffn.s0")),
         ]
     return [
         *steps,
-        *ops.matmul(f"{i}.ffn.key", ws.mix, w("ffn.key"), ws.ffn_k, act="relu_sq", mul=scale),
-        *ops.matmul(f"{i}.ffn.value", ws.ffn_k, w("ffn.value"), ws.x, x_row=f, add=True),
-    ]
+        *ops.matmul(f"{i}.ffn.key", ws.mix, w("ffn.key"), ws.ffn_k, act="relu_sq", mul=scale,
+                    ln=None if scale else ln),
+        *ops.matmul(f"{i}.ffn.value", ws.ffn_k, w("ffn.value"), ws.x, x_row=f, add=True,
+                    store_prev=layer.store_prev("ffn")),
+    ]  # fmt: skip
 
 
 def layer_ops(layer: Layer) -> list[Dispatch]:
-    return [*time_mix(layer), *channel_mix(layer), finish_layer(layer)]
+    return [*time_mix(layer), *channel_mix(layer)]
 
 
 def lora_width(t: dict[str, np.ndarray]) -> int:
-    return max(t[k].shape[1] for k in t if k.endswith(("att.w1", "att.a1", "att.v1", "att.g1")))
+    """Floats per token of the LoRAs' hidden layers side by side (padded to 64 each), widest layer."""
+    widths = {}
+    for k, a in t.items():
+        if k.endswith(("att.w1", "att.a1", "att.v1", "att.g1")):
+            layer = k.split(".")[1]
+            widths[layer] = widths.get(layer, 0) + -(-a.shape[1] // 64) * 64
+    return max(widths.values())

@@ -1,0 +1,189 @@
+"""The matmul op: kernel choice by token count, segments, LN input, epilogues, weights bound in slices.
+
+One matmul dispatch computes y[t, o] = epilogue(in[t, :] . W[o, :]) for every row o of a weight.
+A weight may stack several projections that read the same K-wide input (`Segment`s: r, k, v and a
+LoRA's first stage, say); each segment reads its own group of the input and writes its own place
+with its own activation, so they cost one dispatch. The input is either a buffer or (`LnInput`)
+the token-shifted mix of LayerNorm(x), computed inside the kernel. The kernel is picked by the
+step's token count (matmul_plan); kernels that cannot take an input form get an equivalent path
+(the GEMM gets a separate ln_mix dispatch before it, over the same token counts).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import wgpu
+
+from backend.gpu.device import Gpu
+from backend.gpu.op_types import Binding, Grid, StepDims, Tensor, ceil_div
+
+VEC_MAX_TOKENS = 64  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
+ACTIVATIONS = {None: 0, "sigmoid": 1, "tanh": 2, "relu_sq": 3, "silu": 4}
+
+
+@dataclass(frozen=True)
+class MatmulKernel:
+    shader: str
+    rows: int  # output rows per workgroup
+    tokens: int  # tokens per workgroup
+    threads: int  # invocations per workgroup
+    ln_input: bool  # can compute the LN input itself
+    min_count: int = 0  # used when the step's count lies in [min_count, max_count]
+    max_count: int = 1 << 30
+
+
+# tiled: 64 lanes share a row (coalesced, portable); vec: a 32-wide subgroup per row (GPUs with
+# 32-lane subgroups); gemm: 64 x 64 tiles through workgroup memory; rows: one invocation per row
+# (CPU drivers such as lavapipe: no barriers, sequential reads).
+KERNELS = {
+    "tiled": MatmulKernel("matmul.wgsl", 4, 8, 256, True),
+    "vec": MatmulKernel("matmul_vec.wgsl", 8, 8, 256, False),
+    "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64, 256, False),
+    "rows": MatmulKernel("matmul_rows.wgsl", 64, 8, 64, True),
+}
+
+
+def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
+    """Which kernels serve which token counts on this adapter. AI00_MATMUL overrides it: one kernel
+    ("tiled") for every count, or two ("tiled,gemm") split at VEC_MAX_TOKENS as on a GPU."""
+    forced = os.environ.get("AI00_MATMUL")
+    if forced:
+        names = forced.split(",")
+        if len(names) > 2 or any(n not in KERNELS for n in names):
+            raise ValueError(f"AI00_MATMUL: one or two (comma-separated) of {sorted(KERNELS)}, got {forced!r}")
+        if len(names) == 1:
+            return [KERNELS[names[0]]]
+        small, large = KERNELS[names[0]], KERNELS[names[1]]
+    else:
+        if gpu.is_cpu:
+            return [KERNELS["rows"]]
+        small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
+        large = KERNELS["gemm"]
+    return [replace(small, max_count=VEC_MAX_TOKENS), replace(large, min_count=VEC_MAX_TOKENS + 1)]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows of a stacked weight that form one projection."""
+
+    rows: int
+    x_group: int = 0  # which input group it reads: a [t_max, K] block of x, or (LN input) a mix group
+    y_base: int = 0  # where its outputs start, in floats
+    y_row: int = 0  # floats per token in y (0: its own row count)
+    act: str | None = None
+
+
+@dataclass(frozen=True)
+class LnInput:
+    """The input is xx + (prev - xx) * mu[g] with xx = LayerNorm(x[t]) and prev the token shift."""
+
+    params: Tensor  # [2 + groups, C]: ln weight, ln bias, mu[g]
+    state: wgpu.GPUBuffer  # [slots, slot_floats] f32: this layer's state (x_prev read for first tokens)
+    slot_floats: int
+    prev_offset: int  # x_prev's offset inside a slot's layer state
+    out: wgpu.GPUBuffer  # [t_max, C] xx, for the kernels after (the shift store, v6's mix)
+    delta: wgpu.GPUBuffer | None = None  # [t_max, C] prev - xx (v6)
+
+
+@dataclass(frozen=True)
+class StorePrev:
+    """Epilogue of a matmul whose row o is channel o: each row's last xx becomes the state's x_prev."""
+
+    state: wgpu.GPUBuffer
+    slot_floats: int
+    prev_offset: int
+    src: wgpu.GPUBuffer  # [t_max, C] xx of this layer
+
+
+@dataclass(frozen=True)
+class RowSlice:
+    """Rows [row0, row0 + rows) of a weight, bound on their own (weight and scales)."""
+
+    row0: int
+    rows: int
+    weight: Binding
+    scales: Binding | None
+
+
+def row_slices(w: Tensor, max_bytes: int) -> list[RowSlice]:
+    """A matrix larger than one binding may hold (128 MiB on some drivers: a World-vocab head or
+    embedding of a 1.6B model) is bound in slices of whole 64-row blocks; smaller ones in one piece."""
+    rows, k = w.shape
+    row_bytes = {"int8": k, "nf4": k // 2}.get(w.quant, k * (2 if w.f16 else 4))
+    if rows * row_bytes <= max_bytes:
+        return [RowSlice(0, rows, w.buffer, w.scales)]
+    step = max_bytes // row_bytes // 64 * 64
+    if step == 0:
+        raise ValueError(f"weight {w.shape}: one 64-row block exceeds the {max_bytes}-byte binding limit")
+    scale_bytes = k // 64 * 4
+    out = []
+    for row0 in range(0, rows, step):
+        n = min(step, rows - row0)
+        weight = (w.buffer, row0 * row_bytes, n * row_bytes)
+        scales = None if w.scales is None else (w.scales, row0 * scale_bytes, n * scale_bytes)
+        out.append(RowSlice(row0, n, weight, scales))
+    return out
+
+
+def clip_segments(segments: Sequence[Segment], row0: int, rows: int) -> list[Segment]:
+    """The segments' parts inside rows [row0, row0 + rows), re-based to the slice."""
+    out, start = [], 0
+    for s in segments:
+        lo, hi = max(start, row0), min(start + s.rows, row0 + rows)
+        if lo < hi:
+            y_row = s.y_row or s.rows
+            out.append(replace(s, rows=hi - lo, y_base=s.y_base + lo - start, y_row=y_row))
+        start += s.rows
+    return out
+
+
+def _u32_list(values: Sequence[int]) -> str:
+    return ", ".join(f"{v}u" for v in values)
+
+
+def segment_defines(segments: Sequence[Segment], x_base4: int, x_group4: int | None) -> dict[str, int | str]:
+    """SEG_* arrays of matmul_common.wgsl (x offsets in vec4s); x_group4 None: LN input, SEG_X = mix group."""
+    ends, total = [], 0
+    for s in segments:
+        total += s.rows
+        ends.append(total)
+    xs = [s.x_group if x_group4 is None else x_base4 + s.x_group * x_group4 for s in segments]
+    return {
+        "NSEG": len(segments), "SEG_END": _u32_list(ends), "SEG_X": _u32_list(xs),
+        "SEG_Y": _u32_list([s.y_base for s in segments]),
+        "SEG_YROW": _u32_list([s.y_row or s.rows for s in segments]),
+        "SEG_ACT": _u32_list([ACTIVATIONS[s.act] for s in segments]),
+    }  # fmt: skip
+
+
+def grid_for(kernel: MatmulKernel, rows: int, count: str) -> Grid:
+    groups_x = ceil_div(rows, kernel.rows)
+
+    def grid(d: StepDims) -> tuple[int, int, int]:
+        n = d.T if count == "T" else d.R
+        if not kernel.min_count <= n <= kernel.max_count:
+            return (0, 0, 0)
+        return (groups_x, ceil_div(n, kernel.tokens), 1)
+
+    return grid
+
+
+def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
+    """`grid`, but only for the token counts `kernel` serves (an ln_mix that runs before a GEMM)."""
+
+    def gated(d: StepDims) -> tuple[int, int, int]:
+        n = d.T if count == "T" else d.R
+        return grid(d) if kernel.min_count <= n <= kernel.max_count else (0, 0, 0)
+
+    return gated
+
+
+def straddles(kernel: MatmulKernel, segments: Sequence[Segment]) -> bool:
+    """The GEMM's 64-row tiles must not cross a segment boundary."""
+    if kernel.shader != "matmul_gemm.wgsl":
+        return False
+    ends = [sum(s.rows for s in segments[: i + 1]) for i in range(len(segments) - 1)]
+    return any(e % kernel.rows for e in ends)

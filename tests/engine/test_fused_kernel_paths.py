@@ -1,0 +1,70 @@
+"""The GPU-shaped kernels and the fused layer graph, held to the reference on lavapipe.
+
+On a CPU adapter the engine runs the CPU-shaped matmul; the GPU's own kernels (the tiled GEMV that
+computes its LayerNorm input itself, and the GEMM with a separate ln_mix before it) are forced here
+with AI00_MATMUL, as on a GPU: the tiled one up to 64 tokens, the GEMM above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.gpu.models.info import Version
+from backend.gpu.ops import StepDims
+from backend.gpu.state_pool import unpack_layer_state
+from backend.tools.logits import logits_for
+from tests.engine.conftest import Case, Device
+from tests.engine.test_models_vs_oracle import assert_close
+
+FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
+
+
+@pytest.mark.parametrize("version", FUSED_VERSIONS, ids=str)
+@pytest.mark.parametrize("chunk", [7, 100])
+def test_gpu_kernels_match_reference_at_every_position(
+    device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chunk 7 runs the tiled kernel (LN input inside), 100 the GEMM (ln_mix first)."""
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    case = cases[version]
+    prompt = case.prompt + case.prompt[:36]  # 100 tokens: the reference covers the first 64
+    engine = device.engine(case, max_step_tokens=128)
+    ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
+    assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}")
+
+
+@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
+def test_gpu_kernels_leave_the_reference_state(
+    device: Device, cases: dict[Version, Case], version: Version, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shift state is stored by the output and value matmuls' epilogue: checked after a prompt."""
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    case = cases[version]
+    engine = device.engine(case)
+    logits_for(engine, case.prompt, chunk=16)
+    state = [unpack_layer_state(case.info, layer) for layer in engine.read_slot(0)]
+    for i, (ours, ref) in enumerate(zip(state, case.ref.state, strict=True)):
+        for j, (a, b) in enumerate(zip(ours, ref, strict=True)):
+            assert_close(a, np.asarray(b).reshape(a.shape), f"{version} layer {i} state part {j}")
+
+
+@pytest.mark.parametrize(
+    ("version", "at_one", "at_many"),
+    [(Version.V4, 5, 7), (Version.V5_2, 5, 7), (Version.V6, 7, 8), (Version.V7, 5, 7)],
+    ids=str,
+)
+@pytest.mark.parametrize("plan", ["rows", "tiled,gemm"])
+def test_layers_record_few_dispatches(
+    device: Device, cases: dict[Version, Case], version: Version, at_one: int, at_many: int, plan: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Per layer: at most 7 dispatches for a decode step and 8 for any step (the issue's budget);
+    the GEMM path adds a LayerNorm dispatch where its kernel cannot compute the input itself."""
+    monkeypatch.setenv("AI00_MATMUL", plan)
+    case = cases[version]
+    engine = device.engine(case, max_step_tokens=128)
+    n_layer = case.info.n_layer
+    assert engine.layer_dispatch_count(StepDims(1, 1, 1)) == at_one * n_layer
+    many = at_many if plan != "rows" else at_one
+    assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer
