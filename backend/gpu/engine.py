@@ -239,6 +239,15 @@ class Engine:
         kept (a step of other sizes records its own and drops it)."""
         self._ahead = {key: self._record(key, submit=False, pieces=[(0, len(self.dispatches))])}
 
+    @property
+    def recorded_ahead(self) -> tuple[StepKey, ...]:
+        """Step sizes whose command buffers are recorded and waiting."""
+        return tuple(self._ahead)
+
+    def discard_ahead(self) -> None:
+        """Drop what was recorded ahead (after swapping the recorder, in tests)."""
+        self._ahead = {}
+
     def collect(self, pending: PendingStep) -> StepResult:
         """Wait for a submitted step and read back what it drew (and its raw logits when asked)."""
         plan, key = pending.plan, pending.key

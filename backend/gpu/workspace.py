@@ -9,8 +9,10 @@ import wgpu
 
 from backend.gpu.device import UNIFORM, Gpu
 from backend.gpu.models.info import ModelInfo, Version
+from backend.gpu.op_types import Binding
 
 F32 = 4
+INPUT_ALIGN = 256  # minimum storage/uniform binding offset alignment in WebGPU
 TOKEN_FIELDS = 4  # Token struct in common.wgsl: id, slot, flags, row
 ROW_FIELDS = 4  # Row struct: slot, start, len, pad
 
@@ -23,10 +25,11 @@ class Workspace:
     lora_width: int  # f32 per token of `lora` (v6's mix LoRA hidden layer, v7 DeepEmbed's s1 output)
     hidden_width: int  # f32 per token of the projections' LoRA hidden layers in `rkv` (v6 decay, v7 w/a/v/g)
     lora_base: int  # where those hidden layers start in `rkv`, in floats
-    dims: wgpu.GPUBuffer  # uniform Dims {T, R, B, pad}
-    tokens: wgpu.GPUBuffer  # [t_max] Token
-    rows: wgpu.GPUBuffer  # [b_max] Row
-    positions: wgpu.GPUBuffer  # [r_max] u32 token index of each logit line
+    inputs: wgpu.GPUBuffer  # the four below, written together by one write per step
+    dims: Binding  # uniform Dims {T, R, B, pad}
+    tokens: Binding  # [t_max] Token
+    rows: Binding  # [b_max] Row
+    positions: Binding  # [r_max] u32 token index of each logit line
     x: wgpu.GPUBuffer  # [t_max, C] residual stream
     ln_att: wgpu.GPUBuffer  # [t_max, C] ln1 output (next x_prev)
     ln_ffn: wgpu.GPUBuffer  # [t_max, C] ln2 output
@@ -51,6 +54,14 @@ class Workspace:
         def floats(n: int, label: str) -> wgpu.GPUBuffer:
             return gpu.empty(n * F32, label)
 
+        # one buffer for the per-step inputs, each part at a 256-byte aligned offset (binding offsets)
+        parts = {"dims": 16, "tokens": t_max * TOKEN_FIELDS * 4, "rows": b_max * ROW_FIELDS * 4, "positions": r_max * 4}
+        offsets, end = {}, 0
+        for name, size in parts.items():
+            offsets[name] = end
+            end = _align(end + size, INPUT_ALIGN)
+        inputs = gpu.empty(end, "step_inputs", usage=UNIFORM | wgpu.BufferUsage.STORAGE)
+
         return Workspace(
             t_max=t_max,
             r_max=r_max,
@@ -58,10 +69,11 @@ class Workspace:
             lora_width=lora_width,
             hidden_width=hidden_width,
             lora_base=4 * t_max * c,
-            dims=gpu.empty(16, "dims", usage=UNIFORM),
-            tokens=floats(t_max * TOKEN_FIELDS, "tokens"),
-            rows=floats(b_max * ROW_FIELDS, "rows"),
-            positions=floats(r_max, "positions"),
+            inputs=inputs,
+            dims=(inputs, offsets["dims"], parts["dims"]),
+            tokens=(inputs, offsets["tokens"], parts["tokens"]),
+            rows=(inputs, offsets["rows"], parts["rows"]),
+            positions=(inputs, offsets["positions"], parts["positions"]),
             x=floats(t_max * c, "x"),
             ln_att=floats(t_max * c, "ln_att"),
             ln_ffn=floats(t_max * c, "ln_ffn"),
@@ -79,10 +91,18 @@ class Workspace:
         )
 
     def write_inputs(self, gpu: Gpu, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
-        """tokens [T, 4] u32, rows [B, 4] u32, positions [R] u32: the only per-step uploads."""
-        dims = np.array([len(tokens), len(positions), len(rows), 0], np.uint32)
-        gpu.write(self.dims, dims)
-        gpu.write(self.tokens, tokens)
-        gpu.write(self.rows, rows)
-        if len(positions):
-            gpu.write(self.positions, positions)
+        """tokens [T, 4] u32, rows [B, 4] u32, positions [R] u32: the only per-step uploads, in one write
+        (from the start of the buffer to the end of the positions used)."""
+        pos_at = self.positions[1] // 4
+        words = np.zeros(pos_at + max(1, len(positions)), np.uint32)
+        words[:4] = (len(tokens), len(positions), len(rows), 0)
+        at = self.tokens[1] // 4
+        words[at : at + tokens.size] = tokens.reshape(-1)
+        at = self.rows[1] // 4
+        words[at : at + rows.size] = rows.reshape(-1)
+        words[pos_at : pos_at + len(positions)] = positions
+        gpu.write(self.inputs, words)
+
+
+def _align(n: int, m: int) -> int:
+    return -(-n // m) * m
