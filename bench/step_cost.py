@@ -3,13 +3,15 @@
     python -m bench.step_cost [--model v6:1.6B --model v7:1.6B --model v6:7B --model v7:7B] [--rows 1 8 64]
 
 Builds random-init models of real shapes (World vocab, fp16) and prints one JSON object per line:
-    {"model": "v6:1.6B", "rows": 1, "dispatches": N, "dispatches_per_layer": X, "host_us": Y}
+    {"model": "v6:1.6B", "rows": 1, "dispatches": N, "dispatches_per_layer": X, "host_us": Y, ...}
 `dispatches` counts every dispatch the step records (embedding, layers, head, sampler);
-`dispatches_per_layer` those of the layers alone, per layer. `host_us` is the median time from the
-plan to the step submitted (tables, input writes, recording, submit) without waiting for the
-device; the device's work runs between measurements, not during them. The step is submitted whole:
-lavapipe runs one submission at a time, so the submit of a step's second piece would wait for the
-first piece to execute and time the device, not the host.
+`dispatches_per_layer` those of the layers alone, per layer. `host_us` is the median wall time from
+the plan to the step submitted (tables, one input write, the draws, submit), which is what sits
+between two decode steps: the step's command buffer was recorded while the GPU ran the step before
+(Engine.record_ahead). `record_us` is that recording, off the critical path; `*_cpu_us` the same as
+this thread's CPU time (a busy machine inflates wall times). The device's work runs between
+measurements, not during them. Lavapipe runs the device work on these CPUs, so a 64-row step of a
+7B model takes minutes: use --rows and --model to pick.
 """
 
 from __future__ import annotations
@@ -60,16 +62,27 @@ def decode_plan(rows: int) -> StepPlan:
     return StepPlan(step_rows, draws)
 
 
-def host_us(engine: Engine, plan: StepPlan, repeat: int) -> float:
-    """Median host time of submit(); each step is collected (untimed) before the next starts."""
-    engine.collect(engine.submit(plan))  # warm-up
-    times = []
+def median_us(values: list[float]) -> float:
+    return round(statistics.median(values) * 1e6, 1)
+
+
+def host_costs(engine: Engine, plan: StepPlan, repeat: int) -> dict[str, float]:
+    """Median costs of submit() (recorded ahead) and of recording ahead; each step is collected
+    (untimed) before the next starts, so the device never runs during a measurement."""
+    engine.step(plan)  # warm-up; leaves a recording of these sizes
+    wall, cpu, rec_wall, rec_cpu = [], [], [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        w, c = time.perf_counter(), time.thread_time()
         pending = engine.submit(plan)
-        times.append(time.perf_counter() - start)
-        engine.collect(pending)
-    return statistics.median(times) * 1e6
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.thread_time() - c)
+        engine.collect(pending)  # the device first: on lavapipe it shares these CPUs
+        w, c = time.perf_counter(), time.thread_time()
+        engine.record_ahead(pending.key)
+        rec_wall.append(time.perf_counter() - w)
+        rec_cpu.append(time.thread_time() - c)
+    return {"host_us": median_us(wall), "host_cpu_us": median_us(cpu),
+            "record_us": median_us(rec_wall), "record_cpu_us": median_us(rec_cpu)}  # fmt: skip
 
 
 def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dict]:
@@ -79,7 +92,6 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
     info = model_info(version, n_layer, n_embd)
     engine = Engine(info, random_tensors(version, n_layer, n_embd), max_batch=max(row_counts),
                     max_step_tokens=max(row_counts), precision="fp16", gpu=gpu)  # fmt: skip
-    engine.pieces = [(0, len(engine.dispatches))]  # one submit (see the module's docstring)
     out = []
     for rows in row_counts:
         for slot in range(rows):
@@ -90,8 +102,7 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
             "rows": rows,
             "dispatches": engine.dispatch_count(dims, rows),
             "dispatches_per_layer": round(engine.layer_dispatch_count(dims) / n_layer, 2),
-            "host_us": round(host_us(engine, decode_plan(rows), repeat), 1),
-        }
+        } | host_costs(engine, decode_plan(rows), repeat)
         print(json.dumps(record), flush=True)
         out.append(record)
     del engine
@@ -102,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=[], help="VERSION:SIZE, e.g. v6:1.6B")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--repeat", type=int, default=9, help="measured steps per row count (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="measured steps per row count (median)")
     args = parser.parse_args()
     gpu = Gpu()
     for spec in args.model or DEFAULT_MODELS:
