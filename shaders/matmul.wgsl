@@ -3,10 +3,11 @@
 // (input group, output place, activation) and gives the LN input and the epilogue:
 // + bias[o] (BIAS), activation, xx + delta * v (MIX_DELTA), * mul (MUL), y = or y += (ADD),
 // the row's last token's x_prev into the state (STORE_PREV).
-// This kernel: 4 output rows x 8 tokens per workgroup, 64 lanes per row striding over K, so each
-// weight is read once per 8 tokens; partial sums through workgroup memory.
+// This kernel: 4 output rows x 8 tokens per workgroup, 64 lanes per row striding over K eight weights
+// at a time (one 16-byte load of fp16), so each weight is read once per 8 tokens; partial sums
+// through workgroup memory (no subgroup size assumed: any GPU, and lavapipe for the tests).
 #include "common.wgsl"
-#include "weights.wgsl"
+#include "weights8.wgsl"
 #include "matmul_common.wgsl"
 
 const LANES: u32 = 64u;
@@ -21,6 +22,11 @@ fn input(xb: u32, j: u32, t: u32, g: u32, k: u32) -> vec4<f32> {
 #else
     return x[xb + (j - 1u) * X_ROW + k];
 #endif
+}
+
+// 8 weights dotted with the input of token t (block index j) at vec4 columns k, k + 1
+fn dot8(wv: W8, xb: u32, j: u32, t: u32, g: u32, k: u32) -> f32 {
+    return dot(wv.lo, input(xb, j, t, g, k)) + dot(wv.hi, input(xb, j, t, g, k + 1u));
 }
 
 @compute @workgroup_size(256)
@@ -41,20 +47,21 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     if (o < NROWS) {
         let xb = x_base(o, t0);
         let g = SEG_X[seg_of(o)];
-        let wrow = o * K4;
-        for (var k = lane; k < K4; k += LANES) {
-            let wv = w4(wrow + k);
-            a.x += dot(wv, input(xb, 1u, t0, g, k));
+        let wrow = o * (K4 / 2u);
+        for (var k8 = lane; k8 < K4 / 2u; k8 += LANES) {
+            let wv = w8(wrow + k8);
+            let k = 2u * k8;
+            a.x += dot8(wv, xb, 1u, t0, g, k);
             if (n_t > 1u) {
-                a.y += dot(wv, input(xb, 2u, t0 + 1u, g, k));
+                a.y += dot8(wv, xb, 2u, t0 + 1u, g, k);
                 if (n_t > 2u) {
-                    a.z += dot(wv, input(xb, 3u, t0 + 2u, g, k));
-                    a.w += dot(wv, input(xb, 4u, t0 + 3u, g, k));
+                    a.z += dot8(wv, xb, 3u, t0 + 2u, g, k);
+                    a.w += dot8(wv, xb, 4u, t0 + 3u, g, k);
                     if (n_t > 4u) {
-                        b.x += dot(wv, input(xb, 5u, t0 + 4u, g, k));
-                        b.y += dot(wv, input(xb, 6u, t0 + 5u, g, k));
-                        b.z += dot(wv, input(xb, 7u, t0 + 6u, g, k));
-                        b.w += dot(wv, input(xb, 8u, t0 + 7u, g, k));
+                        b.x += dot8(wv, xb, 5u, t0 + 4u, g, k);
+                        b.y += dot8(wv, xb, 6u, t0 + 5u, g, k);
+                        b.z += dot8(wv, xb, 7u, t0 + 6u, g, k);
+                        b.w += dot8(wv, xb, 8u, t0 + 7u, g, k);
                     }
                 }
             }

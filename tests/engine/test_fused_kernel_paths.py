@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.state_pool import unpack_layer_state
@@ -68,3 +69,22 @@ def test_layers_record_few_dispatches(
     assert engine.layer_dispatch_count(StepDims(1, 1, 1)) == at_one * n_layer
     many = at_many if plan != "rows" else at_one
     assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer
+
+
+@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
+@pytest.mark.parametrize(("precision", "quant_type"), [("fp16", ""), ("fp16", "int8"), ("fp16", "nf4")])
+def test_gpu_kernels_read_stored_weights_as_the_cpu_kernel_does(
+    device: Device, cases: dict[Version, Case], version: Version, precision: str, quant_type: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """fp16, int8 and NF4 weights unpacked eight at a time (the tiled kernel's 16-byte loads) give what
+    the CPU kernel's four-at-a-time reads give, up to summation order."""
+    case = cases[version]
+    prompt, logits = case.prompt[:24], {}
+    for plan in ("rows", "tiled,gemm"):
+        monkeypatch.setenv("AI00_MATMUL", plan)
+        engine = Engine(case.info, case.tensors, max_batch=2, max_step_tokens=64, precision=precision,
+                        gpu=device.gpu, pipelines=device.pipelines, quant=case.info.n_layer if quant_type else 0,
+                        quant_type=quant_type or "int8")  # fmt: skip
+        logits[plan] = logits_for(engine, prompt, chunk=6)
+    assert_close(logits["tiled,gemm"], logits["rows"], f"{version} {precision} {quant_type or 'plain'}")
