@@ -366,16 +366,18 @@ class Scheduler:
                 for b in self._groups[s.id].sessions:
                     if b.status is not Status.FINISHED:
                         draw(b, len(rows) - 1)
-        # scoring (chooses) shares the prompts' budget, within the step's logit lines
+        # scoring (chooses) shares the prompts' budget; its logit lines (a vocabulary-wide head each, the cost
+        # of a step on small GPUs) are held to max_batch per step, what a full decode step computes
         lines = sum(lines_of(r) for r in rows)
+        score_lines = min(self.engine.max_logit_lines - lines, self.max_batch)
         for run in self._scoring:
-            if budget <= 0:
+            if budget <= 0 or score_lines <= 0:
                 break
-            for row in run.rows(budget, self.engine.max_logit_lines - lines):
+            for row in run.rows(budget, score_lines):
                 rows.append(row)
                 owners.append(run)
                 budget -= len(row.tokens)
-                lines += lines_of(row)
+                score_lines -= lines_of(row)
         for s, message in failed:
             if s.status is Status.PREFILL:  # its prompt row is in the plan: branches wait on it, so all end
                 self._end_group_on_error(s, message)

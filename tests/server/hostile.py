@@ -176,5 +176,5 @@ def post(server: HostileServer, path: str, body: object, key: str = API_KEY, **k
 
 
 async def apost(server: HostileServer, path: str, body: object, key: str = API_KEY) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=120) as http:
+    async with httpx.AsyncClient(timeout=300) as http:
         return await http.post(f"{server.base}{path}", json=body, headers=server.headers(key))
