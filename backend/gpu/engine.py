@@ -145,8 +145,8 @@ class Engine:
                 matrix = layers.is_matrix(name)
                 quant = self.quant_type if matrix and _layer_of(name) < self.quant else ""
                 out[name] = self.ops.upload(array, f16 and matrix, name, quant)
-                bar.update(array.nbytes)
             del arrays
+            bar.update(sum(a.nbytes for n, a in tensors.items() if _layer_of(n) == (part if part >= 0 else 1 << 30)))
         bar.close()
         return out
 

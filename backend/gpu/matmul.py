@@ -84,7 +84,7 @@ class LnInput:
     state: wgpu.GPUBuffer  # [slots, slot_floats] f32: this layer's state (x_prev read for first tokens)
     slot_floats: int
     prev_offset: int  # x_prev's offset inside a slot's layer state
-    out: wgpu.GPUBuffer  # [t_max, C] xx, for the kernels after (the shift store, v6's mix)
+    out: wgpu.GPUBuffer | None  # [t_max, C] xx, for the kernels after (the shift store, v6's mix)
     delta: wgpu.GPUBuffer | None = None  # [t_max, C] prev - xx (v6)
 
 

@@ -171,11 +171,13 @@ class Ops:
         return kernel
 
     def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
-        return {"LN": True, "LN_OUT": True, "LN_DELTA": ln.delta is not None,
+        return {"LN": True, "LN_OUT": ln.out is not None, "LN_DELTA": ln.delta is not None,
                 "S4": ln.slot_floats // 4, "PREV4": ln.prev_offset // 4}  # fmt: skip
 
     def _ln_bindings(self, ln: LnInput) -> dict[int, Binding]:
-        bindings: dict[int, Binding] = {7: self.ws.tokens, 8: ln.params.buffer, 9: ln.out, 11: ln.state}
+        bindings: dict[int, Binding] = {7: self.ws.tokens, 8: ln.params.buffer, 11: ln.state}
+        if ln.out is not None:
+            bindings[9] = ln.out
         if ln.delta is not None:
             bindings[10] = ln.delta
         return bindings

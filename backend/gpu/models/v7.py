@@ -1,16 +1,19 @@
 """RWKV-7 "Goose" (x070): time mix with the generalised delta rule, squared-ReLU channel mix.
 
-Per layer, in the paper's letters: r, k, v and the first stages of the w, a, v-mix and g LoRAs in
-one dispatch from the token-shifted LayerNorm input; the wkv7 kernel does the LoRAs' second
+Per layer, in the paper's letters: r, k, v in one dispatch from the token-shifted LayerNorm input;
+the first stages of the w, a, v-mix and g LoRAs in another (kept in f32 and never quantized: NF4
+on those rows moved the logits more than on r, k, v); the wkv7 kernel does the LoRAs' second
 stages, kk, the state update, group norm, the r.k bonus and the gate; then the output projection
 adds into the residual; the channel mix is its key (from its own LayerNorm input) and value.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from backend.gpu.models.layers import Layer, flat, layer_norm, ln_params, pad_rows
+from backend.gpu.models.layers import Layer, flat, layer_norm, ln_params
 from backend.gpu.ops import Dispatch, Segment
 
 MIX_ORDER = ("x_r", "x_k", "x_v", "x_w", "x_a", "x_g")  # mix groups 0..5
@@ -27,14 +30,11 @@ def prepare_layer(t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     p = f"blocks.{i}."
     att = f"{p}att."
     out = {f"{att}ln": ln_params(t, p, "ln1", [t[att + m] for m in MIX_ORDER])}
-    # first stages stacked under r, k, v, each padded to whole 64-row tiles (zero rows, unused outputs)
-    first = [pad_rows(np.ascontiguousarray(t[f"{att}{name}1"].T)) for name, _, _ in loras_of(i)]  # [D, C]
-    rkv = [t[f"{att}{m}.weight"] for m in ("receptance", "key", "value")]
-    out[f"{att}proj"] = np.concatenate([*rkv, *first])
-    # second stages per channel: row c holds w2[:, c], a2[:, c], (v2[:, c],) g2[:, c], padded like the first
-    out[f"{att}lora2"] = np.ascontiguousarray(
-        np.concatenate([pad_rows(t[f"{att}{name}2"]).T for name, _, _ in loras_of(i)], axis=1)
-    )
+    out[f"{att}proj"] = np.concatenate([t[f"{att}{m}.weight"] for m in ("receptance", "key", "value")])
+    # the LoRAs' first stages stacked: [Dw + Da (+ Dv) + Dg, C]
+    out[f"{att}lora1"] = np.concatenate([t[f"{att}{name}1"].T for name, _, _ in loras_of(i)])
+    # second stages per channel: row c holds w2[:, c], a2[:, c], (v2[:, c],) g2[:, c]
+    out[f"{att}lora2"] = np.ascontiguousarray(np.concatenate([t[f"{att}{name}2"].T for name, _, _ in loras_of(i)], 1))
     out[f"{att}output"] = t[f"{att}output.weight"]
     c = t[f"{att}x_r"].size
     zeros = np.zeros(c, np.float32)
@@ -61,21 +61,24 @@ def prepare_deep_embed(t: dict[str, np.ndarray], p: str) -> dict[str, np.ndarray
 
 
 def lora_sizes(layer: Layer) -> list[int]:
-    """Hidden widths of this layer's LoRAs as stored (padded to whole 64-row tiles), in LORAS order."""
-    return [-(-layer.shape(f"att.{name}1")[1] // 64) * 64 for name, _, _ in loras_of(layer.i)]
+    """Hidden widths of this layer's LoRAs, in LORAS order."""
+    return [layer.shape(f"att.{name}1")[1] for name, _, _ in loras_of(layer.i)]
 
 
 def time_mix(layer: Layer) -> list[Dispatch]:
     ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
     c, tc = layer.info.n_embd, ops.t_max * layer.info.n_embd
     proj = [Segment(c, g, g * tc, c) for g in (R, K, V)]
-    hidden = ws.lora_base  # the LoRAs' hidden layers sit after r, k, v (and v6's g) in ws.rkv
+    first, hidden = [], ws.lora_base  # the LoRAs' hidden layers sit after r, k, v (and v6's g) in ws.rkv
     sizes = lora_sizes(layer)
     for (_, source, act), d in zip(loras_of(i), sizes, strict=True):
-        proj.append(Segment(d, source, hidden, ws.hidden_width, act))
+        first.append(Segment(d, source, hidden, ws.hidden_width, act))
         hidden += d
+    ln = layer.ln_input("att")
     return [
-        *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj, ln=layer.ln_input("att")),
+        *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj, ln=ln),
+        *ops.matmul(f"{i}.lora1", ws.mix, w("att.lora1"), ws.rkv, segments=first, ln=replace(ln, out=None),
+                    small=True),
         ops.wkv7(i, w("att.params"), w("att.ln_x"), w("att.lora2"), sizes, layer.state, layer.layout),
         *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True, store_prev=layer.store_prev("att")),
     ]
@@ -109,10 +112,10 @@ def layer_ops(layer: Layer) -> list[Dispatch]:
 
 
 def lora_width(t: dict[str, np.ndarray]) -> int:
-    """Floats per token of the LoRAs' hidden layers side by side (padded to 64 each), widest layer."""
-    widths = {}
+    """Floats per token of the LoRAs' hidden layers side by side, widest layer."""
+    widths: dict[str, int] = {}
     for k, a in t.items():
         if k.endswith(("att.w1", "att.a1", "att.v1", "att.g1")):
             layer = k.split(".")[1]
-            widths[layer] = widths.get(layer, 0) + -(-a.shape[1] // 64) * 64
+            widths[layer] = widths.get(layer, 0) + a.shape[1]
     return max(widths.values())
