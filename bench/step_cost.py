@@ -9,7 +9,9 @@ Builds random-init models of real shapes (World vocab, fp16) and prints one JSON
 the plan to the step submitted (tables, one input write, the draws, submit), which is what sits
 between two decode steps: the step's command buffer was recorded while the GPU ran the step before
 (Engine.record_ahead). `record_us` is that recording, off the critical path; `*_cpu_us` the same as
-this thread's CPU time (a busy machine inflates wall times). The device's work runs between
+this thread's CPU time (a busy machine inflates wall times). The engine builds a GPU's dispatch
+list (AI00_MATMUL=tiled,gemm unless set: the subgroup GEMV of a GPU has the same list), which runs
+on lavapipe too; `plan` names it. The device's work runs between
 measurements, not during them. Lavapipe runs the device work on these CPUs, so a 64-row step of a
 7B model takes minutes: use --rows and --model to pick.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 
@@ -100,6 +103,7 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
         record = {
             "model": spec,
             "rows": rows,
+            "plan": os.environ.get("AI00_MATMUL", ""),
             "dispatches": engine.dispatch_count(dims, rows),
             "dispatches_per_layer": round(engine.layer_dispatch_count(dims) / n_layer, 2),
         } | host_costs(engine, decode_plan(rows), repeat)
@@ -115,6 +119,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--repeat", type=int, default=5, help="measured steps per row count (median)")
     args = parser.parse_args()
+    os.environ.setdefault("AI00_MATMUL", "tiled,gemm")
     gpu = Gpu()
     for spec in args.model or DEFAULT_MODELS:
         measure(spec, args.rows, args.repeat, gpu)

@@ -31,18 +31,22 @@ class MatmulKernel:
     tokens: int  # tokens per workgroup
     threads: int  # invocations per workgroup
     ln_input: bool  # can compute the LN input itself
+    ln_input_small_only: bool = False  # ... but only for small weights (see KERNELS)
     min_count: int = 0  # used when the step's count lies in [min_count, max_count]
     max_count: int = 1 << 30
 
 
 # tiled: 64 lanes share a row (coalesced, portable); vec: a 32-wide subgroup per row (GPUs with
 # 32-lane subgroups); gemm: 64 x 64 tiles through workgroup memory; rows: one invocation per row
-# (CPU drivers such as lavapipe: no barriers, sequential reads).
+# (CPU drivers such as lavapipe: no barriers, sequential reads). A kernel with the LN input
+# recomputes it for every output row it owns: on a GPU that is L1 traffic beside the weights, on a
+# CPU plain work (a 2k-row projection of v7 0.1B took 4x as long as ln_mix + plain matmul on
+# lavapipe, bench.profile_step), so the CPU kernel takes it only for the LoRAs' few rows.
 KERNELS = {
     "tiled": MatmulKernel("matmul.wgsl", 4, 8, 256, True),
     "vec": MatmulKernel("matmul_vec.wgsl", 8, 8, 256, False),
     "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64, 256, False),
-    "rows": MatmulKernel("matmul_rows.wgsl", 64, 8, 64, True),
+    "rows": MatmulKernel("matmul_rows.wgsl", 64, 8, 64, True, ln_input_small_only=True),
 }
 
 

@@ -141,8 +141,8 @@ class Ops:
         out: list[Dispatch] = []
         for kernel in self.matmul_kernels:
             kernel = self._kernel_for(kernel, w, segments, ln, small)
-            fused = ln is not None and kernel.ln_input
-            if ln is not None and not fused:  # the GEMM reads the mixes a separate ln_mix wrote
+            fused = ln is not None and kernel.ln_input and (small or not kernel.ln_input_small_only)
+            if ln is not None and not fused:  # the kernel reads the mixes a separate ln_mix wrote
                 out.append(self.ln_mix(f"{name}.ln_mix", ln, x, count_grid(kernel, count, self._ln_grid)))
             for part in row_slices(w, self.gpu.max_binding_bytes):
                 clipped = clip_segments(segments, part.row0, part.rows)
