@@ -66,7 +66,12 @@ def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
             return [KERNELS["rows"]]
         small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
         large = KERNELS["gemm"]
-    return [replace(small, max_count=VEC_MAX_TOKENS), replace(large, min_count=VEC_MAX_TOKENS + 1)]
+    plan = [replace(small, max_count=VEC_MAX_TOKENS), replace(large, min_count=VEC_MAX_TOKENS + 1)]
+    # AI00_LN_INPUT=small: the LayerNorm input only for small weights everywhere, as on the CPU (to
+    # measure on a GPU whether recomputing it per output row costs more than the dispatch it saves)
+    if os.environ.get("AI00_LN_INPUT") == "small":
+        plan = [replace(k, ln_input_small_only=True) for k in plan]
+    return plan
 
 
 @dataclass(frozen=True)
