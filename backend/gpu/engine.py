@@ -213,7 +213,8 @@ class Engine:
         """Run the plan's rows; draw its tokens on the GPU; read back only the drawn ids (and logprobs)
         unless some logit line is wanted raw (an ALL row, or a LAST row no draw uses)."""
         pending = self.submit(plan)
-        self.record_ahead(pending.key)  # while the GPU runs this step
+        if pending.key.dims.T == pending.key.dims.B:  # decode-shaped: the next step likely has these sizes
+            self.record_ahead(pending.key)  # while the GPU runs this one
         return self.collect(pending)
 
     def submit(self, plan: StepPlan) -> PendingStep:

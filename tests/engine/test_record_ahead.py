@@ -62,3 +62,14 @@ def test_recording_ahead_is_used_only_for_steps_of_its_sizes(device: Device, cas
     again = engine.submit(StepPlan((StepRow(0, (8,)),), (Draw(0, 0, 0.5, temperature=0.0),)))
     assert not engine.recorded_ahead, "the step of the recorded sizes did not use it"
     engine.collect(again)
+
+
+def test_only_decode_shaped_steps_record_ahead(device: Device, cases: dict[Version, Case]) -> None:
+    """A prefill chunk's sizes rarely come back, so step() records ahead only after one-token rows."""
+    engine = device.engine(cases[Version.V6], max_batch=4)
+    engine.reset_slot(0)
+    engine.discard_ahead()
+    engine.step(StepPlan((StepRow(0, (1, 2, 3)),)))
+    assert not engine.recorded_ahead
+    engine.step(StepPlan((StepRow(0, (4,)),)))
+    assert len(engine.recorded_ahead) == 1
