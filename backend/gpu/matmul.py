@@ -43,7 +43,7 @@ class MatmulKernel:
 # CPU plain work (a 2k-row projection of v7 0.1B took 4x as long as ln_mix + plain matmul on
 # lavapipe, bench.profile_step), so the CPU kernel takes it only for the LoRAs' few rows.
 KERNELS = {
-    "tiled": MatmulKernel("matmul.wgsl", 4, 8, 256, True),
+    "tiled": MatmulKernel("matmul.wgsl", 4, 8, 64, True),
     "vec": MatmulKernel("matmul_vec.wgsl", 8, 8, 256, False),
     "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64, 256, False),
     "rows": MatmulKernel("matmul_rows.wgsl", 64, 8, 64, True, ln_input_small_only=True),
@@ -191,8 +191,8 @@ def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
 
 
 def straddles(kernel: MatmulKernel, segments: Sequence[Segment]) -> bool:
-    """The GEMM's 64-row tiles must not cross a segment boundary."""
-    if kernel.shader != "matmul_gemm.wgsl":
+    """The GEMM's 64-row tiles and the tiled kernel's 4-row blocks must not cross a segment boundary."""
+    if kernel.shader not in ("matmul_gemm.wgsl", "matmul.wgsl"):
         return False
     ends = [sum(s.rows for s in segments[: i + 1]) for i in range(len(segments) - 1)]
     return any(e % kernel.rows for e in ends)

@@ -167,7 +167,9 @@ class Ops:
         reads fp16/f32 rows 16 bytes at a time (quantized rows go through w4()) and takes no LN input."""
         vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
         if straddles(kernel, segments) or (vec and (w.quant or ln is not None)) or (gemm and small):
-            return replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+            kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+        if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any
+            kernel = replace(KERNELS["rows"], min_count=kernel.min_count, max_count=kernel.max_count)
         return kernel
 
     def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
