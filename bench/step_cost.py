@@ -9,9 +9,10 @@ Builds random-init models of real shapes (World vocab, fp16) and prints one JSON
 the plan to the step submitted (tables, one input write, the draws, submit), which is what sits
 between two decode steps: the step's command buffer was recorded while the GPU ran the step before
 (Engine.record_ahead). `record_us` is that recording, off the critical path; `*_cpu_us` the same as
-this thread's CPU time (a busy machine inflates wall times). The engine builds a GPU's dispatch
-list (AI00_MATMUL=tiled,gemm unless set: the subgroup GEMV of a GPU has the same list), which runs
-on lavapipe too; `plan` names it. The device's work runs between
+this thread's CPU time (a busy machine inflates wall times). The engine builds a GPU's dispatch list
+for steps of up to 64 tokens (every projection computes its LayerNorm input itself) with the
+CPU-shaped kernels that lavapipe runs fast (AI00_MATMUL=rows AI00_LN_INPUT=all unless set; the
+GPU's own tiled kernel takes minutes a step there); `plan` names it. The device's work runs between
 measurements, not during them. Lavapipe runs the device work on these CPUs, so a 64-row step of a
 7B model takes minutes: use --rows and --model to pick.
 """
@@ -103,7 +104,7 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
         record = {
             "model": spec,
             "rows": rows,
-            "plan": os.environ.get("AI00_MATMUL", ""),
+            "plan": f"{os.environ.get('AI00_MATMUL', '')} ln_input={os.environ.get('AI00_LN_INPUT', '')}",
             "dispatches": engine.dispatch_count(dims, rows),
             "dispatches_per_layer": round(engine.layer_dispatch_count(dims) / n_layer, 2),
         } | host_costs(engine, decode_plan(rows), repeat)
@@ -119,7 +120,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--repeat", type=int, default=5, help="measured steps per row count (median)")
     args = parser.parse_args()
-    os.environ.setdefault("AI00_MATMUL", "tiled,gemm")
+    os.environ.setdefault("AI00_MATMUL", "rows")
+    os.environ.setdefault("AI00_LN_INPUT", "all")
     gpu = Gpu()
     for spec in args.model or DEFAULT_MODELS:
         measure(spec, args.rows, args.repeat, gpu)

@@ -59,18 +59,25 @@ def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
         if len(names) > 2 or any(n not in KERNELS for n in names):
             raise ValueError(f"AI00_MATMUL: one or two (comma-separated) of {sorted(KERNELS)}, got {forced!r}")
         if len(names) == 1:
-            return [KERNELS[names[0]]]
+            return _ln_input_override([KERNELS[names[0]]])
         small, large = KERNELS[names[0]], KERNELS[names[1]]
     else:
         if gpu.is_cpu:
-            return [KERNELS["rows"]]
+            return _ln_input_override([KERNELS["rows"]])
         small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
         large = KERNELS["gemm"]
-    plan = [replace(small, max_count=VEC_MAX_TOKENS), replace(large, min_count=VEC_MAX_TOKENS + 1)]
-    # AI00_LN_INPUT=small: the LayerNorm input only for small weights everywhere, as on the CPU (to
-    # measure on a GPU whether recomputing it per output row costs more than the dispatch it saves)
-    if os.environ.get("AI00_LN_INPUT") == "small":
-        plan = [replace(k, ln_input_small_only=True) for k in plan]
+    return _ln_input_override([replace(small, max_count=VEC_MAX_TOKENS), replace(large, min_count=VEC_MAX_TOKENS + 1)])
+
+
+def _ln_input_override(plan: list[MatmulKernel]) -> list[MatmulKernel]:
+    """AI00_LN_INPUT=small: kernels compute the LayerNorm input only for small weights (to measure on a
+    GPU whether recomputing it per output row costs more than the ln_mix dispatch it saves); =all:
+    for every weight, the CPU kernel too (a GPU's dispatch list, run by CPU-shaped kernels)."""
+    match os.environ.get("AI00_LN_INPUT"):
+        case "small":
+            return [replace(k, ln_input_small_only=True) for k in plan]
+        case "all":
+            return [replace(k, ln_input_small_only=False) for k in plan]
     return plan
 
 

@@ -22,12 +22,15 @@ FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 
 
 @pytest.mark.parametrize("version", FUSED_VERSIONS, ids=str)
-@pytest.mark.parametrize("chunk", [7, 100])
+@pytest.mark.parametrize(("plan", "chunk"), [("tiled,gemm", 7), ("tiled,gemm", 100), ("rows", 7)])
 def test_gpu_kernels_match_reference_at_every_position(
-    device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """chunk 7 runs the tiled kernel (LN input inside), 100 the GEMM (ln_mix first)."""
-    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    device: Device, cases: dict[Version, Case], version: Version, plan: str, chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """chunk 7 runs the tiled kernel (LN input inside), 100 the GEMM (ln_mix first); the CPU kernel
+    with the LN input for every weight (AI00_LN_INPUT=all, as bench.step_cost builds it) too."""
+    monkeypatch.setenv("AI00_MATMUL", plan)
+    monkeypatch.setenv("AI00_LN_INPUT", "all")
     case = cases[version]
     prompt = case.prompt + case.prompt[:36]  # 100 tokens: the reference covers the first 64
     engine = device.engine(case, max_step_tokens=128)
@@ -61,11 +64,15 @@ def test_layers_record_few_dispatches(
 ) -> None:  # fmt: skip
     """Per layer on a GPU's plan: at most 7 dispatches for a decode step and 8 for any step (the issue's
     budget); the GEMM adds a LayerNorm dispatch where it cannot compute its input itself. The CPU
-    kernel takes a separate LayerNorm before the big projections at every count (it is faster there)."""
+    kernel takes a separate LayerNorm before the big projections at every count (it is faster there),
+    unless AI00_LN_INPUT=all (bench.step_cost's GPU-shaped list)."""
     case = cases[version]
     n_layer = case.info.n_layer
-    for plan, one, many in (("tiled,gemm", at_one, at_many), ("rows", on_cpu, on_cpu)):
+    for plan, ln_input, one, many in (
+        ("tiled,gemm", "", at_one, at_many), ("rows", "", on_cpu, on_cpu), ("rows", "all", at_one, at_one)
+    ):
         monkeypatch.setenv("AI00_MATMUL", plan)
+        monkeypatch.setenv("AI00_LN_INPUT", ln_input)
         engine = device.engine(case, max_step_tokens=128)
         assert engine.layer_dispatch_count(StepDims(1, 1, 1)) == one * n_layer, plan
         assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer, plan
