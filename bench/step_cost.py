@@ -91,7 +91,7 @@ def host_costs(engine: Engine, plan: StepPlan, repeat: int) -> dict[str, float]:
 
 def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dict]:
     version_name, size = spec.split(":")
-    n_layer, n_embd = SIZES[size]
+    n_layer, n_embd = SIZES[size] if size in SIZES else map(int, size.split("x"))  # v7:24x128: layers x width
     version = Version(version_name)
     info = model_info(version, n_layer, n_embd)
     engine = Engine(info, random_tensors(version, n_layer, n_embd), max_batch=max(row_counts),
@@ -116,7 +116,7 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", default=[], help="VERSION:SIZE, e.g. v6:1.6B")
+    parser.add_argument("--model", action="append", default=[], help="VERSION:SIZE, e.g. v6:1.6B or v7:24x128")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--repeat", type=int, default=5, help="measured steps per row count (median)")
     args = parser.parse_args()
