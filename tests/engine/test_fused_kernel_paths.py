@@ -7,16 +7,14 @@ with AI00_MATMUL, as on a GPU: the tiled one up to 64 tokens, the GEMM above.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
-from backend.gpu.state_pool import unpack_layer_state
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device
-from tests.engine.test_models_vs_oracle import assert_close
+from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_prompt_matches
 
 FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 
@@ -45,12 +43,7 @@ def test_gpu_kernels_leave_the_reference_state(
     """The shift state is stored by the output and value matmuls' epilogue: checked after a prompt."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
     case = cases[version]
-    engine = device.engine(case)
-    logits_for(engine, case.prompt, chunk=16)
-    state = [unpack_layer_state(case.info, layer) for layer in engine.read_slot(0)]
-    for i, (ours, ref) in enumerate(zip(state, case.ref.state, strict=True)):
-        for j, (a, b) in enumerate(zip(ours, ref, strict=True)):
-            assert_close(a, np.asarray(b).reshape(a.shape), f"{version} layer {i} state part {j}")
+    assert_state_after_prompt_matches(device.engine(case), case, f"{version} gpu kernels")
 
 
 @pytest.mark.parametrize(

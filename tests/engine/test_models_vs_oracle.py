@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backend.gpu.engine import Engine
 from backend.gpu.state_pool import unpack_layer_state
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device
@@ -29,13 +30,17 @@ def test_f32_logits_match_reference_at_every_position(device: Device, case: Case
     assert_close(ours, case.ref.logits, f"{case.version} chunk {chunk}")
 
 
-def test_f32_state_after_prompt_matches_reference(device: Device, case: Case) -> None:
-    engine = device.engine(case)
+def assert_state_after_prompt_matches(engine: Engine, case: Case, what: str) -> None:
+    """Feed the prompt in chunks of 16, then compare every layer's state with the reference's."""
     logits_for(engine, case.prompt, chunk=16)
     state = [unpack_layer_state(case.info, layer) for layer in engine.read_slot(0)]
     for i, (ours, ref) in enumerate(zip(state, case.ref.state, strict=True)):
         for j, (a, b) in enumerate(zip(ours, ref, strict=True)):
-            assert_close(a, np.asarray(b).reshape(a.shape), f"{case.version} layer {i} state part {j}")
+            assert_close(a, np.asarray(b).reshape(a.shape), f"{what} layer {i} state part {j}")
+
+
+def test_f32_state_after_prompt_matches_reference(device: Device, case: Case) -> None:
+    assert_state_after_prompt_matches(device.engine(case), case, str(case.version))
 
 
 def test_fp16_path_agrees_on_top1_and_stays_near(device: Device, case: Case) -> None:
