@@ -237,7 +237,7 @@ class Engine:
     def record_ahead(self, key: StepKey) -> None:
         """Record the command buffers of a step of these sizes now, while the GPU runs the current one:
         decode steps repeat their sizes, so the next one only writes its inputs and submits. One set is
-        kept (a step of other sizes records its own and drops it)."""
+        kept, for the latest sizes recorded; a step of other sizes records its own on the spot."""
         self._ahead = {key: self._record(key, submit=False, pieces=[(0, len(self.dispatches))])}
 
     @property
