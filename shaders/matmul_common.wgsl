@@ -38,7 +38,7 @@
 #if STORE_PREV
 @group(0) @binding(11) var<storage, read_write> prev_state: array<f32>;  // [slots, S]
 @group(0) @binding(12) var<storage, read> rows_in: array<Row>;
-@group(0) @binding(13) var<storage, read> prev_src: array<f32>;  // [T_MAX, NROWS] this layer's xx
+@group(0) @binding(13) var<storage, read> prev_src: array<f32>;  // [T_MAX, PC] this layer's xx
 #endif
 
 const K4: u32 = {{K4}}u;
@@ -114,11 +114,11 @@ fn finish(o: u32, t: u32, acc: f32) {
     y[yi] = v;
 #endif
 #if STORE_PREV
-    // row o is channel o: the row's last token's normalised input becomes its next x_prev
+    // row ROW0 + o is channel ROW0 + o (of PC): the row's last token's xx becomes its next x_prev
     let tok = tokens[t];
     let row = rows_in[tok.row];
     if (t + 1u == row.start + row.len) {
-        prev_state[tok.slot * {{PS}}u + {{PREV}}u + o] = prev_src[t * NROWS + o];
+        prev_state[tok.slot * {{PS}}u + {{PREV}}u + ROW0 + o] = prev_src[t * {{PC}}u + ROW0 + o];
     }
 #endif
 }

@@ -137,7 +137,7 @@ class Ops:
             "STORE_PREV": store_prev is not None,
         }  # fmt: skip
         if store_prev is not None:
-            base |= {"PS": store_prev.slot_floats, "PREV": store_prev.prev_offset}
+            base |= {"PS": store_prev.slot_floats, "PREV": store_prev.prev_offset, "PC": rows}
         out: list[Dispatch] = []
         for kernel in self.matmul_kernels:
             kernel = self._kernel_for(kernel, w, segments, ln, small)

@@ -88,3 +88,16 @@ def test_gpu_kernels_read_stored_weights_as_the_cpu_kernel_does(
                         quant_type=quant_type or "int8")  # fmt: skip
         logits[plan] = logits_for(engine, prompt, chunk=6)
     assert_close(logits["tiled,gemm"], logits["rows"], f"{version} {precision} {quant_type or 'plain'}")
+
+
+def test_weights_over_the_binding_limit_are_bound_in_slices(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an 8 MiB binding limit, the 32 MiB f32 embedding and head go in four slices each (as a
+    World head does on lavapipe's 128 MiB), and the logits still match the reference."""
+    case = cases[Version.V7]
+    monkeypatch.setattr(device.gpu, "max_binding_bytes", 8 << 20)
+    engine = device.engine(case)
+    assert sum(d.name == "embed" for d in engine.dispatches) == 4
+    assert sum(d.name == "head" for d in engine.dispatches) == 4
+    assert_close(logits_for(engine, case.prompt, 16), case.ref.logits, "v7 sliced embedding and head")
