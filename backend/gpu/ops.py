@@ -13,9 +13,8 @@ import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
-from backend.gpu.matmul import KERNELS as KERNELS
-from backend.gpu.matmul import VEC_MAX_TOKENS as VEC_MAX_TOKENS
 from backend.gpu.matmul import (
+    KERNELS,
     LnInput,
     MatmulKernel,
     Segment,
