@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import sys
@@ -33,6 +34,14 @@ class Tally:
     rejected: int = 0  # 429 / overloaded: the server said "later", as it should when full
     errors: Counter = field(default_factory=Counter)  # kind -> count
     first_error: dict[str, str] = field(default_factory=dict)
+    ttft_s: dict[str, list[float]] = field(default_factory=lambda: {"sse": [], "ws": []})  # request -> first text
+    gaps_s: dict[str, list[float]] = field(default_factory=lambda: {"sse": [], "ws": []})  # between text events
+
+    def timing(self, kind: str, start: float, arrivals: list[float]) -> None:
+        """A finished generation's text-event times (time.monotonic) since its request left at `start`."""
+        if arrivals:
+            self.ttft_s[kind].append(arrivals[0] - start)
+            self.gaps_s[kind].extend(b - a for a, b in itertools.pairwise(arrivals))
 
     def error(self, kind: str, detail: str) -> None:
         self.errors[kind] += 1
@@ -48,6 +57,7 @@ def prompt_of(rng: random.Random) -> str:
 async def sse_stream(http: httpx.AsyncClient, base: str, headers: dict, rng: random.Random, tokens: int, t: Tally):
     body = {"prompt": prompt_of(rng), "max_tokens": tokens, "seed": rng.randrange(1 << 31), "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
+    start, arrivals = time.monotonic(), []
     async with http.stream("POST", f"{base}/api/oai/v1/completions", json=body, headers=headers) as r:
         if r.status_code == 429:
             t.rejected += 1
@@ -66,16 +76,23 @@ async def sse_stream(http: httpx.AsyncClient, base: str, headers: dict, rng: ran
                 used = chunk["usage"]["completion_tokens"]
             for choice in chunk.get("choices", []):
                 finish = choice.get("finish_reason") or finish
+                if choice.get("text"):
+                    arrivals.append(time.monotonic())
     if finish not in ("length", "stop") or used is None or (finish == "length" and used != tokens):
         return t.error("sse end", f"finish_reason {finish}, completion_tokens {used}")
     t.generations += 1
     t.tokens += used
+    t.timing("sse", start, arrivals)
 
 
 async def ws_stream(client: Client, rng: random.Random, tokens: int, t: Tally):
+    start, arrivals = time.monotonic(), []
     gen = await client.generate(prompt_of(rng), params={"max_tokens": tokens, "seed": rng.randrange(1 << 31)})
     try:
-        (done,) = await gen.wait()
+        async for frame in gen:
+            if frame["type"] == "delta" and frame["text"]:
+                arrivals.append(time.monotonic())
+        (done,) = gen.dones
     except GenerationError as e:
         if e.frame.get("code") == "overloaded":
             t.rejected += 1
@@ -89,6 +106,16 @@ async def ws_stream(client: Client, rng: random.Random, tokens: int, t: Tally):
         )
     t.generations += 1
     t.tokens += used
+    t.timing("ws", start, arrivals)
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float | None]:
+    """p50 / p99 in milliseconds (None when nothing was measured)."""
+    if not values:
+        return {"p50": None, "p99": None}
+    ordered = sorted(values)
+    pick = lambda q: round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
+    return {"p50": pick(0.50), "p99": pick(0.99)}
 
 
 async def run_stream(i: int, args: argparse.Namespace, http: httpx.AsyncClient, deadline: float, t: Tally):
@@ -183,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_before_mib": before and round(before / 2**20, 1),
         "rss_after_mib": after and round(after / 2**20, 1), "all_slots_free_after": idle,
         "health_after": health["status"],
+        "ttft_ms": {kind: percentiles_ms(v) for kind, v in t.ttft_s.items()},
+        "inter_token_gap_ms": {kind: percentiles_ms(v) for kind, v in t.gaps_s.items()},
     }  # fmt: skip
     for key, value in figures.items():
         print(f"  {key:22} {value}")

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU-run issue's measurements, one phase per device call (a call may run 10 minutes at most).
+# Run from the repository root on the GPU machine with carry [".gl", ".whl"] (shared/device.md says how
+# to fill them: the Vulkan loader's .debs, and wheels of wgpu, web-rwkv-py 0.2.3 and the server's deps):
+#   bash bench/gpu_run.sh speed-1.6B  # engine_speed v6/v7 1.6B beside web-rwkv-py; the tiled kernel instead
+#                                     # of vec; profile_step at 1/64/1024 tokens; step_cost (host µs)
+#   bash bench/gpu_run.sh speed-big   # engine_speed v6 3B, v6 7B, v7 7B, v6 7B int8 and nf4 beside web-rwkv-py
+#   bash bench/gpu_run.sh soak        # the server: 64 then 256 streams for 60 s each; then the engine's oracle tests
+# Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
+set -uo pipefail
+phase=${1:?speed-1.6B, speed-big or soak}
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f $icd ] && export VK_DRIVER_FILES=$icd
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l4' | tr A-Z a-z)
+tag="$OUT/${gpu:-gpu}-$(date -u +%F)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+case $phase in
+speed-1.6B)
+    python3 - <<'PY' | tee "$tag-adapter.txt"
+from backend.gpu.device import Gpu
+gpu = Gpu()
+print(gpu.summary, "subgroup", gpu.subgroup_size)
+print("features:", sorted(str(f) for f in gpu.device.features))
+PY
+    python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv --out "$tag-speed-1.6B.json"
+    AI00_MATMUL=tiled,gemm python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+        --out "$tag-speed-1.6B-tiled.json"
+    for m in v6:1.6B v7:1.6B; do
+        python3 -m bench.profile_step --model $m --tokens 1 --tokens 64 --tokens 1024
+    done 2>&1 | tee "$tag-profile-1.6B.txt"
+    AI00_MATMUL=vec,gemm AI00_LN_INPUT= python3 -m bench.step_cost --model v6:1.6B --model v7:1.6B \
+        --rows 1 8 64 --repeat 20 2>&1 | tee "$tag-step-cost.txt"
+    ;;
+speed-big)
+    python3 -m bench.engine_speed --model v6:3B --model v6:7B --model v6:7B:int8 --model v6:7B:nf4 \
+        --model v7:7B --web-rwkv --steps 32 --tmp /tmp --out "$tag-speed-big.json"
+    ;;
+soak)
+    dir=/tmp/soak
+    mkdir -p $dir
+    python3 -m bench.soak_model v7:1.6B $dir/model.st
+    cat > $dir/Config.toml <<TOML
+[model]
+path = "$dir/model.st"
+precision = "fp16"
+max_batch = 256
+token_chunk_size = 256
+[listen]
+ip = "127.0.0.1"
+port = 65531
+[limits]
+max_queue = 64
+TOML
+    python3 -m backend --config $dir/Config.toml >"$OUT/server.log" 2>&1 &
+    python3 - <<'PY'
+import time, urllib.request
+for _ in range(300):
+    try:
+        print(urllib.request.urlopen("http://127.0.0.1:65531/health").read()[:200])
+        break
+    except OSError:
+        time.sleep(1)
+PY
+    for n in 64 256; do
+        python3 -m bench.soak http://127.0.0.1:65531 --streams $n --seconds 60 --warmup 10 \
+            --out "$tag-soak-v7-1.6B-$n-streams.json"
+    done
+    kill %1
+    timeout "${TEST_SECONDS:-200}" python3 -m pytest tests/engine -q -x -p no:cacheprovider 2>&1 \
+        | tee "$tag-engine-tests.txt" | tail -25
+    ;;
+esac
