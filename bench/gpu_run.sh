@@ -3,7 +3,8 @@
 # Run from the repository root on the GPU machine with carry [".gl", ".whl"] (shared/device.md says how
 # to fill them: the Vulkan loader's .debs, and wheels of wgpu, web-rwkv-py 0.2.3 and the server's deps):
 #   bash bench/gpu_run.sh speed-1.6B  # engine_speed v6/v7 1.6B beside web-rwkv-py; the tiled kernel instead
-#                                     # of vec; profile_step at 1/64/1024 tokens; step_cost (host µs)
+#                                     # of vec; profile_step at 1/64/1024 tokens; step_cost (host µs);
+#                                     # what cooperative matrices do there (bench/coop_probe.py)
 #   bash bench/gpu_run.sh speed-big   # engine_speed v6 3B, v6 7B, v7 7B, v6 7B int8 and nf4 beside web-rwkv-py
 #   bash bench/gpu_run.sh soak        # the server: 64 then 256 streams for 60 s each; then the engine's oracle tests
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
@@ -29,6 +30,7 @@ gpu = Gpu()
 print(gpu.summary, "subgroup", gpu.subgroup_size)
 print("features:", sorted(str(f) for f in gpu.device.features))
 PY
+    timeout 60 python3 -m bench.coop_probe 2>&1 | tee "$tag-coop-probe.txt"
     python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv --out "$tag-speed-1.6B.json"
     AI00_MATMUL=tiled,gemm python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
         --out "$tag-speed-1.6B-tiled.json"
