@@ -11,7 +11,8 @@ import time
 
 from aiohttp import web
 
-from backend.app import SERVER, Server, create_app, ssl_context
+from backend.api.context import SERVER, Server
+from backend.app import create_app, ssl_context
 from backend.config import Config
 
 log = logging.getLogger("ai00")

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from backend.api import admin_schemas as a
 from backend.api.guard import TENANT
-from backend.api.openai import FAILED_STATUS, json_response, read_json
+from backend.api.http import failed_error, json_response, read_json
 from backend.api.schemas import ApiError, parse
 from backend.gpu.models.info import StateLayout
 from backend.messages import EventSink, Failed, SaveState
@@ -38,7 +38,7 @@ from backend.paths import resolve_allowed
 from backend.served_model import AdminError, ModelSpec, StateSource
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
 ST_TYPE = "application/octet-stream"
 
@@ -189,8 +189,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         server.scheduler.submit(SaveState(req.id, sink, req.branch, request.get(TENANT, "")))
         event = await sink.get()
         if isinstance(event, Failed):
-            status = FAILED_STATUS.get(event.code, 500)
-            raise ApiError(status, event.message, param=event.param, code=event.code)
+            raise failed_error(event)
         return json_response({"handle": event.handle, "bytes": event.bytes})
 
     async def saved_export(request: web.Request) -> web.Response:

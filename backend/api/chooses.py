@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from backend.api.guard import TENANT
+from backend.api.http import PREFIXES, failed_error, json_response, read_json
 from backend.api.limits import check_prompt_tokens
-from backend.api.openai import PREFIXES, failed_error, json_response, prompt_tokens, read_json
+from backend.api.openai import prompt_tokens
 from backend.api.schemas import ApiError, ChooseRequest, parse
 from backend.chooses import perplexities
 from backend.messages import Cancel, EventSink, Failed, Score, Scored
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
 
 def routes(server: Server) -> list[web.RouteDef]:

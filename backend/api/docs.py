@@ -12,10 +12,10 @@ from pydantic.json_schema import models_json_schema
 
 from backend.api import admin_schemas as a
 from backend.api import schemas as s
-from backend.api.openai import json_response
+from backend.api.http import json_response
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
 # (method, path, summary, request model, response model (None: a .st file), streams)
 OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from backend.api import admin_schemas as a
-from backend.api.openai import json_response, read_json
+from backend.api.http import json_response, read_json
 from backend.api.schemas import ApiError, parse
 from backend.config import Config, ConfigError
 from backend.paths import resolve_allowed
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
 MODEL_SUFFIXES = (".st", ".pth")
 MAX_LISTED = 1000

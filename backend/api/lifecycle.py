@@ -15,7 +15,7 @@ from backend.api.schemas import ApiError
 from backend.logs import request_id
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
 log = logging.getLogger("ai00.app")
 

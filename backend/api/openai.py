@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 from aiohttp import web
 
 from backend.api import sse
 from backend.api.guard import TENANT
+from backend.api.http import PREFIXES, failed_error, json_response, read_json
 from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields, check_token_ids
 from backend.api.schemas import (
     ApiError,
@@ -37,10 +37,8 @@ from backend.sampling.params import SamplerParams
 from backend.tokenizer import END_OF_TEXT
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
-PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")  # /v1: the openai SDK's default path, as vLLM and llama.cpp serve
-FAILED_STATUS = {"overloaded": 429, "invalid_request": 400, "duplicate_id": 400, "unknown_id": 404, "draining": 503}
 
 
 def routes(server: Server) -> list[web.RouteDef]:
@@ -159,15 +157,6 @@ def routes(server: Server) -> list[web.RouteDef]:
 # ---- request -> Submit ----
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON; 400 when it is not JSON (413 for a huge body comes from aiohttp's client_max_size)."""
-    raw = await request.read()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"body is not valid JSON: {e}", code="invalid_json") from None
-
-
 def prompt_tokens(server: Server, text: str, param: str = "prompt") -> tuple[int, ...]:
     tokens = tuple(server.tokenizer.encode(text)) or (END_OF_TEXT,)  # an empty prompt starts a document
     check_prompt_tokens(len(tokens), server.config.limits, param)
@@ -227,17 +216,6 @@ async def embed(server: Server, tokens: tuple[int, ...]) -> Embedded:
             500, f"embedding ended without a vector ({event})", type="server_error", code="internal"
         )
     return event
-
-
-def failed_error(event: Failed) -> ApiError:
-    status = FAILED_STATUS.get(event.code, 500)
-    return ApiError(
-        status,
-        event.message,
-        param=event.param,
-        code=event.code,
-        type="invalid_request_error" if status < 500 else "server_error",
-    )
 
 
 # ---- one generation, seen from a handler ----
@@ -437,7 +415,3 @@ def completion_logprobs(server: Server, items: list) -> dict[str, Any]:
 def encode_vector(vector: tuple[float, ...]) -> str:
     """OpenAI's base64 encoding: little-endian float32."""
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

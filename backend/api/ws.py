@@ -52,7 +52,7 @@ from backend.messages import (
 from backend.sampling.params import SamplerParams
 
 if TYPE_CHECKING:
-    from backend.app import Server
+    from backend.api.context import Server
 
 log = logging.getLogger("ai00.ws")
 

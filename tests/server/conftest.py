@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from backend.app import SERVER, Server, create_app, ssl_context
+from backend.api.context import SERVER, Server
+from backend.app import create_app, ssl_context
 from backend.config import Config
 
 API_KEY = "sk-test-key"

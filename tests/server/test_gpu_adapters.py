@@ -9,7 +9,8 @@ import httpx2 as httpx
 import pytest
 from aiohttp import web
 
-from backend.app import SERVER, create_app
+from backend.api.context import SERVER
+from backend.app import create_app
 from backend.config import Config
 from backend.gpu.adapters import AdapterError, choose_adapter, list_adapters
 from tests.server.conftest import TEST_CONFIG, LiveServer
