@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -39,9 +38,8 @@ def resolve_model_path(config: Config) -> Path:
     return path
 
 
-def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = None,
-               tokenizer: Tokenizer | None = None) -> web.Application:
-    """The whole server; tests pass their own engine loader only to pick a model or slot count."""
+def create_app(config: Config, *, tokenizer: Tokenizer | None = None) -> web.Application:
+    """The whole server."""
     model = ServedModel(config, ModelSpec(
         resolve_model_path(config), config.model.precision, config.model.quant, config.model.quant_type
     ))
@@ -51,7 +49,7 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
                     "HF path; `pip install -e .` with gcc or clang present builds it")
     m = config.model
     scheduler = Scheduler(
-        load_engine or model.load_engine,
+        model.builder,
         tokenizer,
         max_batch=m.max_batch,
         token_chunk_size=m.token_chunk_size,
@@ -70,7 +68,7 @@ def create_app(config: Config, *, load_engine: Callable[[int], Any] | None = Non
     )
     app[SERVER] = server
     scheduler.metrics.registry.register(ModelCollector(
-        lambda: server.model_labels(), lambda: getattr(scheduler.engine, "gpu_bytes", None)))  # fmt: skip
+        lambda: server.model_labels(), lambda: model.catalog.gpu_bytes if model.catalog else None))  # fmt: skip
     app.cleanup_ctx.append(run_engine)
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(stop_grammar_workers)

@@ -16,14 +16,17 @@ likely anywhere (frequent words) lose their head start. It is a second pass over
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from backend.gpu.step_types import Logits, StepPlan, StepRow
-from backend.messages import Score, Scored
+from backend.messages import Failed, Score, Scored
 from backend.tokenizer import END_OF_TEXT
+
+log = logging.getLogger("ai00.scheduler")
 
 NEUTRAL = (END_OF_TEXT,)
 
@@ -165,3 +168,67 @@ def perplexities(choices: Sequence[Sequence[int]], scored: Scored) -> np.ndarray
     lengths = np.array([len(c) for c in choices], np.float64)
     log_p = np.array(scored.log_likelihood) - (np.array(scored.neutral) if scored.neutral is not None else 0.0)
     return np.exp(-log_p / lengths)
+
+
+class ScoringQueue:
+    """The chooses requests the scheduler holds: those waiting for slots (one per choice), and those running a
+    step's share at a time beside the generations."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Score] = []
+        self.running: list[ChooseRun] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def admit(self, free_slots: list[int], starter: Callable[[Score], Callable[[int], None] | str],
+              copy: Callable[[int, int], None]) -> None:  # fmt: skip
+        """Scoring requests take their slots first: they hold them for a few steps only. `starter(msg)` is how
+        to put its starting state in a slot, or why it cannot (the state was unloaded while it waited)."""
+        while self.waiting and len(self.waiting[0].choices) <= len(free_slots):
+            msg = self.waiting.pop(0)
+            start = starter(msg)
+            if isinstance(start, str):
+                msg.sink.put(Failed(msg.id, "invalid_request", start, "state"))
+                continue
+            slots = [free_slots.pop() for _ in msg.choices]
+            try:
+                self.running.append(ChooseRun(msg, slots, start, copy))
+            except Exception as e:
+                log.exception("starting chooses %s failed", msg.id)
+                free_slots.extend(slots)
+                msg.sink.put(Failed(msg.id, "internal", f"internal error: {e}", None))
+
+    def rows(self, budget: int, lines: int) -> list[tuple[StepRow, ChooseRun]]:
+        """This step's scoring rows within `budget` tokens and `lines` logit lines, each with its run."""
+        planned = []
+        for run in self.running:
+            if budget <= 0 or lines <= 0:
+                break
+            for row in run.rows(budget, lines):
+                planned.append((row, run))
+                budget -= len(row.tokens)
+                lines -= lines_of(row)
+        return planned
+
+    def end(self, run: ChooseRun, free_slots: list[int], failure: Failed | None = None) -> None:
+        """Give a run's slots back and answer it (its result, or `failure`)."""
+        if run in self.running:
+            self.running.remove(run)
+            free_slots.extend(reversed(run.slots))
+        if failure is not None:
+            run.msg.sink.put(failure)
+        elif run.first is not None:
+            run.msg.sink.put(run.result())
+
+    def cancel(self, id: str, free_slots: list[int]) -> None:
+        self.waiting = [m for m in self.waiting if m.id != id]
+        for run in [r for r in self.running if r.msg.id == id]:
+            self.end(run, free_slots, Failed(id, "cancelled", "cancelled", None))
+
+    def fail_all(self, free_slots: list[int], message: str) -> None:
+        for run in list(self.running):
+            self.end(run, free_slots, Failed(run.msg.id, "internal", message, None))
+        for msg in self.waiting:
+            msg.sink.put(Failed(msg.id, "internal", message, None))
+        self.waiting.clear()

@@ -1,8 +1,9 @@
 """The only things that cross between the asyncio handlers and the engine thread: frozen messages and a sink.
 
-In (handler -> scheduler): Submit, Score, Cancel, Update, SaveState; EngineCall for admin work.
+In (handler -> scheduler): Submit, Score, Cancel, Update, SaveState; for admin work WriteWeights, SwapModel,
+AddInitialState, RemoveInitialState, StoreState, ReadSavedState, ListSavedStates, DropSavedState.
 Out (scheduler -> handler, through the request's EventSink): Started, Delta, Updated, Done, Failed,
-StateSaved, Embedded, Scored.
+StateSaved, Embedded, Scored; Answered for admin work. No closure crosses: each message says what may happen.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from backend.grammar.matcher import Grammar
 from backend.sampling.params import SamplerParams
@@ -115,16 +117,88 @@ class SaveState:
     tenant: str = ""
 
 
-@dataclass(frozen=True)
-class EngineCall:
-    """Admin work (LoRA switch, state load, model swap): `fn(scheduler)` runs on the engine thread between two
-    steps and its result or exception goes to `future`. With `drain`, it waits until no session runs (new ones
-    queue meanwhile), failing with scheduler.Busy once `deadline` (time.monotonic()) has passed."""
+# ---- admin in: answered on `sink` with Answered, or Failed (id "") when refused ----
 
-    fn: Callable[[Any], Any]
-    future: Future = field(repr=False)
+
+@dataclass(frozen=True)
+class WriteWeights:
+    """LoRA switch: rewrite these tensors in place between two steps; running sessions go on with them. With
+    `drain`, only once no session runs (new ones queue meanwhile), failing `model_busy` after `deadline`."""
+
+    tensors: Mapping[str, np.ndarray] = field(repr=False)
+    sink: EventSink = field(repr=False)
     drain: bool = False
+    deadline: float | None = None  # time.monotonic()
+
+
+@dataclass(frozen=True)
+class SwapModel:
+    """Serve another model once no session runs. `model` is what the scheduler's engine source builds from (read
+    off the engine thread); `fallback` describes the model served now, rebuilt if the new one fails to load.
+    `states` are (id, layers, default) of the initial states to register on the new model, `previous` those
+    to register again on the old one after a failure."""
+
+    model: Any = field(repr=False)
+    fallback: Any = field(repr=False)
+    states: tuple[tuple[str, tuple[np.ndarray, ...], bool], ...] = field(repr=False)
+    previous: tuple[tuple[str, tuple[np.ndarray, ...], bool], ...] = field(repr=False)
+    sink: EventSink = field(repr=False)
     deadline: float | None = None
+
+    drain = True
+
+
+@dataclass(frozen=True)
+class AddInitialState:
+    state_id: str
+    layers: tuple[np.ndarray, ...] = field(repr=False)
+    default: bool
+    sink: EventSink = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RemoveInitialState:
+    state_id: str
+    sink: EventSink = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """Keep a state (an imported file) under a new saved-state handle; answered with the handle."""
+
+    layers: tuple[np.ndarray, ...] = field(repr=False)
+    tenant: str
+    sink: EventSink = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ReadSavedState:
+    """A saved state's layers (host copies), or None when `tenant` sees no such handle."""
+
+    handle: str
+    tenant: str
+    sink: EventSink = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ListSavedStates:
+    """handle -> bytes of the saved states `tenant` sees."""
+
+    tenant: str
+    sink: EventSink = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DropSavedState:
+    """Forget a saved state; answered True, or False when `tenant` sees no such handle."""
+
+    handle: str
+    tenant: str
+    sink: EventSink = field(repr=False)
+
+
+AdminMessage = (WriteWeights | SwapModel | AddInitialState | RemoveInitialState | StoreState | ReadSavedState
+                | ListSavedStates | DropSavedState)  # fmt: skip
 
 
 # ---- out ----
@@ -211,6 +285,13 @@ class Scored:
     log_likelihood: tuple[float, ...]  # log p(choice | context), per choice
     neutral: tuple[float, ...] | None  # log p(choice | neutral context) when calibrating
     tokens_fed: int
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An admin message's result."""
+
+    value: Any = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ registry: no global state.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -100,3 +101,36 @@ class ModelCollector(Collector):
         if n is not None:
             yield GaugeMetricFamily("ai00:gpu_memory_bytes", "GPU memory held by the engine (weights, states, "
                                     "workspace, staging)", value=n)  # fmt: skip
+
+
+LOG_EVERY_S = 2.0
+
+
+class StepStats:
+    """Logs a line every few seconds while busy, so batching is visible: rows per step, tokens, speed."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self._reset(time.monotonic())
+
+    def _reset(self, now: float) -> None:
+        self.since, self.steps, self.rows, self.max_rows, self.tokens, self.busy_s = now, 0, 0, 0, 0, 0.0
+
+    def record(self, rows: int, tokens: int, dt: float) -> None:
+        self.steps += 1
+        self.rows += rows
+        self.max_rows = max(self.max_rows, rows)
+        self.tokens += tokens
+        self.busy_s += dt
+        self.log.debug("step: %d rows, %d tokens, %.1f ms", rows, tokens, dt * 1e3)
+        now = time.monotonic()
+        if now - self.since >= LOG_EVERY_S:
+            self.log.info(
+                "engine: %d steps, batch rows mean %.1f max %d, %d tokens, %.1f steps/s busy",
+                self.steps,
+                self.rows / self.steps,
+                self.max_rows,
+                self.tokens,
+                self.steps / max(self.busy_s, 1e-9),
+            )
+            self._reset(now)

@@ -33,7 +33,7 @@ from backend.api.guard import TENANT
 from backend.api.http import failed_error, json_response, read_json
 from backend.api.schemas import ApiError, parse
 from backend.gpu.models.info import StateLayout
-from backend.messages import EventSink, Failed, SaveState
+from backend.messages import DropSavedState, EventSink, Failed, ListSavedStates, SaveState
 from backend.paths import resolve_allowed
 from backend.served_model import AdminError, ModelSpec, StateSource
 
@@ -179,8 +179,8 @@ def routes(server: Server) -> list[web.RouteDef]:
     # ---- saved states ----
 
     async def saved_list(request: web.Request) -> web.Response:
-        tenant = request.get(TENANT, "")
-        handles = await model.on_engine(lambda s: s.saved_handles(tenant))
+        with api_errors():
+            handles = await model.ask(ListSavedStates(request.get(TENANT, ""), EventSink()))
         return json_response({"data": [{"handle": h, "bytes": n} for h, n in handles.items()]})
 
     async def saved_save(request: web.Request) -> web.Response:
@@ -194,11 +194,8 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def saved_export(request: web.Request) -> web.Response:
         handle = request.match_info["handle"]
-        tenant = request.get(TENANT, "")
-        if await model.on_engine(lambda s: s.saved_state(handle, tenant)) is None:  # another key's, or none
-            raise ApiError(404, f"handle: no saved state '{handle}'", param="handle", code="state_not_found")
-        with api_errors():
-            data = await model.export_state(handle)
+        with api_errors():  # another key's handle is as unknown as none
+            data = await model.export_state(handle, request.get(TENANT, ""))
         disposition = f'attachment; filename="{handle}.st"'
         return web.Response(body=data, content_type=ST_TYPE, headers={"Content-Disposition": disposition})
 
@@ -215,8 +212,9 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def saved_drop(request: web.Request) -> web.Response:
         handle = request.match_info["handle"]
-        tenant = request.get(TENANT, "")
-        if not await model.on_engine(lambda s: s.drop_state(handle, tenant)):
+        with api_errors():
+            dropped = await model.ask(DropSavedState(handle, request.get(TENANT, ""), EventSink()))
+        if not dropped:
             raise ApiError(404, f"handle: no saved state '{handle}'", param="handle", code="state_not_found")
         return json_response({"ok": True})
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from backend.api import static
 from backend.api.schemas import ApiError
 from backend.logs import request_id
+from backend.messages import Failed
 
 if TYPE_CHECKING:
     from backend.api.context import Server
@@ -61,14 +62,13 @@ def readiness_middleware(server: Server):
 
 async def load_model(server: Server) -> None:
     """Wait for the engine thread's load, then the configured initial states; mark the server ready or failed."""
-    scheduler = server.scheduler
-    await asyncio.get_running_loop().run_in_executor(None, scheduler.ready.wait)
-    if scheduler.error is not None:
-        log.error("the engine failed to load: %s", scheduler.error)
-        server.readiness.fail(f"the engine failed to load: {scheduler.error}")
+    started = await asyncio.wrap_future(server.scheduler.started)  # the engine thread's catalog, or Failed
+    if isinstance(started, Failed):
+        log.error("the engine failed to load: %s", started.message)
+        server.readiness.fail(f"the engine failed to load: {started.message}")
         return
     try:
-        await server.model.start()  # the configured initial states
+        await server.model.start(started)  # its catalog, then the configured initial states
     except ValueError as e:
         log.error("the engine failed to load: %s", e)
         server.readiness.fail(f"the engine failed to load: {e}")

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.catalog import ModelSpec
 from backend.config import Config
+from backend.engine_builder import EngineBuilder
 from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
 from backend.gpu.step_types import Logits, StepPlan, StepRow
 from backend.lora import merge, read_adapter, read_base, write_set
-from backend.served_model import ModelSpec, ServedModel
 from backend.st_file import read_st
 from backend.state_file import read_state, state_file_bytes
 from backend.tools.demo_model import make_random_model, save_pth
@@ -42,10 +43,11 @@ def test_lora_merged_at_load_matches_the_oracle_on_hand_merged_weights(
 
     config = Config.from_dict({"model": {"path": str(case.st), "precision": "fp32",
                                          "loras": [{"path": str(lora), "alpha": 8.0}]}})  # fmt: skip
-    served = ServedModel(config, ModelSpec(case.st, "fp32"))
-    served._gpu = (device.gpu, device.pipelines)  # the session's device: no second one to compile shaders on
-    ours = logits_for(served.load_engine(4), case.prompt[:16], chunk=16)
-    assert served.active == ("lora",) and served.adapters["lora"].rank == 4
+    builder = EngineBuilder(config, ModelSpec(case.st, "fp32"))
+    builder._gpu = (device.gpu, device.pipelines)  # the session's device: no second one to compile shaders on
+    engine, catalog = builder.load(4)
+    ours = logits_for(engine, case.prompt[:16], chunk=16)
+    assert catalog.active == ("lora",) and catalog.adapters["lora"].rank == 4
     assert_close(ours, ref.logits, "v7 with a LoRA merged at load")
     assert np.abs(ours - case.ref.logits[:16]).max() > 0.05  # the adapter does change the model
 

@@ -81,7 +81,8 @@ def test_random_disconnects_cancels_and_updates_leave_every_slot_free(faulty: Li
     assert {"cancel", "update", "vanish", "disconnect"} <= set(actions), actions
     wait_all_slots_free(faulty)
     s = faulty.server.scheduler
-    assert s.alive and not s._waiting and not s._running and not s._groups
+    slots = s.planner.slots
+    assert s.alive and not slots.waiting and not slots.running and not slots.groups
     assert httpx.get(f"{faulty.base}/health").json()["slots"]["free"] == s.max_batch
     r = httpx.post(f"{faulty.oai}/completions", json={"prompt": "after", "max_tokens": 2}, headers=faulty.headers)
     assert r.status_code == 200, r.text

@@ -1,0 +1,109 @@
+"""Engines, built on the engine thread (the scheduler's engine source): the configured model at start, another
+model at a swap, the old one again when a swap fails. Keeps the GPU device and pipeline cache across swaps.
+
+What it learns while loading (the model's shape, the configured LoRAs) leaves as an immutable Catalog that the
+scheduler hands to the event loop; the event loop reads nothing else of it but the load's progress."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.catalog import Catalog, ModelSpec, unique_name
+from backend.config import Config
+from backend.gpu.loader import ModelFormatError, read_model
+from backend.gpu.models.info import ModelInfo
+from backend.lora import Adapter, LoraError, merge, read_adapter
+from backend.model_read import read_model as read_model_reporting
+from backend.readiness import Progress
+from backend.st_file import StFileError, check_model_header
+from backend.state_file import StateFileError
+
+log = logging.getLogger("ai00.model")
+
+FILE_ERRORS = (FileNotFoundError, IsADirectoryError, ModelFormatError, StFileError, LoraError, StateFileError)
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A model read and merged off the engine thread, ready to upload (messages.SwapModel's `model`)."""
+
+    spec: ModelSpec
+    info: ModelInfo
+    tensors: Mapping[str, np.ndarray] = field(repr=False)
+
+
+class EngineBuilder:
+    def __init__(self, config: Config, spec: ModelSpec) -> None:
+        self.config, self.spec = config, spec
+        self._gpu: Any = None  # (Gpu, PipelineCache): made once, on the engine thread
+        self._progress = Progress("start")  # of the first load; upload's `bytes` is the GPU's count before it
+
+    def load(self, n_slots: int) -> tuple[Any, Catalog]:
+        """The configured model with the configured LoRAs merged, and its catalog."""
+        spec = self.spec
+        if spec.path.suffix == ".st":
+            check_model_header(spec.path)
+        info, tensors = read_model_reporting(spec.path, self._report)
+        shapes = {name: x.shape for name, x in tensors.items()}
+        adapters: dict[str, Adapter] = {}
+        for i, entry in enumerate(self.config.model.loras):
+            name = unique_name(Path(entry.path).stem, adapters)
+            with as_config_error(f"model.loras.{i}.path"):
+                adapters[name] = read_adapter(entry.path, entry.alpha, name, info, shapes)
+        tensors |= merge(tensors, list(adapters.values()))
+        self._report(Progress("upload", self._gpu[0].allocated_bytes if self._gpu is not None else 0))
+        engine = self._build(info, tensors, n_slots, spec)
+        catalog = Catalog(spec, info, shapes, adapters, tuple(adapters), gpu=getattr(engine.gpu, "summary", None),
+                          gpu_bytes=engine.gpu_bytes)  # fmt: skip
+        return engine, catalog
+
+    def build(self, model: PreparedModel | Catalog, n_slots: int) -> Any:
+        """A prepared model's engine, or (a swap's fallback) the engine of a catalog's model read again."""
+        if isinstance(model, PreparedModel):
+            return self._build(model.info, dict(model.tensors), n_slots, model.spec)
+        info, tensors = read_model(model.spec.path)
+        tensors |= merge(tensors, [model.adapters[n] for n in model.active])
+        return self._build(info, tensors, n_slots, model.spec)
+
+    def _report(self, progress: Progress) -> None:
+        self._progress = progress  # one reference swapped: the event loop reads whole Progress values
+
+    def load_progress(self) -> Progress:
+        """Where the first load stands (/health): bytes read, or bytes on the GPU so far while uploading."""
+        p, gpu = self._progress, self._gpu
+        if p.phase == "upload" and gpu is not None:
+            return Progress("upload", gpu[0].allocated_bytes - p.bytes)
+        return p
+
+    def _build(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
+        from backend.gpu.adapters import choose_adapter
+        from backend.gpu.device import Gpu
+        from backend.gpu.engine import Engine
+        from backend.gpu.pipelines import PipelineCache
+
+        m = self.config.model
+        quant = min(spec.quant, info.n_layer) if spec.quant_type != "none" else 0
+        if self._gpu is None:
+            gpu = Gpu(adapter=choose_adapter(m.adapter))
+            log.info("GPU adapter: %s (%s, %s), features %s", gpu.summary.name, gpu.summary.backend,
+                     gpu.summary.kind, ", ".join(gpu.summary.features) or "none")  # fmt: skip
+            self._gpu = (gpu, PipelineCache(gpu.device))
+        gpu, pipelines = self._gpu
+        return Engine(info, tensors, max_batch=n_slots, max_step_tokens=m.token_chunk_size + m.max_batch,
+                      precision=spec.precision, gpu=gpu, pipelines=pipelines,
+                      quant=quant, quant_type=spec.quant_type if quant else "int8")  # fmt: skip
+
+
+@contextmanager
+def as_config_error(field: str) -> Iterator[None]:
+    try:
+        yield
+    except FILE_ERRORS as e:
+        raise ValueError(f"{field}: {e}") from None

@@ -1,0 +1,154 @@
+"""Who holds which state slot, on the engine thread: the requests waiting for slots, the sessions running in
+them, the chooses requests, the free slots; and how a session lets go of its slot (done, cancelled, failed),
+keeping its final state in the prefix cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.chooses import ScoringQueue
+from backend.engine_protocol import StepEngine
+from backend.messages import Failed, SaveState, StateSaved, Submit, Update, Updated
+from backend.metrics import SchedulerMetrics
+from backend.sessions import Session, Status
+from backend.state_cache import StateCache
+from backend.state_registry import SHARED, Namespace, StateRegistry
+
+
+@dataclass
+class Group:
+    """The branches of one request: branch 0 prefills, the others fork its state when the prompt is in."""
+
+    submit: Submit
+    sessions: list[Session]
+    initial: str | None = None  # the initial state its slot started from ("": zero); None: a saved state
+
+
+class Slots:
+    def __init__(self, max_batch: int, cache: StateCache, registry: StateRegistry,
+                 metrics: SchedulerMetrics) -> None:  # fmt: skip
+        self.max_batch, self.cache, self.registry, self.metrics = max_batch, cache, registry, metrics
+        self.engine: StepEngine | None = None  # set by the scheduler once loaded (and at each model swap)
+        self.free = list(range(max_batch - 1, -1, -1))
+        self.waiting: list[Group] = []
+        self.groups: dict[str, Group] = {}
+        self.running: list[Session] = []  # admission order
+        self.scoring = ScoringQueue()  # chooses requests, waiting for or holding slots
+
+    @property
+    def idle(self) -> bool:
+        return not (self.running or self.waiting or self.scoring)
+
+    @property
+    def busy(self) -> int:
+        """Generations running or waiting for a slot."""
+        return len(self.running) + sum(len(g.sessions) for g in list(self.waiting))
+
+    def occupied(self) -> bool:
+        """Some session or scoring request holds a slot (a draining admin message waits for none)."""
+        return bool(self.running or self.scoring.running)
+
+    def cancel(self, id: str) -> None:
+        self.scoring.cancel(id, self.free)
+        group = self.groups.get(id)
+        if group is None:
+            return
+        if group in self.waiting:
+            self.waiting.remove(group)
+        for s in group.sessions:
+            if s.status is not Status.FINISHED:
+                s.finish("cancelled")
+                self.release(s)
+
+    def update(self, msg: Update) -> None:
+        group = self.groups.get(msg.id)
+        if group is None:
+            return
+        changes = dict(msg.changes)
+        for s in group.sessions:
+            s.update(changes)
+        first = group.sessions[0]
+        first.submit.sink.put(Updated(msg.id, first.params, len(first.out_tokens)))
+
+    def save_state(self, msg: SaveState) -> None:
+        """Snapshot a live branch's slot, or a finished branch's state still held by the prefix cache."""
+        engine = self._engine()
+        group = self.groups.get(msg.id)
+        state = None
+        mine = lambda tenant: msg.tenant in (SHARED, tenant)  # noqa: E731 -- another key's generation: unknown
+        if group is not None and msg.branch < len(group.sessions) and mine(group.submit.tenant):
+            s = group.sessions[msg.branch]
+            if s.slot >= 0 and s.status is not Status.WAITING:
+                state = engine.read_slot(s.slot)
+        elif (finished := self.registry.finished((msg.id, msg.branch))) is not None and mine(finished[0][0]):
+            slot = self.cache.get(finished[1], finished[0])
+            if slot is not None:
+                state = engine.read_slot(slot)
+        if state is None:
+            msg.sink.put(Failed(msg.id, "unknown_id", f"no state to save for '{msg.id}' branch {msg.branch}", "id"))
+            return
+        handle = self.registry.store(state, msg.tenant)
+        msg.sink.put(StateSaved(msg.id, handle, sum(a.nbytes for a in state)))
+
+    def fail(self, msg: Submit | SaveState, message: str) -> None:
+        """A bug met while applying `msg`: that request ends (with its Done, if it had begun), nothing else."""
+        group = self.groups.get(msg.id) if isinstance(msg, Submit) else None
+        if group is not None and group.submit is msg:
+            if group in self.waiting:
+                self.waiting.remove(group)
+            self.end_group_on_error(group.sessions[0], message)
+        else:
+            msg.sink.put(Failed(msg.id, "internal", message, None))
+
+    def cache_namespace(self, s: Session) -> Namespace | None:
+        """The prefix-cache namespace of a session: its API key's tenant and its initial state (so no key learns
+        from `cached_tokens` what another sent); None when its state cannot be cached."""
+        group = self.groups.get(s.id)
+        if group is None or group.initial is None or (ns := self.registry.initial_states.get(group.initial)) is None:
+            return None
+        return s.submit.tenant, ns
+
+    def release(self, s: Session, send_done: bool = True, error: str | None = None) -> None:
+        """Free the session's slot now (keeping its final state in the prefix cache) and send its Done."""
+        if s.slot >= 0:
+            ns = self.cache_namespace(s)
+            if ns is not None and s.out_tokens and s.finish_reason != "error":
+                fed = s.fed_tokens
+                if (cache_slot := self.cache.insert(fed, ns)) is not None:
+                    self._engine().copy_slot(s.slot, cache_slot)
+                self.registry.remember_finished((s.id, s.branch), ns, fed)
+            self.free.append(s.slot)
+            s.slot = -1
+        if s in self.running:
+            self.running.remove(s)
+        if send_done:
+            s.submit.sink.put(s.done(error))
+        self.metrics.ended(s)
+        group = self.groups.get(s.id)
+        if group is not None and all(b.status is Status.FINISHED for b in group.sessions):
+            del self.groups[s.id]
+        self.observe_occupancy()
+
+    def observe_occupancy(self) -> None:
+        waiting = sum(len(g.sessions) for g in self.waiting)
+        self.metrics.occupancy(len(self.running), waiting, self.max_batch - len(self.free), self.max_batch)
+
+    def end_group_on_error(self, s: Session, message: str) -> None:
+        group = self.groups.get(s.id)
+        for b in group.sessions if group else [s]:
+            if b.status is not Status.FINISHED:
+                b.finish("error")
+                self.release(b, error=message)
+
+    def finish_all(self, reason: str) -> None:
+        for group in list(self.groups.values()):
+            for s in group.sessions:
+                if s.status is not Status.FINISHED:
+                    s.finish(reason)
+                    self.release(s)
+        self.waiting.clear()
+        self.scoring.fail_all(self.free, "the engine stopped")
+
+    def _engine(self) -> StepEngine:
+        assert self.engine is not None, "no engine loaded"
+        return self.engine
