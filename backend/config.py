@@ -8,10 +8,11 @@ three from the same models (`layered`); `Config.from_dict` validates a plain dic
 from __future__ import annotations
 
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +22,7 @@ from pydantic_settings import (
 )
 
 from backend.resources import DEFAULT_CONFIG  # the shipped Config.toml: every field at its default
+from backend.sampling.params import OPENAI_DEFAULTS, TUNABLE, declared
 
 ENV_PREFIX = "AI00_"  # AI00_<SECTION>__<FIELD>, e.g. AI00_LISTEN__API_KEYS='["k1"]'
 
@@ -137,17 +139,18 @@ class LimitsSection(_Section):
     max_queue: Annotated[int, _range(0, 1 << 16)] = 64  # waiting sessions before `overloaded` / 429
 
 
-class SamplerSection(_Section):
-    """Server-wide sampler defaults; a request's own values win, OpenAI's defaults fill the rest."""
+def _config_field(name: str) -> Any:
+    """A sampler field as the config takes it: the declared type and bounds, errors in the config's words."""
+    base, *meta = typing.get_args(declared(name))
+    bounds = {k: getattr(m, k) for info in meta for m in getattr(info, "metadata", ()) for k in ("ge", "le")
+              if hasattr(m, k)}  # fmt: skip
+    default = OPENAI_DEFAULTS[name] if name == "max_tokens" else None  # the shipped Config.toml sets it
+    return Annotated[base, _range(bounds["ge"], bounds["le"])] | None, default
 
-    max_tokens: Annotated[int, _range(1, 1 << 20)] = 256
-    temperature: Annotated[float, _range(0.0, 5.0)] | None = None
-    top_p: Annotated[float, _range(0.0, 1.0)] | None = None
-    top_k: Annotated[int, _range(0, 1 << 20)] | None = None
-    min_p: Annotated[float, _range(0.0, 1.0)] | None = None
-    presence_penalty: Annotated[float, _range(-2.0, 2.0)] | None = None
-    frequency_penalty: Annotated[float, _range(-2.0, 2.0)] | None = None
-    half_life: Annotated[float, _range(1.0, 1e6)] | None = None
+
+# Server-wide sampler defaults; a request's own values win, sampling/params.py's defaults fill the rest
+SamplerSection = create_model("SamplerSection", __base__=_Section, __doc__="[sampler]: server-wide defaults",
+                              **{name: _config_field(name) for name in TUNABLE})  # type: ignore[call-overload]
 
 
 class BnfSection(_Section):

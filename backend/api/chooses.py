@@ -6,19 +6,17 @@ choices step by step inside the same per-step token budget as prompts, so genera
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from backend.api.edge import answer_of, to_score
 from backend.api.guard import TENANT
-from backend.api.http import PREFIXES, failed_error, json_response, read_json
-from backend.api.limits import check_prompt_tokens
-from backend.api.openai import prompt_tokens
-from backend.api.schemas import ApiError, ChooseRequest, parse
+from backend.api.http import PREFIXES, json_response, read_json
+from backend.api.schemas import ChooseRequest, parse
 from backend.chooses import perplexities
-from backend.messages import Cancel, EventSink, Failed, Score, Scored
+from backend.messages import Scored
 
 if TYPE_CHECKING:
     from backend.api.context import Server
@@ -27,26 +25,9 @@ if TYPE_CHECKING:
 def routes(server: Server) -> list[web.RouteDef]:
     async def chooses(request: web.Request) -> web.Response:
         req: ChooseRequest = parse(ChooseRequest, await read_json(request))
-        limits = server.config.limits
-        context = prompt_tokens(server, req.input_text(), "input")
-        choices = [tuple(server.tokenizer.encode(c)) for c in req.choices]
-        if (empty := next((i for i, c in enumerate(choices) if not c), None)) is not None:
-            raise ApiError(400, f"choices.{empty}: no tokens", param=f"choices.{empty}")
-        check_prompt_tokens(sum(len(c) for c in choices), limits, "choices")
-        if len(choices) > server.scheduler.max_batch:
-            raise ApiError(400, f"choices: at most max_batch ({server.scheduler.max_batch}) choices",
-                           param="choices")  # fmt: skip
-        msg = Score(f"choose-{uuid.uuid4().hex}", context, tuple(choices), EventSink(), req.state, req.calibrate,
-                    request.get(TENANT, ""))  # fmt: skip
-        server.scheduler.submit(msg)
-        try:
-            event = await msg.sink.get()
-        except asyncio.CancelledError:
-            server.scheduler.submit(Cancel(msg.id))
-            raise
-        if isinstance(event, Failed):
-            raise failed_error(event)
-        assert isinstance(event, Scored)
+        msg = to_score(server, f"choose-{uuid.uuid4().hex}", req, request.get(TENANT, ""))
+        event = await answer_of(server, msg, Scored)
+        context, choices = msg.context, msg.choices
         ppl = perplexities(choices, event)
         order = sorted(range(len(choices)), key=lambda i: (ppl[i], i))
         data = [{"object": "choice", "index": i, "rank": rank, "choice": req.choices[i], "perplexity": float(ppl[i])}

@@ -9,9 +9,7 @@ from typing import Any
 
 from backend.api.schemas import ApiError
 from backend.config import LimitsSection
-
-MAX_STOP_CHARS = 256  # one stop string (the list's bound lives in schemas.StopList)
-MAX_STOPS = 16
+from backend.sampling.params import MAX_STOP_CHARS, MAX_STOPS
 
 
 def check_sampler_fields(fields: dict[str, Any], limits: LimitsSection, prefix: str = "") -> None:

@@ -19,22 +19,17 @@ import numpy as np
 from aiohttp import web
 
 from backend.api import sse
+from backend.api.edge import answer_of, given_tokens, prompt_tokens, to_embed, to_submit
 from backend.api.guard import TENANT
 from backend.api.http import PREFIXES, failed_error, json_response, read_json
-from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields, check_token_ids
 from backend.api.schemas import (
     ApiError,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     parse,
-    request_grammar,
 )
-from backend.chat import chat_prompt, chat_stop
-from backend.grammar.matcher import Grammar
 from backend.messages import Cancel, Delta, Done, Embedded, EventSink, Failed, Started, Submit
-from backend.sampling.params import SamplerParams
-from backend.tokenizer import END_OF_TEXT
 
 if TYPE_CHECKING:
     from backend.api.context import Server
@@ -61,13 +56,11 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def completions(request: web.Request) -> web.StreamResponse:
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
-        grammar = await request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
-                                        server.compile_grammar)
-        tokens = prompt_tokens(server, req.prompt_text())
+        fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": req.logprobs, **req.grammar_fields()}
+        sub = await to_submit(server, f"cmpl-{uuid.uuid4().hex}", EventSink(), fields, prompt=req.prompt_text(),
+                              n=req.n, state=req.state, tenant=request.get(TENANT, ""))  # fmt: skip
         echo = req.prompt_text() if req.echo else ""
-        params = sampler_params(server, req.sampler_fields(), req.stop_list(), req.logprobs)
-        gen = Generation(server, submit(server, "cmpl", tokens, params, req.n, req.state, grammar,
-                                           request.get(TENANT, "")))
+        gen = Generation(server, sub)
         if req.stream:
             return await stream(request, gen, completion_chunk, req.stream_options, echo)
         await gen.collect()
@@ -86,14 +79,11 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
-        grammar = await request_grammar({"bnf_schema": req.bnf_schema, "response_format": req.response_format},
-                                        server.compile_grammar)
-        prompt = chat_prompt(((m.role, m.text, m.name) for m in req.messages), req.names)
-        tokens = prompt_tokens(server, prompt)
         top = (req.top_logprobs or 0) if req.logprobs else None
-        params = sampler_params(server, req.sampler_fields(), req.stop_list(), top, chat_stop(req.names))
-        gen = Generation(server, submit(server, "chatcmpl", tokens, params, req.n, req.state, grammar,
-                                           request.get(TENANT, "")))
+        fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": top, **req.grammar_fields()}
+        sub = await to_submit(server, f"chatcmpl-{uuid.uuid4().hex}", EventSink(), fields, messages=req.messages,
+                              names=req.names, n=req.n, state=req.state, tenant=request.get(TENANT, ""))  # fmt: skip
+        gen = Generation(server, sub)
         if req.stream:
             return await stream(request, gen, chat_chunk, req.stream_options)
         await gen.collect()
@@ -115,15 +105,10 @@ def routes(server: Server) -> list[web.RouteDef]:
         inputs = req.input if isinstance(req.input, list) else [req.input]
         if inputs and isinstance(inputs[0], int):
             inputs = [inputs]
-        token_lists = []
-        for i, x in enumerate(inputs):
-            if isinstance(x, str):
-                token_lists.append(prompt_tokens(server, x))
-            else:  # token ids skip the tokenizer, not the limits
-                check_prompt_tokens(len(x), server.config.limits, f"input.{i}")
-                check_token_ids(x, server.tokenizer.vocab_size, f"input.{i}")
-                token_lists.append(tuple(x))
-        results = await all_or_none([embed(server, tokens) for tokens in token_lists])
+        token_lists = [prompt_tokens(server, x, f"input.{i}") if isinstance(x, str)
+                       else given_tokens(server, x, f"input.{i}") for i, x in enumerate(inputs)]  # fmt: skip
+        results = await all_or_none([answer_of(server, to_embed(f"emb-{uuid.uuid4().hex}", tokens), Embedded)
+                                     for tokens in token_lists])  # fmt: skip
         data = [
             {
                 "object": "embedding",
@@ -157,12 +142,6 @@ def routes(server: Server) -> list[web.RouteDef]:
 # ---- request -> Submit ----
 
 
-def prompt_tokens(server: Server, text: str, param: str = "prompt") -> tuple[int, ...]:
-    tokens = tuple(server.tokenizer.encode(text)) or (END_OF_TEXT,)  # an empty prompt starts a document
-    check_prompt_tokens(len(tokens), server.config.limits, param)
-    return tokens
-
-
 async def all_or_none(jobs: list[Coroutine[Any, Any, Any]]) -> list[Any]:
     """Every job's result; when one fails, the others are cancelled (their scheduler work with them)."""
     tasks = [asyncio.ensure_future(job) for job in jobs]
@@ -173,49 +152,6 @@ async def all_or_none(jobs: list[Coroutine[Any, Any, Any]]) -> list[Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def sampler_params(
-    server: Server, fields: dict[str, Any], stop: list[str], logprobs: int | None, chat_stops: tuple[str, ...] = ()
-) -> SamplerParams:
-    """Request values over the config's [sampler] over OpenAI's defaults, checked against [limits]."""
-    check_sampler_fields({**fields, "stop": stop}, server.config.limits)
-    return SamplerParams.resolve({**fields, "stop": [*stop, *chat_stops], "logprobs": logprobs},
-                                 server.sampler_defaults)  # fmt: skip
-
-
-def submit(
-    server: Server,
-    kind: str,
-    tokens: tuple[int, ...],
-    params: SamplerParams,
-    n: int,
-    state: str | None,
-    grammar: Grammar | None = None,
-    tenant: str = "",
-) -> Submit:
-    check_n(n, server.config.limits, server.scheduler.max_batch)
-    return Submit(f"{kind}-{uuid.uuid4().hex}", tokens, params, EventSink(), n=n, state=state, grammar=grammar,
-                  tenant=tenant)
-
-
-async def embed(server: Server, tokens: tuple[int, ...]) -> Embedded:
-    sub = Submit(f"emb-{uuid.uuid4().hex}", tokens, SamplerParams(), EventSink(), embed=True)
-    server.scheduler.submit(sub)
-    try:
-        event = await sub.sink.get()
-        while isinstance(event, Started):
-            event = await sub.sink.get()
-    except asyncio.CancelledError:
-        server.scheduler.submit(Cancel(sub.id))
-        raise
-    if isinstance(event, Failed):
-        raise failed_error(event)
-    if not isinstance(event, Embedded):
-        raise ApiError(
-            500, f"embedding ended without a vector ({event})", type="server_error", code="internal"
-        )
-    return event
 
 
 # ---- one generation, seen from a handler ----

@@ -6,13 +6,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
 from backend.chat import DEFAULT_NAMES
 from backend.grammar import GrammarError
 from backend.grammar.json_schema import JSON_OBJECT, MAX_SCHEMA_DEPTH, nesting_depth
 from backend.grammar.matcher import Grammar
 from backend.grammar.worker import GrammarRequest
+from backend.sampling.params import TUNABLE, declared, optional_fields
 
 # ---- errors ----
 
@@ -71,17 +82,19 @@ def parse(model: type[BaseModel], data: Any) -> Any:
 
 # ---- sampler fields shared by REST and WebSocket ----
 
-Temperature = Annotated[float, Field(ge=0.0, le=5.0, description="0: greedy")]
-TopP = Annotated[float, Field(ge=0.0, le=1.0)]
-TopK = Annotated[int, Field(ge=0, le=65536, description="0: off")]
-MinP = Annotated[float, Field(ge=0.0, le=1.0, description="0: off")]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-HalfLife = Annotated[
-    float, Field(ge=1.0, le=1e6, description="tokens after which a penalty count weighs half")
-]
-MaxTokens = Annotated[int, Field(ge=1, le=1 << 20)]
-Seed = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
-StopList = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
+MaxTokens = declared("max_tokens")
+
+
+def _one_or_list(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+# OpenAI's `stop`: a string or a list of them (an error names `stop` either way)
+OpenAIStop = Annotated[declared("stop"), BeforeValidator(_one_or_list),
+                       WithJsonSchema({"anyOf": [{"type": "string"}, TypeAdapter(declared("stop")).json_schema()]})]
+# the sampler fields both doors take, declared once in sampling/params.py
+_RequestSampler = create_model("_RequestSampler", **optional_fields((*TUNABLE, "seed")))  # type: ignore[call-overload]
+_WsSampler = create_model("_WsSampler", **optional_fields((*TUNABLE, "stop", "seed", "logprobs")))  # type: ignore[call-overload]
 Names = Annotated[
     dict[Literal["user", "assistant", "system"], Annotated[str, Field(min_length=1, max_length=64)]],
     Field(description=f"role -> display name in the RWKV prompt; defaults {DEFAULT_NAMES}"),
@@ -143,23 +156,14 @@ BnfSchema = Annotated[
 ]
 
 
-class _Request(BaseModel):
+class _Request(_RequestSampler):
     """Fields common to completions and chat. Unknown OpenAI fields are ignored, as OpenAI clients send many."""
 
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="ignored: the server serves one model")
-    max_tokens: MaxTokens | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    top_k: TopK | None = None
-    min_p: MinP | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    half_life: HalfLife | None = None
-    stop: Annotated[str, Field(min_length=1, max_length=256)] | StopList | None = None
+    stop: OpenAIStop | None = None
     n: Annotated[int, Field(ge=1, le=64)] = 1
-    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     state: str | None = Field(
@@ -172,27 +176,20 @@ class _Request(BaseModel):
     user: str | None = None
 
     def stop_list(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return list(self.stop or [])
+
+    def grammar_fields(self) -> dict[str, Any]:
+        return {"bnf_schema": self.bnf_schema, "response_format": self.response_format}
 
     def sampler_fields(self) -> dict[str, Any]:
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "half_life": self.half_life,
-            "seed": self.seed,
-        }
+        return {name: getattr(self, name) for name in (*TUNABLE, "seed")}
 
 
 class CompletionRequest(_Request):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
         "", description="the text to continue (a list of one string is accepted)"
     )
-    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    logprobs: declared("logprobs") | None = None  # type: ignore[valid-type]
     echo: bool = False
 
     def prompt_text(self) -> str:
@@ -204,7 +201,7 @@ class ChatCompletionRequest(_Request):
     names: Names | None = None
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: declared("logprobs") | None = None  # type: ignore[valid-type]
 
     def sampler_fields(self) -> dict[str, Any]:
         d = super().sampler_fields()
@@ -356,22 +353,11 @@ class ChooseResponse(BaseModel):
 # ---- WebSocket frames (see shared/ws-protocol.md) ----
 
 
-class WsParams(BaseModel):
+class WsParams(_WsSampler):
     """Sampler params of a generation; unknown keys are an error naming the key."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: MaxTokens | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    top_k: TopK | None = None
-    min_p: MinP | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    half_life: HalfLife | None = None
-    stop: StopList | None = None
-    seed: Seed | None = None
-    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     bnf_schema: BnfSchema | None = None
     json_schema: dict[str, Any] | None = Field(None, description="JSON schema the output follows (strict)")
 

@@ -19,8 +19,9 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
+from backend.api.edge import to_submit
 from backend.api.guard import TENANT
-from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields
+from backend.api.limits import check_sampler_fields
 from backend.api.schemas import (
     CLIENT_FRAME,
     CLIENT_FRAME_TYPES,
@@ -34,7 +35,6 @@ from backend.api.schemas import (
     describe,
     request_grammar,
 )
-from backend.chat import chat_prompt, chat_stop
 from backend.grammar.json_schema import nesting_depth
 from backend.messages import (
     Cancel,
@@ -45,7 +45,6 @@ from backend.messages import (
     SaveState,
     Started,
     StateSaved,
-    Submit,
     Update,
     Updated,
 )
@@ -248,29 +247,17 @@ class Connection:
         return self.live[id]
 
     async def generate(self, f: GenerateFrame) -> None:
-        s = self.server
         if f.id in self.live:
             raise WsError("duplicate_id", f"id '{f.id}' is already live on this socket", f.id, "id")
-        limits = s.config.limits
         fields = {**self.defaults, **(f.params.set_fields() if f.params else {})}
-        check_sampler_fields(fields, limits, "params.")
-        check_n(f.n, limits, s.scheduler.max_batch)
-        if f.messages is not None:
-            text = chat_prompt(((m.role, m.text, m.name) for m in f.messages), f.names)
-            fields["stop"] = [*fields.get("stop", []), *chat_stop(f.names)]
-        else:
-            text = f.prompt or ""
-        tokens = tuple(s.tokenizer.encode(text)) or (0,)
-        check_prompt_tokens(len(tokens), limits, "messages" if f.messages is not None else "prompt")
-        grammar = await request_grammar(fields, s.compile_grammar, "params.")
+        key = f"{self.prefix}{next(self.seq)}"
+        sub = await to_submit(self.server, key, self.sink, fields, prompt=f.prompt, messages=f.messages, names=f.names,
+                              n=f.n, state=f.state, tenant=self.tenant, prefix="params.")  # fmt: skip
         if f.id in self.live:  # the same id sent again while this grammar compiled
             raise WsError("duplicate_id", f"id '{f.id}' is already live on this socket", f.id, "id")
-        key = f"{self.prefix}{next(self.seq)}"
         live = _Live(f.id, key, f.n)
         self.live[f.id] = self.by_key[key] = live
-        params = SamplerParams.resolve(fields, s.sampler_defaults)
-        s.scheduler.submit(Submit(key, tokens, params, self.sink, n=f.n, state=f.state, grammar=grammar,
-                                  tenant=self.tenant))
+        self.server.scheduler.submit(sub)
 
     # ---- writing ----
 

@@ -7,7 +7,6 @@ log-probabilities when asked). Penalty counts stay on the GPU, one row per state
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,11 +16,15 @@ from backend.gpu.device import Gpu
 from backend.gpu.pipelines import PipelineCache
 from backend.gpu.step_types import Draw, Drawn
 
-DRAW_FIELDS = 16  # u32 words of the Draw struct in sample.wgsl
+# sample.wgsl's `struct Draw`, field by field (tests/unit/test_draw_layout.py holds the two together)
+DRAW = np.dtype([("line", "<u4"), ("slot", "<u4"), ("flags", "<u4"), ("top_k", "<u4"), ("temperature", "<f4"),
+                 ("top_p", "<f4"), ("min_p", "<f4"), ("presence", "<f4"), ("frequency", "<f4"), ("decay", "<f4"),
+                 ("uniform", "<f4"), ("logprobs", "<u4"), ("mask_row", "<u4"), ("pad0", "<u4"), ("pad1", "<u4"),
+                 ("pad2", "<u4")])  # fmt: skip
+DRAW_FIELDS = DRAW.itemsize // 4  # u32 words of one Draw
 TOP_MAX = 30  # most alternatives one draw reports (OpenAI allows 20)
 OUT_WORDS = 4 + 2 * TOP_MAX
 FRESH, MASKED, LOGPROBS = 1, 2, 4
-_DRAW = struct.Struct("<4I7f2I12x")  # one Draw row of DRAW_FIELDS words
 
 
 class GpuSampler:
@@ -55,21 +58,19 @@ class GpuSampler:
             raise ValueError(f"step: {len(draws)} draws > {self.max_draws}")
         for d in draws:
             _check(d, self.slots)
-        # packed row by row with struct: for the few draws of a decode step, numpy's per-column calls
-        # cost ~5x more (sample.wgsl's Draw: line, slot, flags, top_k, 7 f32 settings, logprobs, index)
-        table = bytearray(len(draws) * DRAW_FIELDS * 4)
-        for i, (d, line) in enumerate(zip(draws, lines, strict=True)):
-            flags = FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None)
-            _DRAW.pack_into(
-                table, i * _DRAW.size, line, d.slot, flags, d.top_k, d.temperature, d.top_p, d.min_p,
-                d.presence, d.frequency, d.decay, min(d.uniform, _BELOW_ONE), d.logprobs or 0, i,
-            )  # fmt: skip
+        # one tuple per row into the structured array: for the few draws of a decode step, per-column numpy calls
+        # cost ~5x more
+        rows = [(line, d.slot, FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None),
+                 d.top_k, d.temperature, d.top_p, d.min_p, d.presence, d.frequency, d.decay,
+                 min(d.uniform, _BELOW_ONE), d.logprobs or 0, i, 0, 0, 0)
+                for i, (d, line) in enumerate(zip(draws, lines, strict=True))]  # fmt: skip
+        table = np.array(rows, DRAW)  # [draws] Draw
         for i, d in enumerate(draws):
             if d.mask is not None:
                 if d.mask.shape != (self.mask_words,):
                     raise ValueError(f"draw {i}: mask shape {d.mask.shape}, expected ({self.mask_words},)")
                 self.gpu.write(self.masks, d.mask.view(np.uint32), i * self.mask_words * 4)
-        self.gpu.write(self.draws, np.frombuffer(table, np.uint8))
+        self.gpu.write(self.draws, table.view(np.uint8))
 
     def record(self, compute: wgpu.GPUComputePassEncoder, n_draws: int) -> None:
         compute.set_pipeline(self.pipeline)

@@ -1,42 +1,50 @@
-"""SamplerParams: one generation's sampling settings. Precedence: request > config [sampler] > OpenAI's defaults."""
+"""SamplerParams: one generation's sampling settings, and the ONE declaration of each sampler field, its bounds
+and its default. The REST and WebSocket request models (api/schemas.py) and the config's [sampler] section
+(config.py) derive their fields from it (`optional_fields`). Precedence: request > config [sampler] > these
+defaults (OpenAI's, and AI00's penalty half-life)."""
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from backend.gpu.step_types import Draw
 
-OPENAI_DEFAULTS: dict[str, Any] = {
-    "max_tokens": 256,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": 0,  # 0: off
-    "min_p": 0.0,  # 0: off
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-    "half_life": 200.0,  # AI00's default penalty decay 0.99654 per token
-    "stop": (),
-    "seed": None,
-    "logprobs": None,  # None: off; k: the chosen token's logprob plus the k most likely
-}
+MAX_STOPS = 16  # stop strings in one request
+MAX_STOP_CHARS = 256  # one stop string
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound
+
+MaxTokens = Annotated[int, Field(ge=1, le=1 << 20)]
+Temperature = Annotated[float, Field(ge=0.0, le=5.0, description="0: greedy")]
+TopP = Annotated[float, Field(ge=0.0, le=1.0)]
+TopK = Annotated[int, Field(ge=0, le=65536, description="0: off")]
+MinP = Annotated[float, Field(ge=0.0, le=1.0, description="0: off")]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+HalfLife = Annotated[float, Field(ge=1.0, le=1e6, description="tokens after which a penalty count weighs half")]
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+StopList = Annotated[list[StopString], Field(max_length=MAX_STOPS)]
+Seed = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
+Logprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS, description="the token's logprob and the k most likely")]
 
 
 @dataclass(frozen=True)
 class SamplerParams:
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    half_life: float = 200.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    logprobs: int | None = None
+    max_tokens: MaxTokens = 256
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    top_k: TopK = 0  # 0: off
+    min_p: MinP = 0.0  # 0: off
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    half_life: HalfLife = 200.0  # AI00's default penalty decay 0.99654 per token
+    stop: tuple[StopString, ...] = ()
+    seed: Seed | None = None
+    logprobs: Logprobs | None = None  # None: off; k: the chosen token's logprob plus the k most likely
 
     @staticmethod
     def resolve(request: dict[str, Any], config: dict[str, Any] | None = None) -> SamplerParams:
@@ -75,3 +83,20 @@ class SamplerParams:
             presence=self.presence_penalty, frequency=self.frequency_penalty, decay=self.penalty_decay,
             fresh=fresh, mask=mask, logprobs=self.logprobs,
         )  # fmt: skip
+
+
+OPENAI_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(SamplerParams)}
+TUNABLE = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+           "half_life")  # what the config's [sampler] section may set  # fmt: skip
+_DECLARED = typing.get_type_hints(SamplerParams, include_extras=True) | {"stop": StopList, "seed": Seed,
+                                                                          "logprobs": Logprobs}  # fmt: skip
+
+
+def declared(name: str) -> Any:
+    """The field's type with its bounds (`stop` as the list a request sends)."""
+    return _DECLARED[name]
+
+
+def optional_fields(names: Iterable[str]) -> dict[str, Any]:
+    """pydantic `create_model` definitions of these sampler fields, each optional (None: not given)."""
+    return {name: (declared(name) | None, None) for name in names}
