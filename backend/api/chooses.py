@@ -14,7 +14,7 @@ from aiohttp import web
 from backend.api.edge import answer_of, to_score
 from backend.api.guard import TENANT
 from backend.api.http import PREFIXES, json_response, read_json
-from backend.api.schemas import ChooseRequest, parse
+from backend.api.schemas import ChooseData, ChooseRequest, ChooseResponse, ChooseUsage, parse
 from backend.chooses import perplexities
 from backend.messages import Scored
 
@@ -30,10 +30,10 @@ def routes(server: Server) -> list[web.RouteDef]:
         context, choices = msg.context, msg.choices
         ppl = perplexities(choices, event)
         order = sorted(range(len(choices)), key=lambda i: (ppl[i], i))
-        data = [{"object": "choice", "index": i, "rank": rank, "choice": req.choices[i], "perplexity": float(ppl[i])}
+        data = [ChooseData(index=i, rank=rank, choice=req.choices[i], perplexity=float(ppl[i]))
                 for rank, i in enumerate(order)]  # fmt: skip
-        usage = {"prompt_tokens": len(context), "choice_tokens": sum(len(c) for c in choices),
-                 "total_tokens": event.tokens_fed}  # fmt: skip
-        return json_response({"object": "list", "data": data, "model": server.model_id, "usage": usage})
+        usage = ChooseUsage(prompt_tokens=len(context), choice_tokens=sum(len(c) for c in choices),
+                            total_tokens=event.tokens_fed)  # fmt: skip
+        return json_response(ChooseResponse(data=data, model=server.model_id, usage=usage))
 
     return [web.post(f"{p}/chooses", chooses) for p in PREFIXES]

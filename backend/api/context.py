@@ -84,8 +84,10 @@ class Server:
     def model_summary(self) -> dict[str, Any]:
         info, path = self.model.info, self.model_path
         size = path.stat().st_size if path.is_file() else None
+        spec = self.model.spec
         return {"id": self.model_id, "version": str(info.version), "size": size,
-                "n_layer": info.n_layer, "n_embd": info.n_embd, "n_vocab": info.n_vocab}
+                "n_layer": info.n_layer, "n_embd": info.n_embd, "n_vocab": info.n_vocab,
+                "precision": spec.precision, "quant": spec.quant, "quant_type": spec.quant_type}  # fmt: skip
 
 
 SERVER = web.AppKey("server", Server)

@@ -25,8 +25,15 @@ from backend.api.http import PREFIXES, failed_error, json_response, read_json
 from backend.api.schemas import (
     ApiError,
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
+    CompletionResponse,
+    EmbeddingData,
     EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
     parse,
 )
 from backend.messages import Cancel, Delta, Done, Embedded, EventSink, Failed, Started, Submit
@@ -40,19 +47,20 @@ def routes(server: Server) -> list[web.RouteDef]:
     """The OpenAI routes, under both prefixes."""
 
     async def models(request: web.Request) -> web.Response:
-        return json_response({"object": "list", "data": [server.model_card()]})
+        return json_response(ModelList(data=[ModelCard(**server.model_card())]))
 
     async def model(request: web.Request) -> web.Response:
         if request.match_info["id"] != server.model_id:
             raise ApiError(
                 404, f"model '{request.match_info['id']}' not found", param="model", code="model_not_found"
             )
-        return json_response(server.model_card())
+        return json_response(ModelCard(**server.model_card()))
 
-    def final_response(gen: Generation, kind: str, choices: list[dict[str, Any]]) -> web.Response:
+    def final_response(gen: Generation, kind: type[CompletionResponse | ChatCompletionResponse],
+                       choices: list[dict[str, Any]]) -> web.Response:  # fmt: skip
         """The non-streaming answer's envelope, shared by completions and chat completions."""
-        body = {"id": gen.id, "object": kind, "created": gen.created, "model": server.model_id}
-        return json_response({**body, "choices": choices, "usage": gen.usage()})
+        return json_response(kind.model_validate({"id": gen.id, "created": gen.created, "model": server.model_id,
+                                                  "choices": choices, "usage": gen.usage()}))  # fmt: skip
 
     async def completions(request: web.Request) -> web.StreamResponse:
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
@@ -75,7 +83,7 @@ def routes(server: Server) -> list[web.RouteDef]:
             }
             for b in range(req.n)
         ]
-        return final_response(gen, "text_completion", choices)
+        return final_response(gen, CompletionResponse, choices)
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
@@ -96,7 +104,7 @@ def routes(server: Server) -> list[web.RouteDef]:
             }
             for b in range(req.n)
         ]
-        return final_response(gen, "chat.completion", choices)
+        return final_response(gen, ChatCompletionResponse, choices)
 
     async def embeddings(request: web.Request) -> web.Response:
         req: EmbeddingRequest = parse(EmbeddingRequest, await read_json(request))
@@ -109,23 +117,11 @@ def routes(server: Server) -> list[web.RouteDef]:
                        else given_tokens(server, x, f"input.{i}") for i, x in enumerate(inputs)]  # fmt: skip
         results = await all_or_none([answer_of(server, to_embed(f"emb-{uuid.uuid4().hex}", tokens), Embedded)
                                      for tokens in token_lists])  # fmt: skip
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": encode_vector(r.vector) if req.encoding_format == "base64" else list(r.vector),
-            }
-            for i, r in enumerate(results)
-        ]
+        data = [EmbeddingData(index=i, embedding=encode_vector(r.vector) if req.encoding_format == "base64"
+                              else list(r.vector)) for i, r in enumerate(results)]  # fmt: skip
         n_prompt = sum(r.prompt_tokens for r in results)
-        return json_response(
-            {
-                "object": "list",
-                "data": data,
-                "model": server.model_id,
-                "usage": {"prompt_tokens": n_prompt, "total_tokens": n_prompt},
-            }
-        )
+        usage = EmbeddingUsage(prompt_tokens=n_prompt, total_tokens=n_prompt)
+        return json_response(EmbeddingResponse(data=data, model=server.model_id, usage=usage))
 
     table = []
     for p in PREFIXES:

@@ -4,8 +4,9 @@ come from these models, so they never disagree."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -320,11 +321,16 @@ class EmbeddingData(BaseModel):
     embedding: list[float] | str
 
 
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
 class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[EmbeddingData]
     model: str
-    usage: UsageInfo
+    usage: EmbeddingUsage
 
 
 class ChooseData(BaseModel):
@@ -426,6 +432,151 @@ ClientFrame = Annotated[
 ]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
 CLIENT_FRAME_TYPES = ("session.update", "generate", "update", "cancel", "state.save", "ping")
+
+
+# ---- server -> client frames (written by api/ws.py with orjson; frontend/src/lib/protocol.ts mirrors them) ----
+
+
+class OutFrame(BaseModel):
+    """A frame we send. Fields in OMIT_IF_NONE are left out when None (the protocol's optional fields)."""
+
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ()
+
+    def to_json(self) -> bytes:
+        d = self.model_dump()
+        for key in self.OMIT_IF_NONE:
+            if d.get(key) is None:
+                d.pop(key, None)
+        return orjson.dumps(d)
+
+
+class EffectiveParams(BaseModel):
+    """The sampler params a generation runs with (sampling/params.py's SamplerParams, every field set)."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    half_life: float
+    stop: list[str]
+    seed: int | None
+    logprobs: int | None
+
+
+class ServerInfo(BaseModel):
+    name: str
+    version: str
+
+
+class ModelSummary(BaseModel):
+    id: str
+    version: str
+    size: int | None = Field(description="bytes of the model file")
+    n_layer: int
+    n_embd: int
+    n_vocab: int
+    precision: str
+    quant: int
+    quant_type: str
+
+
+class SessionLimits(BaseModel):
+    max_batch: int
+    max_tokens: int
+    max_message_bytes: int
+    max_n: int
+
+
+class SessionCreatedFrame(OutFrame):
+    type: Literal["session.created"] = "session.created"
+    protocol: int = 1
+    server: ServerInfo
+    model: ModelSummary
+    limits: SessionLimits
+    defaults: EffectiveParams
+
+
+class GenerationStartedFrame(OutFrame):
+    type: Literal["generation.started"] = "generation.started"
+    id: str
+    prompt_tokens: int
+    cached_tokens: int
+    params: EffectiveParams
+
+
+class TokenLogprobOut(BaseModel):
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+class DeltaFrame(OutFrame):
+    OMIT_IF_NONE = ("logprobs",)
+
+    type: Literal["delta"] = "delta"
+    id: str
+    branch: int
+    text: str
+    tokens: list[int]
+    logprobs: list[TokenLogprobOut] | None = None
+
+
+class UpdatedFrame(OutFrame):
+    type: Literal["updated"] = "updated"
+    id: str
+    params: EffectiveParams
+    at_token: int
+
+
+class DoneUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+class DoneTimings(BaseModel):
+    queue_ms: float
+    prefill_ms: float
+    decode_tok_per_s: float
+
+
+class DoneFrame(OutFrame):
+    type: Literal["done"] = "done"
+    id: str
+    branch: int
+    finish_reason: Literal["stop", "length", "cancelled", "grammar", "error"]
+    text: str
+    usage: DoneUsage
+    timings: DoneTimings
+
+
+class StateSavedFrame(OutFrame):
+    type: Literal["state.saved"] = "state.saved"
+    id: str
+    handle: str
+    bytes: int
+
+
+class PongFrame(OutFrame):
+    type: Literal["pong"] = "pong"
+    data: Any = None
+
+
+class ErrorFrame(OutFrame):
+    OMIT_IF_NONE = ("id", "param")
+
+    type: Literal["error"] = "error"
+    id: str | None = None
+    code: str
+    message: str
+    param: str | None = None
+
+
+SERVER_FRAMES = (SessionCreatedFrame, GenerationStartedFrame, DeltaFrame, UpdatedFrame, DoneFrame, StateSavedFrame,
+                 PongFrame, ErrorFrame)  # fmt: skip
 
 
 GRAMMAR_FIELDS = ("bnf_schema", "json_schema", "response_format")

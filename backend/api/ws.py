@@ -27,10 +27,26 @@ from backend.api.schemas import (
     CLIENT_FRAME_TYPES,
     ApiError,
     CancelFrame,
+    DeltaFrame,
+    DoneFrame,
+    DoneTimings,
+    DoneUsage,
+    EffectiveParams,
+    ErrorFrame,
     GenerateFrame,
+    GenerationStartedFrame,
+    ModelSummary,
+    OutFrame,
     PingFrame,
+    PongFrame,
+    ServerInfo,
+    SessionCreatedFrame,
+    SessionLimits,
     SessionUpdateFrame,
+    StateSavedFrame,
     StateSaveFrame,
+    TokenLogprobOut,
+    UpdatedFrame,
     UpdateFrame,
     describe,
     request_grammar,
@@ -91,13 +107,14 @@ class _Live:
 
 
 class WsError(Exception):
+    """A refusal, as the `error` frame that answers it."""
+
     def __init__(self, code: str, message: str, id: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
-        self.frame = {"type": "error", "code": code, "message": message}
-        if id is not None:
-            self.frame["id"] = id
-        if param is not None:
-            self.frame["param"] = param
+        self.frame = ErrorFrame(id=id, code=code, message=message, param=param)
+
+    def text(self) -> str:
+        return self.frame.to_json().decode()
 
 
 class Connection:
@@ -129,12 +146,12 @@ class Connection:
         for live in list(self.live.values()):  # a closed socket cancels all of its generations
             self.server.scheduler.submit(Cancel(live.key))
 
-    def reply(self, frame: dict[str, Any]) -> None:
+    def reply(self, frame: OutFrame) -> None:
         """Queue a frame of ours, serialized now: a frame that cannot be written becomes an `internal` error."""
         try:
-            text = orjson.dumps(frame).decode()
-        except (TypeError, orjson.JSONEncodeError) as e:
-            text = orjson.dumps(WsError("internal", f"reply not serializable: {e}", frame.get("id")).frame).decode()
+            text = frame.to_json().decode()
+        except (TypeError, ValueError, orjson.JSONEncodeError) as e:
+            text = WsError("internal", f"reply not serializable: {e}", getattr(frame, "id", None)).text()
         self.sink.put(text)
 
     def overflowed(self) -> None:
@@ -154,20 +171,16 @@ class Connection:
             if isinstance(self.transport, asyncio.Transport):
                 self.transport.abort()  # the close frame may sit behind the unread bytes: drop the connection
 
-    def session_created(self) -> dict[str, Any]:
-        s = self.server
-        return {
-            "type": "session.created",
-            "protocol": 1,
-            "server": {"name": "ai00-server-py", "version": s.version},
-            "model": s.model_summary(),
-            "limits": {
-                "max_batch": s.scheduler.max_batch,
-                "max_tokens": s.config.limits.max_tokens,
-                "max_message_bytes": s.config.limits.max_message_bytes,
-            },
-            "defaults": SamplerParams.resolve({}, s.sampler_defaults).as_dict(),
-        }
+    def session_created(self) -> SessionCreatedFrame:
+        s, limits = self.server, self.server.config.limits
+        return SessionCreatedFrame(
+            server=ServerInfo(name="ai00-server-py", version=s.version),
+            model=ModelSummary(**s.model_summary()),
+            limits=SessionLimits(max_batch=s.scheduler.max_batch, max_tokens=limits.max_tokens,
+                                 max_message_bytes=limits.max_message_bytes,
+                                 max_n=min(limits.max_n, s.scheduler.max_batch)),
+            defaults=EffectiveParams(**SamplerParams.resolve({}, s.sampler_defaults).as_dict()),
+        )  # fmt: skip
 
     # ---- reading ----
 
@@ -200,8 +213,8 @@ class Connection:
                 raise WsError("invalid_request", message, param=param) from None
             await self.dispatch(parsed)
         except WsError as e:
-            if "id" not in e.frame and isinstance(frame, dict) and isinstance(frame.get("id"), str):
-                e.frame["id"] = frame["id"][:_ECHO_CHARS]
+            if e.frame.id is None and isinstance(frame, dict) and isinstance(frame.get("id"), str):
+                e.frame.id = frame["id"][:_ECHO_CHARS]
             self.reply(e.frame)
         except ApiError as e:
             self.reply(WsError("invalid_request", e.message, _id_of(frame), e.param).frame)
@@ -233,7 +246,7 @@ class Connection:
         elif isinstance(f, PingFrame):
             if nesting_depth(f.data) > MAX_DATA_DEPTH:
                 raise WsError("invalid_request", f"data: nests deeper than {MAX_DATA_DEPTH} levels", param="data")
-            self.reply({"type": "pong", "data": f.data})
+            self.reply(PongFrame(data=f.data))
         elif isinstance(f, SessionUpdateFrame) and f.defaults is not None:
             fields = f.defaults.set_fields()
             check_sampler_fields(fields, self.server.config.limits, "defaults.")
@@ -283,80 +296,49 @@ class Connection:
         if isinstance(event, str):
             return [event]
         try:
-            return [orjson.dumps(frame).decode() for frame in self.frames_of(event)]
+            return [frame.to_json().decode() for frame in self.frames_of(event)]
         except Exception as e:
             log.exception("websocket: event %s could not be written", type(event).__name__)
             live = self.by_key.get(getattr(event, "id", ""))
-            return [orjson.dumps(WsError("internal", f"internal error: {type(e).__name__}",
-                                         live.id if live else None).frame).decode()]  # fmt: skip
+            return [WsError("internal", f"internal error: {type(e).__name__}", live.id if live else None).text()]
 
-    def frames_of(self, event: Any) -> list[dict[str, Any]]:
+    def frames_of(self, event: Any) -> list[OutFrame]:
         live = self.by_key.get(event.id)
         if live is None:
             return []
         id = live.id
         if isinstance(event, Started):
             live.started = True
-            return [
-                {
-                    "type": "generation.started",
-                    "id": id,
-                    "prompt_tokens": event.prompt_tokens,
-                    "cached_tokens": event.cached_tokens,
-                    "params": event.params.as_dict(),
-                }
-            ]
+            return [GenerationStartedFrame(id=id, prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens,
+                                           params=EffectiveParams(**event.params.as_dict()))]  # fmt: skip
         if isinstance(event, Delta):
-            frame = {
-                "type": "delta",
-                "id": id,
-                "branch": event.branch,
-                "text": event.text,
-                "tokens": list(event.tokens),
-            }
-            if event.logprobs is not None:
-                frame["logprobs"] = [
-                    {"token": t.token, "logprob": t.logprob, "top": [list(a) for a in t.top]}
-                    for t in event.logprobs
-                ]
-            return [frame]
+            logprobs = None if event.logprobs is None else [
+                TokenLogprobOut(token=t.token, logprob=t.logprob, top=list(t.top)) for t in event.logprobs]
+            return [DeltaFrame(id=id, branch=event.branch, text=event.text, tokens=list(event.tokens),
+                               logprobs=logprobs)]  # fmt: skip
         if isinstance(event, Updated):
-            return [
-                {"type": "updated", "id": id, "params": event.params.as_dict(), "at_token": event.at_token}
-            ]
+            return [UpdatedFrame(id=id, params=EffectiveParams(**event.params.as_dict()), at_token=event.at_token)]
         if isinstance(event, Done):
             return self.done_frames(live, event)
         if isinstance(event, StateSaved):
-            return [{"type": "state.saved", "id": id, "handle": event.handle, "bytes": event.bytes}]
+            return [StateSavedFrame(id=id, handle=event.handle, bytes=event.bytes)]
         if isinstance(event, Failed):
             if event.code != "unknown_id":  # a refused generate: it never became live
                 self.forget(live)
             return [WsError(event.code, event.message, id, event.param).frame]
         return []
 
-    def done_frames(self, live: _Live, d: Done) -> list[dict[str, Any]]:
-        frames = []
+    def done_frames(self, live: _Live, d: Done) -> list[OutFrame]:
+        frames: list[OutFrame] = []
         if d.finish_reason == "error":
             frames.append(WsError("internal", d.error or "generation failed", live.id).frame)
-        frames.append(
-            {
-                "type": "done",
-                "id": live.id,
-                "branch": d.branch,
-                "finish_reason": d.finish_reason,
-                "text": d.text,
-                "usage": {
-                    "prompt_tokens": d.usage.prompt_tokens,
-                    "completion_tokens": d.usage.completion_tokens,
-                    "cached_tokens": d.usage.cached_tokens,
-                },
-                "timings": {
-                    "queue_ms": round(d.timings.queue_ms, 3),
-                    "prefill_ms": round(d.timings.prefill_ms, 3),
-                    "decode_tok_per_s": round(d.timings.decode_tok_per_s, 3),
-                },
-            }
-        )
+        frames.append(DoneFrame(
+            id=live.id, branch=d.branch, finish_reason=d.finish_reason, text=d.text,
+            usage=DoneUsage(prompt_tokens=d.usage.prompt_tokens, completion_tokens=d.usage.completion_tokens,
+                            cached_tokens=d.usage.cached_tokens),
+            timings=DoneTimings(queue_ms=round(d.timings.queue_ms, 3), prefill_ms=round(d.timings.prefill_ms, 3),
+                                decode_tok_per_s=round(d.timings.decode_tok_per_s, 3)),
+        ))  # fmt: skip
         live.remaining -= 1
         if live.remaining == 0:
             self.forget(live)

@@ -1,5 +1,5 @@
-"""frontend/src/lib/protocol.ts mirrors the WebSocket frames of backend/api/schemas.py and ws.py: a field or
-frame type added on one side only fails here."""
+"""frontend/src/lib/protocol.ts mirrors the WebSocket frames of backend/api/schemas.py, both ways and field by
+field: a field or frame type added on one side only fails here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from backend.api import schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL_TS = (ROOT / "frontend" / "src" / "lib" / "protocol.ts").read_text()
-WS_PY = (ROOT / "backend" / "api" / "ws.py").read_text()
 
 
 def ts_list(name: str) -> list[str]:
@@ -53,6 +52,26 @@ def test_client_frame_fields_match(interface: str, model: type):
     assert ts_fields(interface) == set(model.model_fields)
 
 
-def test_server_frame_types_match_what_ws_py_sends():
-    sent = set(re.findall(r'"type": "([a-z._]+)"', WS_PY))
-    assert set(ts_list("SERVER_FRAME_TYPES")) == sent
+def test_server_frame_types_match_the_models_ws_py_sends():
+    sent = [model.model_fields["type"].default for model in schemas.SERVER_FRAMES]
+    assert ts_list("SERVER_FRAME_TYPES") == sent
+
+
+@pytest.mark.parametrize(
+    ("interface", "model"),
+    [(model.__name__, model) for model in schemas.SERVER_FRAMES]
+    + [
+        ("ModelSummary", schemas.ModelSummary),
+        ("ServerInfo", schemas.ServerInfo),
+        ("SessionLimits", schemas.SessionLimits),
+        ("Logprob", schemas.TokenLogprobOut),
+        ("DoneUsage", schemas.DoneUsage),
+        ("DoneTimings", schemas.DoneTimings),
+    ],
+)
+def test_server_frame_fields_match(interface: str, model: type):
+    assert ts_fields(interface) == set(model.model_fields)
+
+
+def test_effective_params_are_the_sampler_params_without_the_grammar():
+    assert set(schemas.EffectiveParams.model_fields) == ts_fields("SamplerParams") - {"bnf_schema", "json_schema"}

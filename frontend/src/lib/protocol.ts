@@ -105,24 +105,39 @@ export const CLIENT_FRAME_TYPES = [
 
 // ---- server -> client ----
 
+// Each interface below mirrors the pydantic model of the same name in backend/api/schemas.py (Logprob:
+// TokenLogprobOut), field by field: tests/unit/test_protocol_mirror.py.
+
 export interface ModelSummary {
   id: string;
   version: string;
   size: number; // bytes of the model file
-  n_layer?: number;
-  n_embd?: number;
-  n_vocab?: number;
-  precision?: string;
-  quant?: number;
-  quant_type?: string;
+  n_layer: number;
+  n_embd: number;
+  n_vocab: number;
+  precision: string;
+  quant: number;
+  quant_type: string;
+}
+
+export interface ServerInfo {
+  name: string;
+  version: string;
+}
+
+export interface SessionLimits {
+  max_batch: number;
+  max_tokens: number;
+  max_message_bytes: number;
+  max_n: number;
 }
 
 export interface SessionCreatedFrame {
   type: "session.created";
   protocol: number;
-  server: { name: string; version: string };
+  server: ServerInfo;
   model: ModelSummary;
-  limits: { max_batch: number; max_tokens: number; max_message_bytes: number; max_n?: number };
+  limits: SessionLimits;
   defaults: SamplerParams;
 }
 
@@ -158,14 +173,26 @@ export interface UpdatedFrame {
 
 export type FinishReason = "stop" | "length" | "cancelled" | "grammar" | "error";
 
+export interface DoneUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+}
+
+export interface DoneTimings {
+  queue_ms: number;
+  prefill_ms: number;
+  decode_tok_per_s: number;
+}
+
 export interface DoneFrame {
   type: "done";
   id: string;
   branch: number;
   finish_reason: FinishReason;
   text: string;
-  usage: { prompt_tokens: number; completion_tokens: number; cached_tokens?: number };
-  timings: { queue_ms: number; prefill_ms: number; decode_tok_per_s: number };
+  usage: DoneUsage;
+  timings: DoneTimings;
 }
 
 export interface StateSavedFrame {
