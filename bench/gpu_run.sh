@@ -6,6 +6,7 @@
 #                                     # of vec; profile_step at 1/64/1024 tokens; step_cost (host µs);
 #                                     # what cooperative matrices do there (bench/coop_probe.py)
 #   bash bench/gpu_run.sh speed-big   # engine_speed v6 3B, v6 7B, v7 7B, v6 7B int8 and nf4 beside web-rwkv-py
+#   bash bench/gpu_run.sh all         # the most important of the first two, in one call, bounded by LIMIT s
 #   bash bench/gpu_run.sh soak        # the server: 64 then 256 streams for 60 s each; then the engine's oracle tests
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
 set -uo pipefail
@@ -13,7 +14,7 @@ phase=${1:?speed-1.6B, speed-big or soak}
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f $icd ] && export VK_DRIVER_FILES=$icd
 OUT=${OUT:-/tmp/out}
@@ -22,7 +23,26 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h
 tag="$OUT/${gpu:-gpu}-$(date -u +%F)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
+limit=${LIMIT:-560}  # the call's seconds; each step below gets what is left (a killed step keeps its JSON)
+left() { local n=$((limit - SECONDS)); echo $((n > 1 ? n : 1)); }
+
 case $phase in
+all)  # one call, most important first, each step bounded by the time left
+    python3 -c "from backend.gpu.device import Gpu; g = Gpu(); print(g.summary, sorted(g.features))" \
+        | tee "$tag-adapter.txt"
+    timeout 45 python3 -m bench.coop_probe 2>&1 | tee "$tag-coop-probe.txt"
+    timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv \
+        --out "$tag-speed-1.6B.json"
+    AI00_MATMUL=vec,gemm AI00_LN_INPUT= timeout $(left) python3 -m bench.step_cost --model v6:1.6B \
+        --model v7:1.6B --rows 1 8 64 --repeat 20 2>&1 | grep '^{' | tee "$tag-step-cost.txt"
+    for m in v6:1.6B v7:1.6B; do
+        timeout $(left) python3 -m bench.profile_step --model $m --tokens 1 --tokens 64 --tokens 1024
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B.txt"
+    AI00_MATMUL=tiled,gemm timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+        --out "$tag-speed-1.6B-tiled.json"
+    timeout $(left) python3 -m bench.engine_speed --model v6:7B:int8 --model v6:7B --model v7:7B --web-rwkv \
+        --steps 32 --tmp /tmp --out "$tag-speed-7B.json"
+    ;;
 speed-1.6B)
     python3 - <<'PY' | tee "$tag-adapter.txt"
 from backend.gpu.device import Gpu
