@@ -31,7 +31,7 @@ def parser() -> tuple[argparse.ArgumentParser, CliSettingsSource]:
     p = argparse.ArgumentParser(prog="ai00-server", description="RWKV inference server (OpenAI REST/SSE + WebSocket)",
                                 epilog="Every flag is also an environment variable: --listen.port is AI00_LISTEN__PORT")
     p.add_argument("model.path", nargs="?", metavar="MODEL", default=argparse.SUPPRESS,
-                   help="the .st model file (model.path); none: the UNTRAINED demo model")  # fmt: skip
+                   help="the .st model file (model.path); none: the tiny embedded demo model")  # fmt: skip
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="TOML settings file (default: the shipped defaults)")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     cli = CliSettingsSource(ConfigLayers, root_parser=p, cli_implicit_flags=True, cli_shortcuts=SHORTCUTS)

@@ -72,7 +72,7 @@ class LoraEntry(_Section):
 
 
 class ModelSection(_Section):
-    path: str = ""  # empty: the embedded, UNTRAINED demo model
+    path: str = ""  # empty: the embedded demo model (tiny, trained on public-domain text)
     precision: Literal["fp16", "fp32"] = "fp16"
     quant: Annotated[int, _range(0, 1024)] = 0  # number of layers to quantize
     quant_type: Literal["none", "int8", "nf4"] = "none"

@@ -18,13 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from backend.tools.demo_model import ensure_random_model
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "e2e" / "run.mjs"
 CHROMIUM = os.environ.get("AI00_CHROMIUM", "/usr/bin/chromium")
 API_KEY = "sk-e2e-key"
-# fp32: lavapipe emulates f16, so f32 weights are its fast path; 8 slots hold Paper's 4 branches and the rest
+# fp32: lavapipe emulates f16, so f32 weights are its fast path; 8 slots hold Paper's 4 branches and the rest.
+# The untrained random model: the scenarios need replies that run to max_tokens (stop mid-stream, live updates),
+# and the trained demo model ends its answers early (tests/server/test_demo_model_answers.py checks what it says)
 CONFIG = f"""
 [model]
+path = "{{model}}"
 precision = "fp32"
 max_batch = 8
 token_chunk_size = 64
@@ -87,7 +92,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("e2e")
     port = free_port()
     config = tmp / "Config.toml"
-    config.write_text(CONFIG.format(port=port))
+    config.write_text(CONFIG.format(port=port, model=ensure_random_model()))
     log = tmp / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""What every hostile-input test checks, against a real server process (`python -m backend`, demo model,
+"""What every hostile-input test checks, against a real server process (`python -m backend`, the random model,
 lavapipe): while the hostile request runs, /health answers within 1 s and a bystander stream keeps
 receiving tokens; afterwards the process is alive and its memory grew by less than MEMORY_BOUND."""
 
@@ -19,6 +19,8 @@ import httpx2 as httpx
 import orjson
 import pytest
 import websockets
+
+from tests.server.conftest import MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY, OTHER_KEY, ADMIN_KEY = "sk-hostile-a", "sk-hostile-b", "sk-hostile-admin"
@@ -80,7 +82,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile
         port = s.getsockname()[1]
     log = folder / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backend", "--config", str(folder / "Config.toml"),
+        proc = subprocess.Popen([sys.executable, "-m", "backend", str(MODEL), "--config", str(folder / "Config.toml"),
                                  "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
     server = HostileServer(f"http://127.0.0.1:{port}", proc, log)

@@ -16,9 +16,9 @@ from backend.client import Client
 from backend.config import Config
 from backend.gpu.loader import read_model
 from backend.st_file import read_st
-from backend.tools.demo_model import ensure_demo_model, write_demo_model
+from backend.tools.demo_model import write_demo_model
 from tests.adapters import random_lora, random_time_state, save_lora, save_time_state
-from tests.server.conftest import API_KEY, TEST_CONFIG, LiveServer, start_server, stop_server
+from tests.server.conftest import API_KEY, MODEL, MODEL_ID, TEST_CONFIG, LiveServer, start_server, stop_server
 
 GREEDY = {"temperature": 0.0, "max_tokens": 4}  # ~50 ms a token on lavapipe
 STREAM_TOKENS = 24  # long enough for an admin request sent after the first delta to arrive mid-stream
@@ -35,7 +35,7 @@ class Files:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     root = tmp_path_factory.mktemp("admin")
-    demo = ensure_demo_model()
+    demo = MODEL
     info, tensors = read_model(demo)
     targets = [f"blocks.{i}.{m}.weight" for i in range(info.n_layer) for m in ("att.key", "att.value", "ffn.key")]
     lora = save_lora(root / "tiny-lora.st", random_lora(tensors, targets, rank=8, seed=5, std=0.3))
@@ -200,7 +200,7 @@ def test_saved_state_exported_and_imported_continues_identically(admin: LiveServ
     assert imported["handle"] != handle
     again, _ = read_st(call(admin, "GET", f"/api/states/{imported['handle']}").content)
     first, metadata = read_st(exported.content)
-    assert metadata["model"] == "demo-rwkv7-tiny" and again.keys() == first.keys()
+    assert metadata["model"] == MODEL_ID and again.keys() == first.keys()
     assert all(np.array_equal(again[k], first[k]) for k in first)
     assert complete(admin, " and", state=handle, **sampled) == complete(admin, " and", state=imported["handle"],
                                                                         **sampled)  # fmt: skip
@@ -228,10 +228,10 @@ def test_hot_swap_waits_for_running_streams_and_shows_in_models(admin: LiveServe
     back = {"path": str(files.demo), "loras": [{"path": str(files.lora), "alpha": 8.0}],
             "states": [{"path": str(files.state), "default": True}]}  # fmt: skip
     info = ok(call(admin, "POST", "/api/models/load", json=back))
-    assert info["model"]["id"] == "demo-rwkv7-tiny" and info["active_adapters"] == ["tiny-lora"]
+    assert info["model"]["id"] == MODEL_ID and info["active_adapters"] == ["tiny-lora"]
     assert info["default_state"] == "tuned" and complete(admin) != plain
     ok(call(admin, "POST", "/api/models/load", json={"path": str(files.demo)}))
     assert complete(admin) == plain
     r = call(admin, "POST", "/api/models/load", json={"path": str(files.other), "loras": [{"path": str(files.state)}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "loras.0.path"
-    assert ok(call(admin, "GET", "/api/oai/v1/models"))["data"][0]["id"] == "demo-rwkv7-tiny"
+    assert ok(call(admin, "GET", "/api/oai/v1/models"))["data"][0]["id"] == MODEL_ID

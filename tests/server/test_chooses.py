@@ -11,9 +11,8 @@ import pytest
 
 from backend.chooses import NEUTRAL, log_prob_at, score
 from backend.gpu.engine import Engine
-from backend.tools.demo_model import ensure_demo_model
 from backend.tools.logits import logits_for
-from tests.server.conftest import LiveServer
+from tests.server.conftest import MODEL, LiveServer
 
 INPUT = "The capital of France is"
 CHOICES = [" Paris", " a large city on the river", " London", " 42", " the"]
@@ -21,7 +20,7 @@ CHOICES = [" Paris", " a large city on the river", " London", " 42", " the"]
 
 @pytest.fixture(scope="module")
 def reference() -> Engine:
-    return Engine.load(ensure_demo_model(), max_batch=4, max_step_tokens=512, precision="fp32")
+    return Engine.load(MODEL, max_batch=4, max_step_tokens=512, precision="fp32")
 
 
 def choose(live: LiveServer, **body) -> httpx.Response:

@@ -11,8 +11,7 @@ import httpx2 as httpx
 import pytest
 
 from backend.config import Config
-from backend.tools.demo_model import ensure_demo_model
-from tests.server.conftest import API_KEY, TEST_CONFIG, LiveServer, start_server, stop_server
+from tests.server.conftest import API_KEY, MODEL, TEST_CONFIG, LiveServer, start_server, stop_server
 
 VALID = "[model]\nmax_batch = 4\n\n[listen]\nport = 0\n"
 
@@ -24,7 +23,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (allowed / "models").mkdir(parents=True)
     (allowed / "configs").mkdir()
     outside.mkdir()
-    shutil.copy(ensure_demo_model(), allowed / "models" / "demo.st")
+    shutil.copy(MODEL, allowed / "models" / "demo.st")
     (allowed / "models" / "junk.st").write_bytes(b"not a model")
     (allowed / "configs" / "Config.toml").write_text(VALID)
     (outside / "secret.toml").write_text(VALID)
@@ -50,7 +49,7 @@ def test_models_list_shows_model_files_with_size_and_version(files_server: LiveS
     assert r.status_code == 200, r.text
     by_name = {m["name"]: m for m in r.json()["data"]}
     assert by_name["demo.st"]["version"].lower().startswith("v7") and by_name["demo.st"]["n_layer"] > 0
-    assert by_name["demo.st"]["size"] == ensure_demo_model().stat().st_size
+    assert by_name["demo.st"]["size"] == MODEL.stat().st_size
     assert by_name["junk.st"]["version"] is None
 
 

@@ -16,7 +16,7 @@ import websockets
 from safetensors.numpy import save
 
 from backend.gpu.loader import iter_model
-from backend.tools.demo_model import ensure_demo_model
+from tests.server.conftest import MODEL
 from tests.server.hostile import (  # noqa: F401 -- hostile_server is the fixture
     ADMIN_KEY,
     API_KEY,
@@ -181,7 +181,7 @@ def test_untrusted_files_are_refused_before_they_cost_anything(hostile: HostileS
         evil.unlink()
     state = httpx.get(f"{hostile.base}/api/states", headers=hostile.headers(ADMIN_KEY), timeout=30)
     assert state.status_code == 200
-    info, _ = iter_model(ensure_demo_model())
+    info, _ = iter_model(MODEL)
     shape = (info.n_head, info.head_size, info.head_size)
     nan_state = save({f"blocks.{i}.att.time_state": np.full(shape, np.nan, np.float32) for i in range(info.n_layer)})
     r = httpx.post(f"{hostile.base}/api/states/import", content=nan_state, timeout=30,

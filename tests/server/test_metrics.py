@@ -8,7 +8,7 @@ import time
 import httpx2 as httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server.conftest import LiveServer
+from tests.server.conftest import MODEL_ID, LiveServer
 
 
 def scrape(live: LiveServer) -> dict[tuple[str, tuple], float]:
@@ -59,7 +59,7 @@ def test_each_new_metric_moves_while_requests_run(live: LiveServer):
     assert peak["ai00:slot_usage_perc"] == 1.0
     assert value(after, "ai00:num_requests_running") == value(after, "ai00:slot_usage_perc") == 0
     model = next(labels for (name, labels) in after if name == "ai00:model_info")
-    assert ("model_name", "demo-rwkv7-tiny") in model and ("n_layer", "2") in model and ("max_batch", "8") in model
+    assert ("model_name", MODEL_ID) in model and ("n_layer", "2") in model and ("max_batch", "8") in model
     assert value(after, "ai00:gpu_memory_bytes") > 1 << 20
 
 

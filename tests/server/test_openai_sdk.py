@@ -9,7 +9,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.server.conftest import API_KEY, LiveServer
+from tests.server.conftest import API_KEY, MODEL_ID, LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,8 @@ def client(live: LiveServer) -> openai.OpenAI:
 
 def test_models_lists_the_served_model(client: openai.OpenAI, live: LiveServer):
     models = client.models.list().data
-    assert [m.id for m in models] == [live.server.model_id] == ["demo-rwkv7-tiny"]
-    assert client.models.retrieve("demo-rwkv7-tiny").id == "demo-rwkv7-tiny"
+    assert [m.id for m in models] == [live.server.model_id] == [MODEL_ID]
+    assert client.models.retrieve(MODEL_ID).id == MODEL_ID
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4")
 
@@ -121,4 +121,4 @@ def test_old_style_ai00_readme_request_on_the_v0_base(live: LiveServer):
     assert "\n\n" not in data["choices"][0]["message"]["content"]
     assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"]
     models = httpx.get(f"{live.base}/api/oai/models", headers=live.headers).json()
-    assert models["data"][0]["id"] == "demo-rwkv7-tiny"
+    assert models["data"][0]["id"] == MODEL_ID

@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from backend.client import Client, GenerationError
-from tests.server.conftest import API_KEY, LiveServer
+from tests.server.conftest import API_KEY, MODEL_ID, LiveServer
 
 
 def run(coro):
@@ -26,7 +26,7 @@ def test_start_deltas_done_in_order_and_text_is_the_deltas(live: LiveServer):
     async def go():
         async with await connect(live) as c:
             assert c.session["type"] == "session.created" and c.session["protocol"] == 1
-            assert c.session["limits"]["max_batch"] == 8 and c.session["model"]["id"] == "demo-rwkv7-tiny"
+            assert c.session["limits"]["max_batch"] == 8 and c.session["model"]["id"] == MODEL_ID
             gen = await c.generate("In the beginning", params={"max_tokens": 4, "seed": 2})
             frames = [f async for f in gen]
             return frames, gen

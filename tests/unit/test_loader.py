@@ -218,5 +218,5 @@ def test_demo_model_is_made_once_and_loads_as_v7(tmp_path: Path) -> None:
     first = path.stat().st_mtime_ns
     assert ensure_demo_model(path) == path and path.stat().st_mtime_ns == first
     info, tensors = read_model(path)
-    assert (info.version, info.n_layer, info.n_embd, info.n_vocab) == (Version.V7, 2, 128, 65536)
+    assert (info.version, info.n_layer, info.n_embd, info.n_vocab) == (Version.V7, 4, 256, 65536)  # the trained one
     assert all(np.isfinite(t).all() for t in tensors.values())

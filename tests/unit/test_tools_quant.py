@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from backend.tools import generate, logits
-from backend.tools.demo_model import ensure_demo_model
+from backend.tools.demo_model import ensure_random_model
 
 TOKENS = "1,2,3,40,500,6000,33"
 
 
 def run_logits(tmp_path: Path, *flags: str) -> np.ndarray:
     out = tmp_path / f"logits{len(list(tmp_path.iterdir()))}.npy"
-    logits.main([str(ensure_demo_model()), "--tokens", TOKENS, "--out", str(out), *flags])
+    logits.main([str(ensure_random_model()), "--tokens", TOKENS, "--out", str(out), *flags])
     return np.load(out)
 
 
@@ -28,7 +28,7 @@ def test_logits_tool_quantizes_with_either_type_and_stays_close(tmp_path: Path):
 
 
 def test_generate_tool_runs_quantized(capsys: pytest.CaptureFixture[str]):
-    generate.main([str(ensure_demo_model()), "Hello", "--max-tokens", "4", "--seed", "1", "--quant", "1",
+    generate.main([str(ensure_random_model()), "Hello", "--max-tokens", "4", "--seed", "1", "--quant", "1",
                    "--quant-type", "nf4", "--precision", "fp32"])  # fmt: skip
     assert capsys.readouterr().out.startswith("Hello")
 
