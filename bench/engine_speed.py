@@ -209,7 +209,8 @@ def run_model(spec: str, args: argparse.Namespace, gpu: Gpu) -> dict:
     ours.model = spec
     bw = copy_bandwidth(engine)
     floor = bw / weight_bytes(tensors)
-    result = {"model": spec, "load_s": load_s, "ours": asdict(ours), "copy_bandwidth_gb_s": bw / 1e9, "floor_tok_s": floor}
+    result = {"model": spec, "load_s": load_s, "ours": asdict(ours), "copy_bandwidth_gb_s": bw / 1e9,
+              "floor_tok_s": floor}  # fmt: skip
     print(f"[{spec}] ours: {asdict(ours)}; floor {floor:.0f} tok/s", flush=True)
     del engine
     if args.web_rwkv and version.major in (4, 5, 6):

@@ -34,9 +34,9 @@ def profile(engine: Engine, tokens: int, rows: int) -> dict[str, float]:
     for r in range(rows):
         engine.reset_slot(r)
     engine.step(plan)
-    tok, row, pos, _ = engine._tables(plan)
-    engine.ws.write_inputs(engine.gpu, tok, row, pos)
-    dims = StepDims(len(tok), len(pos), len(row))
+    tables = engine._tables(plan)
+    engine.ws.write_inputs(engine.gpu, tables.tokens, tables.rows, tables.positions)
+    dims = tables.dims
     live = [d for d in engine.dispatches if all(d.grid(dims))]
     device = engine.gpu.device
     qs = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * len(live))
@@ -61,8 +61,7 @@ def profile(engine: Engine, tokens: int, rows: int) -> dict[str, float]:
 
 def host_encode_us(engine: Engine, plan: StepPlan, repeat: int = 20) -> tuple[float, float]:
     """(encode-only µs, whole step ms) for `plan`."""
-    tok, row, pos, _ = engine._tables(plan)
-    dims = StepDims(len(tok), len(pos), len(row))
+    dims = engine._tables(plan).dims
     start = time.perf_counter()
     for _ in range(repeat):
         enc = engine.gpu.device.create_command_encoder()

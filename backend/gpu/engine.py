@@ -25,7 +25,7 @@ from backend.gpu.ops import Dispatch, Ops, StepDims, Tensor
 from backend.gpu.pipelines import PipelineCache
 from backend.gpu.quant import QUANT_TYPES, quantize
 from backend.gpu.recorder import Recorder
-from backend.gpu.sampler import GpuSampler
+from backend.gpu.sampler import DRAW, GpuSampler
 from backend.gpu.state_pool import StatePool
 from backend.gpu.step_types import Logits, StepPlan, StepResult
 from backend.gpu.workspace import Workspace
@@ -102,8 +102,9 @@ class Engine:
         # Logit lines are bounded by the largest buffer one binding may hold.
         self.max_logit_lines = max(1, min(max_step_tokens, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
         self.ws = Workspace.allocate(
-            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors)
-        )
+            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors),
+            draw_bytes=DRAW.itemsize,
+        )  # fmt: skip
         self.ops = Ops(self.gpu, self.pipelines, self.ws, max_step_tokens)
         self.states = StatePool(self.gpu, info, max_batch)
         # one mapped staging buffer for every step's logits (no allocation per step)
@@ -113,7 +114,7 @@ class Engine:
         )  # fmt: skip
         self.weights = self._upload(info, tensors)
         self.dispatches = self._build({name: a.shape for name, a in tensors.items()})
-        self.sampler = GpuSampler(self.gpu, self.pipelines, self.ws.logits, info.n_vocab, max_batch)
+        self.sampler = GpuSampler(self.gpu, self.pipelines, self.ws.logits, info.n_vocab, max_batch, self.ws.draws)
         self.recorder = Recorder(self.dispatches)
         self.pieces = _pieces(len(self.dispatches))
         self._ahead: dict[StepKey, list[wgpu.GPUCommandBuffer]] = {}
@@ -220,11 +221,11 @@ class Engine:
     def submit(self, plan: StepPlan) -> PendingStep:
         """Write the step's inputs and submit its dispatches (recorded ahead when a step of the same
         sizes came before, else recorded now); returns without waiting on the GPU."""
-        tokens, rows, positions, offsets = self._tables(plan)
-        self.ws.write_inputs(self.gpu, tokens, rows, positions)
-        if plan.draws:
-            self.sampler.write(plan.draws, [offsets[d.row] for d in plan.draws])
-        dims = StepDims(len(tokens), len(positions), len(rows))
+        tables = self._tables(plan)
+        offsets = tables.offsets
+        draws = self.sampler.table(plan.draws, [offsets[d.row] for d in plan.draws]) if plan.draws else b""
+        self.ws.write_inputs(self.gpu, tables.tokens, tables.rows, tables.positions, draws)
+        dims = tables.dims
         raw_bytes = dims.R * self.info.n_vocab * 4 if _wants_raw(plan) else 0
         key = StepKey(dims, len(plan.draws), raw_bytes)
         ahead = self._ahead.pop(key, None)
@@ -300,10 +301,9 @@ class Engine:
         finally:
             self.readback.unmap()
 
-    def _tables(self, plan: StepPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-        """Token table [T, 4] (id, slot, first, row), row table [B, 4], logit positions [R].
-        Plain lists, one array each: for a decode step of a few rows, numpy's per-call cost would be
-        most of the work (0.28 ms before, measured by bench.step_cost's breakdown)."""
+    def _tables(self, plan: StepPlan) -> StepTables:
+        """The step's input tables as plain lists: for a decode step of a few rows, numpy's per-call
+        cost would be most of the work (0.28 ms before, measured by bench.step_cost's breakdown)."""
         self._validate(plan)
         tokens: list[int] = []
         rows: list[int] = []
@@ -324,8 +324,7 @@ class Engine:
         ids = tokens[0::4]
         if min(ids) < 0 or max(ids) >= self.info.n_vocab:
             raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
-        token_table = np.array(tokens, np.uint32).reshape(-1, 4)
-        return token_table, np.array(rows, np.uint32).reshape(-1, 4), np.array(positions, np.uint32), tuple(offsets)
+        return StepTables(tokens, rows, positions, tuple(offsets))
 
     def _validate(self, plan: StepPlan) -> None:
         if not plan.rows:
@@ -347,6 +346,19 @@ class Engine:
         lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
         if lines > self.max_logit_lines:
             raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
+
+
+class StepTables(NamedTuple):
+    """A step's inputs, flat: what Workspace.write_inputs uploads."""
+
+    tokens: list[int]  # [T, 4]: id, slot, first of its row, row
+    rows: list[int]  # [B, 4]: slot, first token, token count, 0
+    positions: list[int]  # [R]: the token of each logit line
+    offsets: tuple[int, ...]  # each row's first logit line
+
+    @property
+    def dims(self) -> StepDims:
+        return StepDims(len(self.tokens) // 4, len(self.positions), len(self.rows) // 4)
 
 
 class StepKey(NamedTuple):

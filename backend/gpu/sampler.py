@@ -7,12 +7,14 @@ log-probabilities when asked). Penalty counts stay on the GPU, one row per state
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
+from backend.gpu.op_types import Binding
 from backend.gpu.pipelines import PipelineCache
 from backend.gpu.step_types import Draw, Drawn
 
@@ -22,13 +24,20 @@ DRAW = np.dtype([("line", "<u4"), ("slot", "<u4"), ("flags", "<u4"), ("top_k", "
                  ("uniform", "<f4"), ("logprobs", "<u4"), ("mask_row", "<u4"), ("pad0", "<u4"), ("pad1", "<u4"),
                  ("pad2", "<u4")])  # fmt: skip
 DRAW_FIELDS = DRAW.itemsize // 4  # u32 words of one Draw
+# the same layout for struct: a decode step packs a few draws, where numpy's per-call cost dominates
+DRAW_STRUCT = struct.Struct("<" + "".join(DRAW.fields[name][0].char for name in DRAW.names))
 TOP_MAX = 30  # most alternatives one draw reports (OpenAI allows 20)
 OUT_WORDS = 4 + 2 * TOP_MAX
 FRESH, MASKED, LOGPROBS = 1, 2, 4
 
 
 class GpuSampler:
-    def __init__(self, gpu: Gpu, cache: PipelineCache, logits: wgpu.GPUBuffer, vocab: int, slots: int) -> None:
+    def __init__(
+        self, gpu: Gpu, cache: PipelineCache, logits: wgpu.GPUBuffer, vocab: int, slots: int,
+        draws: Binding | None = None,
+    ) -> None:  # fmt: skip
+        """`draws`: where the draw table lives ([slots] Draw); the engine puts it in its step-inputs buffer
+        so one write uploads a step's tokens and draws. By default the sampler has a buffer of its own."""
         self.gpu, self.vocab, self.slots = gpu, vocab, slots
         self.mask_words = -(-vocab // 32)
         row_bytes = -(-vocab // 4) * 16  # counts and work rows are padded to whole vec4s
@@ -38,7 +47,7 @@ class GpuSampler:
                 f"adapter's largest buffer binding ({gpu.max_binding_bytes >> 20} MiB)"
             )
         self.max_draws = slots
-        self.draws = gpu.empty(slots * DRAW_FIELDS * 4, "draws", usage=_STORAGE_DST)
+        self.draws = draws or (gpu.empty(slots * DRAW.itemsize, "draws", usage=_STORAGE_DST), 0, slots * DRAW.itemsize)
         self.masks = gpu.empty(slots * self.mask_words * 4, "draw_masks", usage=_STORAGE_DST)
         self.counts = gpu.empty(slots * row_bytes, "penalty_counts", usage=_STORAGE_DST | wgpu.BufferUsage.COPY_SRC)
         self.work = gpu.empty(slots * row_bytes, "draw_work")
@@ -47,30 +56,34 @@ class GpuSampler:
             slots * OUT_WORDS * 4, "drawn_readback", usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
         )
         pipeline = cache.get("sample.wgsl", {"V": vocab, "OUT": OUT_WORDS})
-        buffers = (logits, self.draws, self.masks, self.counts, self.work, self.out)
-        entries = [{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)]
+        buffer, offset, size = self.draws
+        resources = [{"buffer": b} for b in (logits, self.masks, self.counts, self.work, self.out)]
+        resources.insert(1, {"buffer": buffer, "offset": offset, "size": size})
+        entries = [{"binding": i, "resource": r} for i, r in enumerate(resources)]
         self.pipeline = pipeline.pipeline
         self.bind_group = gpu.device.create_bind_group(layout=pipeline.layout, entries=entries, label="sample")
 
     def write(self, draws: Sequence[Draw], lines: Sequence[int]) -> None:
         """Upload the draw table (and masks) for this step; `lines[i]` is draw i's logit line."""
+        buffer, offset, _ = self.draws
+        self.gpu.queue.write_buffer(buffer, offset, self.table(draws, lines))
+
+    def table(self, draws: Sequence[Draw], lines: Sequence[int]) -> bytes:
+        """The draw table's bytes for `self.draws` (the caller uploads them); writes the masks."""
         if len(draws) > self.max_draws:
             raise ValueError(f"step: {len(draws)} draws > {self.max_draws}")
-        for d in draws:
+        packed = bytearray(len(draws) * DRAW.itemsize)
+        for i, (d, line) in enumerate(zip(draws, lines, strict=True)):
             _check(d, self.slots)
-        # one tuple per row into the structured array: for the few draws of a decode step, per-column numpy calls
-        # cost ~5x more
-        rows = [(line, d.slot, FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None),
-                 d.top_k, d.temperature, d.top_p, d.min_p, d.presence, d.frequency, d.decay,
-                 min(d.uniform, _BELOW_ONE), d.logprobs or 0, i, 0, 0, 0)
-                for i, (d, line) in enumerate(zip(draws, lines, strict=True))]  # fmt: skip
-        table = np.array(rows, DRAW)  # [draws] Draw
-        for i, d in enumerate(draws):
+            flags = FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None)
+            DRAW_STRUCT.pack_into(packed, i * DRAW.itemsize, line, d.slot, flags, d.top_k, d.temperature, d.top_p,
+                                  d.min_p, d.presence, d.frequency, d.decay, min(d.uniform, _BELOW_ONE),
+                                  d.logprobs or 0, i, 0, 0, 0)  # fmt: skip
             if d.mask is not None:
                 if d.mask.shape != (self.mask_words,):
                     raise ValueError(f"draw {i}: mask shape {d.mask.shape}, expected ({self.mask_words},)")
                 self.gpu.write(self.masks, d.mask.view(np.uint32), i * self.mask_words * 4)
-        self.gpu.write(self.draws, table.view(np.uint8))
+        return bytes(packed)
 
     def record(self, compute: wgpu.GPUComputePassEncoder, n_draws: int) -> None:
         compute.set_pipeline(self.pipeline)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import wgpu
 
 from backend.gpu.device import UNIFORM, Gpu
@@ -30,6 +31,7 @@ class Workspace:
     tokens: Binding  # [t_max] Token
     rows: Binding  # [b_max] Row
     positions: Binding  # [r_max] u32 token index of each logit line
+    draws: Binding  # [b_max] the sampler's Draw table (sampler.py)
     x: wgpu.GPUBuffer  # [t_max, C] residual stream
     ln_att: wgpu.GPUBuffer  # [t_max, C] ln1 output (next x_prev)
     ln_ffn: wgpu.GPUBuffer  # [t_max, C] ln2 output
@@ -47,15 +49,17 @@ class Workspace:
 
     @staticmethod
     def allocate(
-        gpu: Gpu, info: ModelInfo, t_max: int, r_max: int, b_max: int, lora_width: int, hidden_width: int
-    ) -> Workspace:
+        gpu: Gpu, info: ModelInfo, t_max: int, r_max: int, b_max: int, lora_width: int, hidden_width: int,
+        draw_bytes: int,
+    ) -> Workspace:  # fmt: skip
         c, f = info.n_embd, info.n_ffn
 
         def floats(n: int, label: str) -> wgpu.GPUBuffer:
             return gpu.empty(n * F32, label)
 
         # one buffer for the per-step inputs, each part at a 256-byte aligned offset (binding offsets)
-        parts = {"dims": 16, "tokens": t_max * TOKEN_FIELDS * 4, "rows": b_max * ROW_FIELDS * 4, "positions": r_max * 4}
+        parts = {"dims": 16, "tokens": t_max * TOKEN_FIELDS * 4, "rows": b_max * ROW_FIELDS * 4, "positions": r_max * 4,
+                 "draws": b_max * draw_bytes}  # fmt: skip
         offsets, end = {}, 0
         for name, size in parts.items():
             offsets[name] = end
@@ -74,6 +78,7 @@ class Workspace:
             tokens=(inputs, offsets["tokens"], parts["tokens"]),
             rows=(inputs, offsets["rows"], parts["rows"]),
             positions=(inputs, offsets["positions"], parts["positions"]),
+            draws=(inputs, offsets["draws"], parts["draws"]),
             x=floats(t_max * c, "x"),
             ln_att=floats(t_max * c, "ln_att"),
             ln_ffn=floats(t_max * c, "ln_ffn"),
@@ -90,18 +95,22 @@ class Workspace:
             logits=floats(r_max * info.n_vocab, "logits"),
         )
 
-    def write_inputs(self, gpu: Gpu, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
-        """tokens [T, 4] u32, rows [B, 4] u32, positions [R] u32: the only per-step uploads, in one write
-        (from the start of the buffer to the end of the positions used)."""
-        pos_at = self.positions[1] // 4
-        words = np.zeros(pos_at + max(1, len(positions)), np.uint32)
-        words[:4] = (len(tokens), len(positions), len(rows), 0)
-        at = self.tokens[1] // 4
-        words[at : at + tokens.size] = tokens.reshape(-1)
-        at = self.rows[1] // 4
-        words[at : at + rows.size] = rows.reshape(-1)
-        words[pos_at : pos_at + len(positions)] = positions
-        gpu.write(self.inputs, words)
+    def write_inputs(
+        self, gpu: Gpu, tokens: Sequence[int], rows: Sequence[int], positions: Sequence[int], draws: bytes = b""
+    ) -> None:
+        """tokens [T, 4] u32 and rows [B, 4] u32 (flat), positions [R] u32 and the draw table: a step's only
+        uploads, in one write from the start of the buffer to the end of what is used. Packed with struct
+        into one bytearray: numpy's per-call costs, and a second write for the draws, were ~150 us of a
+        decode step's ~300 on this 2-CPU machine's host (bench.step_cost)."""
+        end = self.draws[1] + len(draws) if draws else self.positions[1] + 4 * max(1, len(positions))
+        data = bytearray(end)
+        struct.pack_into("4I", data, self.dims[1], len(tokens) // 4, len(positions), len(rows) // 4, 0)
+        struct.pack_into(f"{len(tokens)}I", data, self.tokens[1], *tokens)
+        struct.pack_into(f"{len(rows)}I", data, self.rows[1], *rows)
+        struct.pack_into(f"{len(positions)}I", data, self.positions[1], *positions)
+        if draws:
+            data[self.draws[1] : end] = draws
+        gpu.queue.write_buffer(self.inputs, 0, data)
 
 
 def _align(n: int, m: int) -> int:
