@@ -28,13 +28,14 @@ log = logging.getLogger("ai00.app")
 
 
 def resolve_model_path(config: Config) -> Path:
-    """The configured model, or the embedded demo model (generated on first use)."""
+    """The configured model, or the embedded demo model (the trained tiny RWKV-7, unpacked on first use)."""
     if config.model.path:
         return Path(config.model.path)
     from backend.tools.demo_model import ensure_demo_model
 
     path = ensure_demo_model()
-    log.warning("model.path is empty: serving the demo model %s -- it is UNTRAINED, its output is noise", path)
+    log.warning("model.path is empty: serving the demo model %s, a 4-layer RWKV-7 trained on a few MB of "
+                "public-domain text (assets/models/README.md): it writes simple sentences, no more", path)
     return path
 
 
