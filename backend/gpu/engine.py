@@ -27,7 +27,7 @@ from backend.gpu.quant import QUANT_TYPES, quantize
 from backend.gpu.recorder import Recorder
 from backend.gpu.sampler import DRAW, GpuSampler
 from backend.gpu.state_pool import StatePool
-from backend.gpu.step_types import Logits, StepPlan, StepResult
+from backend.gpu.step_types import Logits, StepPlan, StepResult, check_plan
 from backend.gpu.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class Engine:
     def _tables(self, plan: StepPlan) -> StepTables:
         """The step's input tables as plain lists: for a decode step of a few rows, numpy's per-call
         cost would be most of the work (0.28 ms before, measured by bench.step_cost's breakdown)."""
-        self._validate(plan)
+        check_plan(plan, self.max_batch, self.max_step_tokens, self.max_logit_lines)
         tokens: list[int] = []
         rows: list[int] = []
         positions: list[int] = []
@@ -325,27 +325,6 @@ class Engine:
         if min(ids) < 0 or max(ids) >= self.info.n_vocab:
             raise ValueError(f"step: token id outside 0..{self.info.n_vocab - 1}")
         return StepTables(tokens, rows, positions, tuple(offsets))
-
-    def _validate(self, plan: StepPlan) -> None:
-        if not plan.rows:
-            raise ValueError("step: empty plan")
-        if len(plan.rows) > self.max_batch:
-            raise ValueError(f"step: {len(plan.rows)} rows > max_batch {self.max_batch}")
-        slots = [r.slot for r in plan.rows]
-        if len(set(slots)) != len(slots):
-            raise ValueError(f"step: a slot appears twice in {slots}")
-        if any(not 0 <= s < self.max_batch for s in slots):
-            raise ValueError(f"step: slot out of range 0..{self.max_batch - 1} in {slots}")
-        if any(not r.tokens for r in plan.rows):
-            raise ValueError("step: a row has no tokens")
-        if plan.n_tokens > self.max_step_tokens:
-            raise ValueError(f"step: {plan.n_tokens} tokens > max_step_tokens {self.max_step_tokens}")
-        for d in plan.draws:
-            if not 0 <= d.row < len(plan.rows) or plan.rows[d.row].logits is not Logits.LAST:
-                raise ValueError(f"step: draw from row {d.row}, which is not a LAST row of the plan")
-        lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
-        if lines > self.max_logit_lines:
-            raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
 
 
 class StepTables(NamedTuple):

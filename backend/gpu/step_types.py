@@ -69,3 +69,26 @@ class StepResult:
 
     def of_row(self, i: int, count: int = 1) -> np.ndarray:
         return self.logits[self.row_offsets[i] : self.row_offsets[i] + count]
+
+
+def check_plan(plan: StepPlan, max_batch: int, max_step_tokens: int, max_logit_lines: int) -> None:
+    """The step contract's refusals (the engine's, and the fake engine's in the scheduler's tests)."""
+    if not plan.rows:
+        raise ValueError("step: empty plan")
+    if len(plan.rows) > max_batch:
+        raise ValueError(f"step: {len(plan.rows)} rows > max_batch {max_batch}")
+    slots = [r.slot for r in plan.rows]
+    if len(set(slots)) != len(slots):
+        raise ValueError(f"step: a slot appears twice in {slots}")
+    if any(not 0 <= s < max_batch for s in slots):
+        raise ValueError(f"step: slot out of range 0..{max_batch - 1} in {slots}")
+    if any(not r.tokens for r in plan.rows):
+        raise ValueError("step: a row has no tokens")
+    if plan.n_tokens > max_step_tokens:
+        raise ValueError(f"step: {plan.n_tokens} tokens > max_step_tokens {max_step_tokens}")
+    for d in plan.draws:
+        if not 0 <= d.row < len(plan.rows) or plan.rows[d.row].logits is not Logits.LAST:
+            raise ValueError(f"step: draw from row {d.row}, which is not a LAST row of the plan")
+    lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
+    if lines > max_logit_lines:
+        raise ValueError(f"step: {lines} logit lines > {max_logit_lines}")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from backend.gpu.step_types import Drawn, Logits, StepPlan, StepResult
+from backend.gpu.step_types import Drawn, Logits, StepPlan, StepResult, check_plan
 
 VOCAB = 4096
 
@@ -81,24 +81,6 @@ class FakeEngine:
 
     def validate(self, plan: StepPlan) -> None:
         """gpu/engine.py's refusals, with its messages."""
-        if not plan.rows:
-            raise ValueError("step: empty plan")
-        if len(plan.rows) > self.max_batch:
-            raise ValueError(f"step: {len(plan.rows)} rows > max_batch {self.max_batch}")
-        slots = [r.slot for r in plan.rows]
-        if len(set(slots)) != len(slots):
-            raise ValueError(f"step: a slot appears twice in {slots}")
-        if any(not 0 <= s < self.max_batch for s in slots):
-            raise ValueError(f"step: slot out of range 0..{self.max_batch - 1} in {slots}")
-        if any(not r.tokens for r in plan.rows):
-            raise ValueError("step: a row has no tokens")
-        if plan.n_tokens > self.max_step_tokens:
-            raise ValueError(f"step: {plan.n_tokens} tokens > max_step_tokens {self.max_step_tokens}")
+        check_plan(plan, self.max_batch, self.max_step_tokens, self.max_logit_lines)
         if any(not 0 <= t < VOCAB for r in plan.rows for t in r.tokens):
             raise ValueError(f"step: token id outside 0..{VOCAB - 1}")
-        for d in plan.draws:
-            if not 0 <= d.row < len(plan.rows) or plan.rows[d.row].logits is not Logits.LAST:
-                raise ValueError(f"step: draw from row {d.row}, which is not a LAST row of the plan")
-        lines = sum(len(r.tokens) if r.logits is Logits.ALL else r.logits is Logits.LAST for r in plan.rows)
-        if lines > self.max_logit_lines:
-            raise ValueError(f"step: {lines} logit lines > {self.max_logit_lines}")
