@@ -65,36 +65,13 @@ speed-big)
         --model v7:7B --web-rwkv --steps 32 --tmp /tmp --out "$tag-speed-big.json"
     ;;
 soak)
-    dir=/tmp/soak
-    mkdir -p $dir
-    python3 -m bench.soak_model v7:1.6B $dir/model.st
-    cat > $dir/Config.toml <<TOML
-[model]
-path = "$dir/model.st"
-precision = "fp16"
-max_batch = 256
-token_chunk_size = 256
-[listen]
-ip = "127.0.0.1"
-port = 65531
-[limits]
-max_queue = 64
-TOML
-    python3 -m backend --config $dir/Config.toml >"$OUT/server.log" 2>&1 &
-    python3 - <<'PY'
-import time, urllib.request
-for _ in range(300):
-    try:
-        print(urllib.request.urlopen("http://127.0.0.1:65531/health").read()[:200])
-        break
-    except OSError:
-        time.sleep(1)
-PY
+    bash bench/soak_gpu.sh serve v7:1.6B  # server on port 65531, log in /tmp/soak/server.log
     for n in 64 256; do
         python3 -m bench.soak http://127.0.0.1:65531 --streams $n --seconds 60 --warmup 10 \
             --out "$tag-soak-v7-1.6B-$n-streams.json"
     done
-    kill %1
+    pkill -f "backend --config /tmp/soak/Config.toml"
+    cp /tmp/soak/server.log "$OUT/server.log"
     timeout "${TEST_SECONDS:-200}" python3 -m pytest tests/engine -q -x -p no:cacheprovider 2>&1 \
         | tee "$tag-engine-tests.txt" | tail -25
     ;;
