@@ -1,6 +1,7 @@
 // One workgroup per draw: choose the next token from one logit line, all on the GPU.
 //   x = logit - (presence [count > 0] + frequency * count)    AI00's penalties on decayed counts
 //   x = -inf where the grammar's bitmask forbids the token
+//   x += logit_bias[token] (OpenAI's, already clamped to +-100 by the host)
 //   temperature 0: argmax x (ties: lowest id); else p = exp((x - max x) / T), then keep p >= tau where
 //   tau = max(k-th largest p, top-p cut, min_p * max p) and draw by inverse CDF over the kept tokens in
 //   id order with the host's uniform number u (so a seeded host RNG makes the GPU draw reproducible).
@@ -23,8 +24,8 @@ struct Draw {
     decay: f32,  // per-token factor on counts (0.5 ** (1 / half_life))
     uniform: f32,  // in [0, 1)
     logprobs: u32,  // how many alternatives to report
-    mask_row: u32,  // row of `masks` when MASKED
-    pad0: u32,
+    mask_row: u32,  // row of `masks` when MASKED, and of `biases`
+    n_bias: u32,  // entries of this draw's row of `biases`
     pad1: u32,
     pad2: u32,
 }
@@ -43,6 +44,7 @@ const TOP_MAX: u32 = (OUT - 4u) / 2u;
 const EXCLUDED: f32 = -3.0e38;  // below any real logit: exp() of it is 0
 const ONE_BITS: u32 = 0x3f800000u;  // bits of 1.0, the largest p (the max token's)
 const NONE: u32 = 0xffffffffu;
+const MAX_BIAS: u32 = {{MAX_BIAS}}u;  // entries per row of `biases`
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;  // [lines, V]
 @group(0) @binding(1) var<storage, read> draws: array<Draw>;
@@ -50,6 +52,7 @@ const NONE: u32 = 0xffffffffu;
 @group(0) @binding(3) var<storage, read_write> counts: array<vec4<f32>>;  // [slots, V4]
 @group(0) @binding(4) var<storage, read_write> work: array<vec4<f32>>;  // [draws, V4]: x, then p
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;  // [draws, OUT]
+@group(0) @binding(6) var<storage, read> biases: array<vec2<u32>>;  // [draws, MAX_BIAS]: (token id, f32 bits of bias)
 
 var<workgroup> red_f: array<vec4<f32>, WG>;
 var<workgroup> red_u: array<vec4<u32>, WG>;
@@ -212,6 +215,36 @@ fn logit_or_excluded(d: Draw, base: u32, i: u32) -> f32 {
     return logits[base + i];
 }
 
+// Keep the largest of x (lowest id among equals: ids only grow within one invocation).
+fn best_of4(x: vec4<f32>, i: u32, best: ptr<function, f32>, best_i: ptr<function, u32>) {
+    for (var c = 0u; c < 4u; c++) {
+        if (x[c] > *best) {
+            *best = x[c];
+            *best_i = i + c;
+        }
+    }
+}
+
+// work[token] += bias for the draw's logit_bias entries; a token the grammar excludes stays excluded. One
+// invocation adds them all (<= MAX_BIAS loads): two ids in one vec4 written from two invocations would race.
+fn add_biases(d: Draw, wb: u32, li: u32) {
+    storageBarrier();
+    if (li == 0u) {
+        let row = d.mask_row * MAX_BIAS;
+        for (var j = 0u; j < d.n_bias; j++) {
+            let e = biases[row + j];
+            let q = wb + e.x / 4u;
+            var x = work[q];
+            let c = e.x % 4u;
+            if (e.x < V && x[c] > EXCLUDED) {
+                x[c] += bitcast<f32>(e.y);
+                work[q] = x;
+            }
+        }
+    }
+    storageBarrier();
+}
+
 fn choose(d: Draw, base: u32, wb: u32, li: u32) -> u32 {
     // penalised, masked logits
     let cb = d.slot * V4;
@@ -227,11 +260,13 @@ fn choose(d: Draw, base: u32, wb: u32, li: u32) -> u32 {
         }
         x = select(x, vec4<f32>(EXCLUDED), x <= vec4<f32>(EXCLUDED));
         work[wb + q] = x;
-        for (var c = 0u; c < 4u; c++) {
-            if (x[c] > best) {
-                best = x[c];
-                best_i = i + c;
-            }
+        best_of4(x, i, &best, &best_i);
+    }
+    if (d.n_bias > 0u) {
+        add_biases(d, wb, li);
+        best = EXCLUDED;
+        for (var q = li; q < V4; q += WG) {
+            best_of4(work[wb + q], 4u * q, &best, &best_i);
         }
     }
     if (d.temperature <= 0.0) {

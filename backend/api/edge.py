@@ -42,7 +42,7 @@ async def to_submit(server: Server, id: str, sink: Any, fields: dict[str, Any], 
     `logprobs`), and a grammar (`bnf_schema`, `json_schema` or `response_format`); errors name the field with
     `prefix` before it (the WebSocket's `params.`). Cheap checks first, the grammar's compilation last."""
     limits = server.config.limits
-    check_sampler_fields(fields, limits, prefix)
+    check_sampler_fields(fields, limits, prefix, server.tokenizer.vocab_size)
     check_n(n, limits, server.scheduler.max_batch)
     stop = list(fields.get("stop") or [])
     if messages is not None:

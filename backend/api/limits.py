@@ -12,14 +12,17 @@ from backend.config import LimitsSection
 from backend.sampling.params import MAX_STOP_CHARS, MAX_STOPS
 
 
-def check_sampler_fields(fields: dict[str, Any], limits: LimitsSection, prefix: str = "") -> None:
-    """max_tokens and stop strings of a generation, or of an update to a live one."""
+def check_sampler_fields(fields: dict[str, Any], limits: LimitsSection, prefix: str = "",
+                         vocab_size: int | None = None) -> None:  # fmt: skip
+    """max_tokens, stop strings and logit_bias ids (given the vocabulary) of a generation, or of an update."""
     max_tokens = fields.get("max_tokens")
     if max_tokens is not None and max_tokens > limits.max_tokens:
         raise ApiError(400, f"{prefix}max_tokens: must be <= {limits.max_tokens} (limits.max_tokens), got {max_tokens}",
                        param=f"{prefix}max_tokens")  # fmt: skip
     stop = fields.get("stop")
     check_stop([stop] if isinstance(stop, str) else stop or [], f"{prefix}stop")
+    if vocab_size is not None and (bias := fields.get("logit_bias")):
+        check_token_ids(bias, vocab_size, f"{prefix}logit_bias")
 
 
 def check_stop(stop: Sequence[str], param: str = "stop") -> None:

@@ -94,8 +94,9 @@ def _one_or_list(v: Any) -> Any:
 OpenAIStop = Annotated[declared("stop"), BeforeValidator(_one_or_list),
                        WithJsonSchema({"anyOf": [{"type": "string"}, TypeAdapter(declared("stop")).json_schema()]})]
 # the sampler fields both doors take, declared once in sampling/params.py
-_RequestSampler = create_model("_RequestSampler", **optional_fields((*TUNABLE, "seed")))  # type: ignore[call-overload]
-_WsSampler = create_model("_WsSampler", **optional_fields((*TUNABLE, "stop", "seed", "logprobs")))  # type: ignore[call-overload]
+REQUEST_SAMPLER = (*TUNABLE, "seed", "logit_bias")  # the sampler fields a REST request takes as they are
+_RequestSampler = create_model("_RequestSampler", **optional_fields(REQUEST_SAMPLER))  # type: ignore[call-overload]
+_WsSampler = create_model("_WsSampler", **optional_fields((*TUNABLE, "stop", "seed", "logprobs", "logit_bias")))  # type: ignore[call-overload]
 Names = Annotated[
     dict[Literal["user", "assistant", "system"], Annotated[str, Field(min_length=1, max_length=64)]],
     Field(description=f"role -> display name in the RWKV prompt; defaults {DEFAULT_NAMES}"),
@@ -183,7 +184,7 @@ class _Request(_RequestSampler):
         return {"bnf_schema": self.bnf_schema, "response_format": self.response_format}
 
     def sampler_fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (*TUNABLE, "seed")}
+        return {name: getattr(self, name) for name in REQUEST_SAMPLER}
 
 
 class CompletionRequest(_Request):
@@ -464,6 +465,7 @@ class EffectiveParams(BaseModel):
     stop: list[str]
     seed: int | None
     logprobs: int | None
+    logit_bias: dict[str, float]
 
 
 class ServerInfo(BaseModel):

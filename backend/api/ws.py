@@ -232,7 +232,7 @@ class Connection:
                 if key in changes:
                     raise WsError("invalid_request", f"params.{key}: a generation's grammar cannot change; "
                                   "start a new generation", f.id, f"params.{key}")
-            check_sampler_fields(changes, self.server.config.limits, "params.")
+            check_sampler_fields(changes, self.server.config.limits, "params.", self.server.tokenizer.vocab_size)
             scheduler.submit(Update(self.live_of(f.id).key, tuple(changes.items())))
         elif isinstance(f, CancelFrame):
             targets = list(self.live.values()) if f.id == "*" else [self.live_of(f.id)]
@@ -249,7 +249,7 @@ class Connection:
             self.reply(PongFrame(data=f.data))
         elif isinstance(f, SessionUpdateFrame) and f.defaults is not None:
             fields = f.defaults.set_fields()
-            check_sampler_fields(fields, self.server.config.limits, "defaults.")
+            check_sampler_fields(fields, self.server.config.limits, "defaults.", self.server.tokenizer.vocab_size)
             # refuse a bad grammar now, not at every generate
             await request_grammar({**self.defaults, **fields}, self.server.compile_grammar, "defaults.")
             self.defaults.update(fields)

@@ -17,11 +17,12 @@ from backend.gpu.device import Gpu
 from backend.gpu.op_types import Binding
 from backend.gpu.pipelines import PipelineCache
 from backend.gpu.step_types import Draw, Drawn
+from backend.sampling.params import MAX_LOGIT_BIAS
 
 # sample.wgsl's `struct Draw`, field by field (tests/unit/test_draw_layout.py holds the two together)
 DRAW = np.dtype([("line", "<u4"), ("slot", "<u4"), ("flags", "<u4"), ("top_k", "<u4"), ("temperature", "<f4"),
                  ("top_p", "<f4"), ("min_p", "<f4"), ("presence", "<f4"), ("frequency", "<f4"), ("decay", "<f4"),
-                 ("uniform", "<f4"), ("logprobs", "<u4"), ("mask_row", "<u4"), ("pad0", "<u4"), ("pad1", "<u4"),
+                 ("uniform", "<f4"), ("logprobs", "<u4"), ("mask_row", "<u4"), ("n_bias", "<u4"), ("pad1", "<u4"),
                  ("pad2", "<u4")])  # fmt: skip
 DRAW_FIELDS = DRAW.itemsize // 4  # u32 words of one Draw
 # the same layout for struct: a decode step packs a few draws, where numpy's per-call cost dominates
@@ -49,15 +50,17 @@ class GpuSampler:
         self.max_draws = slots
         self.draws = draws or (gpu.empty(slots * DRAW.itemsize, "draws", usage=_STORAGE_DST), 0, slots * DRAW.itemsize)
         self.masks = gpu.empty(slots * self.mask_words * 4, "draw_masks", usage=_STORAGE_DST)
+        # [slots, MAX_LOGIT_BIAS] (token id u32, bias f32): draw i's logit_bias in row i
+        self.biases = gpu.empty(slots * MAX_LOGIT_BIAS * 8, "draw_biases", usage=_STORAGE_DST)
         self.counts = gpu.empty(slots * row_bytes, "penalty_counts", usage=_STORAGE_DST | wgpu.BufferUsage.COPY_SRC)
         self.work = gpu.empty(slots * row_bytes, "draw_work")
         self.out = gpu.empty(slots * OUT_WORDS * 4, "drawn", usage=_STORAGE_DST | wgpu.BufferUsage.COPY_SRC)
         self.readback = gpu.empty(
             slots * OUT_WORDS * 4, "drawn_readback", usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
         )
-        pipeline = cache.get("sample.wgsl", {"V": vocab, "OUT": OUT_WORDS})
+        pipeline = cache.get("sample.wgsl", {"V": vocab, "OUT": OUT_WORDS, "MAX_BIAS": MAX_LOGIT_BIAS})
         buffer, offset, size = self.draws
-        resources = [{"buffer": b} for b in (logits, self.masks, self.counts, self.work, self.out)]
+        resources = [{"buffer": b} for b in (logits, self.masks, self.counts, self.work, self.out, self.biases)]
         resources.insert(1, {"buffer": buffer, "offset": offset, "size": size})
         entries = [{"binding": i, "resource": r} for i, r in enumerate(resources)]
         self.pipeline = pipeline.pipeline
@@ -78,11 +81,13 @@ class GpuSampler:
             flags = FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None)
             DRAW_STRUCT.pack_into(packed, i * DRAW.itemsize, line, d.slot, flags, d.top_k, d.temperature, d.top_p,
                                   d.min_p, d.presence, d.frequency, d.decay, min(d.uniform, _BELOW_ONE),
-                                  d.logprobs or 0, i, 0, 0, 0)  # fmt: skip
+                                  d.logprobs or 0, i, len(d.bias), 0, 0)  # fmt: skip
             if d.mask is not None:
                 if d.mask.shape != (self.mask_words,):
                     raise ValueError(f"draw {i}: mask shape {d.mask.shape}, expected ({self.mask_words},)")
                 self.gpu.write(self.masks, d.mask.view(np.uint32), i * self.mask_words * 4)
+            if d.bias:
+                self.gpu.write(self.biases, _bias_words(d.bias), i * MAX_LOGIT_BIAS * 8)
         return bytes(packed)
 
     def record(self, compute: wgpu.GPUComputePassEncoder, n_draws: int) -> None:
@@ -126,6 +131,15 @@ def _check(d: Draw, slots: int) -> None:
         raise ValueError(f"draw: settings out of range: {d}")
     if d.logprobs is not None and not 0 <= d.logprobs <= TOP_MAX:
         raise ValueError(f"draw: logprobs must be 0..{TOP_MAX}, got {d.logprobs}")
+    if len(d.bias) > MAX_LOGIT_BIAS:
+        raise ValueError(f"draw: {len(d.bias)} logit_bias entries > {MAX_LOGIT_BIAS}")
+
+
+def _bias_words(bias: tuple[tuple[int, float], ...]) -> np.ndarray:
+    """[n, 2] u32: each entry's token id and its bias's f32 bits, as sample.wgsl's `biases` reads them."""
+    ids = np.array([t for t, _ in bias], np.uint32)
+    bits = np.array([b for _, b in bias], np.float32).view(np.uint32)
+    return np.stack([ids, bits], axis=1)
 
 
 def _drawn(words: np.ndarray, d: Draw) -> Drawn:

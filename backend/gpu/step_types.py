@@ -40,6 +40,7 @@ class Draw:
     fresh: bool = False  # first token of a generation: counts start at zero
     mask: np.ndarray | None = None  # [ceil(vocab / 32)] int32/uint32 bitmask of allowed tokens
     logprobs: int | None = None  # None: none; k: the token's logprob and the k most likely
+    bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit), ids distinct
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,16 @@ def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplerParams) ->
     return logits - (p.presence_penalty * seen + p.frequency_penalty * counts).astype(np.float32)
 
 
+def apply_bias(logits: np.ndarray, p: SamplerParams) -> np.ndarray:
+    """OpenAI's logit_bias: each listed token's logit moves by its (clamped) bias."""
+    if not p.logit_bias:
+        return logits
+    x = logits.copy()
+    ids, bias = zip(*p.logit_bias, strict=True)
+    x[list(ids)] += np.asarray(bias, np.float32)
+    return x
+
+
 def record_token(counts: np.ndarray, token: int, p: SamplerParams) -> None:
     """Decay every count by one token's worth of half-life, then count the new token."""
     counts *= p.penalty_decay
@@ -51,10 +61,11 @@ def sample_token(
 def choose_token(
     logits: np.ndarray, counts: np.ndarray, p: SamplerParams, u: float, allowed: np.ndarray | None = None
 ) -> int:
-    """Penalties -> grammar mask -> temperature (0: greedy) -> top-k -> top-p -> min-p -> the token `u` draws.
+    """Penalties -> logit_bias -> grammar mask -> temperature (0: greedy) -> top-k -> top-p -> min-p -> the token
+    `u` draws.
 
     `allowed` ([vocab] bool) keeps only the tokens a grammar accepts next; the cuts then act on those."""
-    x = apply_penalties(logits.astype(np.float32, copy=False), counts, p)
+    x = apply_bias(apply_penalties(logits.astype(np.float32, copy=False), counts, p), p)
     ids = None
     if allowed is not None:
         ids = np.flatnonzero(allowed)

@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from backend.gpu.step_types import Draw
 
 MAX_STOPS = 16  # stop strings in one request
 MAX_STOP_CHARS = 256  # one stop string
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound
+MAX_LOGIT_BIAS = 300  # entries of one logit_bias (the GPU sampler keeps room for this many per draw)
+BIAS_LIMIT = 100.0  # a bias is clamped to +-100, as OpenAI does: +100 all but forces a token, -100 bans it
 
 MaxTokens = Annotated[int, Field(ge=1, le=1 << 20)]
 Temperature = Annotated[float, Field(ge=0.0, le=5.0, description="0: greedy")]
@@ -30,6 +32,12 @@ StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 StopList = Annotated[list[StopString], Field(max_length=MAX_STOPS)]
 Seed = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
 Logprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS, description="the token's logprob and the k most likely")]
+LogitBias = Annotated[
+    dict[Annotated[int, Field(ge=0)], Annotated[float, AfterValidator(lambda b: max(-BIAS_LIMIT, min(BIAS_LIMIT, b)))]],
+    Field(max_length=MAX_LOGIT_BIAS, description="token id -> bias added to its logit before sampling, clamped "
+                                                 "to -100..100 (-100 bans the token, +100 all but forces it)"),
+]  # fmt: skip
+Bias = tuple[tuple[int, float], ...]  # logit_bias as SamplerParams holds it: (token id, bias), ids ascending
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class SamplerParams:
     stop: tuple[StopString, ...] = ()
     seed: Seed | None = None
     logprobs: Logprobs | None = None  # None: off; k: the chosen token's logprob plus the k most likely
+    logit_bias: Bias = ()
 
     @staticmethod
     def resolve(request: dict[str, Any], config: dict[str, Any] | None = None) -> SamplerParams:
@@ -53,6 +62,7 @@ class SamplerParams:
         for layer in (config or {}, request):
             merged.update({k: v for k, v in layer.items() if k in OPENAI_DEFAULTS and v is not None})
         merged["stop"] = tuple(merged["stop"])
+        merged["logit_bias"] = as_bias(merged["logit_bias"])
         return SamplerParams(**merged)
 
     def updated(self, changes: dict[str, Any]) -> SamplerParams:
@@ -63,6 +73,8 @@ class SamplerParams:
         }
         if "stop" in kept:
             kept["stop"] = tuple(kept["stop"])
+        if "logit_bias" in kept:
+            kept["logit_bias"] = as_bias(kept["logit_bias"])
         return replace(self, **kept)
 
     @property
@@ -73,6 +85,7 @@ class SamplerParams:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        d["logit_bias"] = {str(t): b for t, b in self.logit_bias}  # JSON keys are strings
         return d
 
     def draw(self, row: int, slot: int, rng: np.random.Generator, fresh: bool, mask: np.ndarray | None = None) -> Draw:
@@ -81,7 +94,7 @@ class SamplerParams:
             row=row, slot=slot, uniform=rng.random() if self.temperature > 0 else 0.0,
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
             presence=self.presence_penalty, frequency=self.frequency_penalty, decay=self.penalty_decay,
-            fresh=fresh, mask=mask, logprobs=self.logprobs,
+            fresh=fresh, mask=mask, logprobs=self.logprobs, bias=self.logit_bias,
         )  # fmt: skip
 
 
@@ -89,7 +102,14 @@ OPENAI_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(SamplerPara
 TUNABLE = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
            "half_life")  # what the config's [sampler] section may set  # fmt: skip
 _DECLARED = typing.get_type_hints(SamplerParams, include_extras=True) | {"stop": StopList, "seed": Seed,
-                                                                          "logprobs": Logprobs}  # fmt: skip
+                                                                          "logprobs": Logprobs,
+                                                                          "logit_bias": LogitBias}  # fmt: skip
+
+
+def as_bias(value: dict[int, float] | Iterable[tuple[int, float]] | None) -> Bias:
+    """A request's logit_bias (id -> bias) as SamplerParams holds it: hashable, ids ascending."""
+    items = value.items() if isinstance(value, dict) else value or ()
+    return tuple(sorted((int(t), float(b)) for t, b in items))
 
 
 def declared(name: str) -> Any:

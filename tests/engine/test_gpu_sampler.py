@@ -145,3 +145,43 @@ def test_full_world_vocabulary_line(device: Device):
         ref = choose_token(logits[0], counts, p, u)
         assert d.token == ref or cdf_margin(logits[0], counts, p, u) < 2e-4
         assert d.top[0][0] == int(np.argmax(logits[0]))
+
+
+def test_logit_bias_moves_the_draw_as_the_reference_does(device: Device):
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((1, VOCAB)) * 2).astype(np.float32)
+    bias = ((4, 8.0), (5, 7.5), (6, -1.0), (7, 9.0), (int(np.argmax(logits[0])), -5.0), (1001, 8.5))  # 4..7: one vec4
+    counts = np.zeros(VOCAB, np.float32)
+    sampler = make_sampler(device, logits)
+    for params in (SamplerParams(temperature=0.0, logit_bias=bias), SamplerParams(top_k=10, logit_bias=bias)):
+        us = np.linspace(0.02, 0.98, SLOTS)
+        drawn = sampler.run([draw_of(params, i, float(u), True) for i, u in enumerate(us)], [0] * SLOTS)
+        want = [choose_token(logits[0], counts, params, float(u)) for u in us]
+        got = [d.token for d in drawn]
+        assert sum(g != w and cdf_margin(logits[0], counts, params, float(u)) >= 2e-4
+                   for g, w, u in zip(got, want, us, strict=True)) == 0, (got, want)
+        assert set(got) & {4, 5, 7, 1001}  # the biased tokens, unlikely without their bias, are drawn
+
+
+def test_a_bias_of_100_forces_a_token_and_minus_100_bans_it(device: Device):
+    rng = np.random.default_rng(6)
+    logits = (rng.standard_normal((1, VOCAB)) * 3).astype(np.float32)
+    best = int(np.argmax(logits[0]))
+    sampler = make_sampler(device, logits)
+    us = np.linspace(0.001, 0.999, SLOTS)
+    forced = SamplerParams(temperature=1.5, logit_bias=((999, 100.0),))
+    assert [d.token for d in sampler.run([draw_of(forced, i, float(u), True) for i, u in enumerate(us)],
+                                         [0] * SLOTS)] == [999] * SLOTS  # fmt: skip
+    banned = SamplerParams(temperature=0.0, logit_bias=((best, -100.0),))
+    (d,) = sampler.run([draw_of(banned, 0, 0.0, True)], [0])
+    assert d.token != best and d.token == int(np.argsort(-logits[0])[1])
+
+
+def test_a_bias_cannot_bring_back_a_token_the_grammar_excludes(device: Device):
+    logits = np.zeros((1, VOCAB), np.float32)
+    allowed = np.zeros(VOCAB, bool)
+    allowed[[40, 41]] = True
+    sampler = make_sampler(device, logits)
+    p = SamplerParams(temperature=0.0, logit_bias=((12, 100.0), (41, 1.0)))
+    (d,) = sampler.run([draw_of(p, 0, 0.0, True, pack(allowed))], [0])
+    assert d.token == 41

@@ -16,6 +16,7 @@ export interface SamplerParams {
   stop?: string[];
   seed?: number;
   logprobs?: number;
+  logit_bias?: Record<string, number>;
   bnf_schema?: string;
   json_schema?: Record<string, unknown>;
 }
@@ -32,6 +33,7 @@ export const PARAM_KEYS = [
   "stop",
   "seed",
   "logprobs",
+  "logit_bias",
   "bnf_schema",
   "json_schema",
 ] as const satisfies readonly (keyof SamplerParams)[];
