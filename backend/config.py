@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from backend.chat_template import ChatTemplate
 from backend.resources import DEFAULT_CONFIG  # the shipped Config.toml: every field at its default
 from backend.sampling.params import OPENAI_DEFAULTS, TUNABLE, declared
 
@@ -158,6 +159,19 @@ class BnfSection(_Section):
     start_nonterminal: str = Field("start", min_length=1)
 
 
+class ChatSection(_Section):
+    """[chat]: the prompt format of chat requests and how answers are split."""
+
+    template: FilePath = ""  # a Jinja2 chat template (backend/chat_template.py); empty: AI00's User:/Assistant:
+    reasoning_format: Literal["deepseek", "none"] = "deepseek"  # deepseek: <think>...</think> -> reasoning_content
+
+    @field_validator("template")
+    @classmethod
+    def _template_compiles(cls, v: str) -> str:
+        ChatTemplate.load(v)  # a ChatTemplateError (a ValueError) names the file and the line
+        return v
+
+
 class FilesSection(_Section):
     """Folders whose files the admin routes may read (model, state, LoRA loading by path); nothing outside."""
 
@@ -175,6 +189,7 @@ class Config(_Section):
     limits: LimitsSection = LimitsSection()
     sampler: SamplerSection = SamplerSection()
     bnf: BnfSection = BnfSection()
+    chat: ChatSection = ChatSection()
     files: FilesSection = FilesSection()
     log: LogSection = LogSection()
 

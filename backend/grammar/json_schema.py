@@ -28,6 +28,20 @@ MAX_SCHEMA_DEPTH = 64  # JSON nesting (an object schema with properties is two l
 
 def schema_to_grammar(schema: Any, strict: bool = True) -> str:
     """The llguidance grammar of `schema`; a schema that is not valid JSON schema raises GrammarError."""
+    _check(schema)
+    options = {"whitespace_flexible": False, "lenient": not strict}
+    return llguidance.LLMatcher.grammar_from_json_schema(_closed(schema), overrides=options)
+
+
+def tool_schema(schema: Any, strict: bool = True) -> dict[str, Any]:
+    """A schema checked as schema_to_grammar checks it, ready to inline in a Lark grammar as `%json {...}`
+    (a tool's parameters): closed objects, compact output, unsupported keywords refused or ignored by `strict`."""
+    _check(schema)
+    return {**_closed(schema), "x-guidance": {"whitespace_flexible": False, "lenient": not strict}}
+
+
+def _check(schema: Any) -> None:
+    """Refuse what is not a JSON schema, or nests too deeply for the checker and llguidance."""
     if not isinstance(schema, dict):
         raise GrammarError("a JSON schema is an object")
     if (depth := nesting_depth(schema)) > MAX_SCHEMA_DEPTH:
@@ -37,8 +51,6 @@ def schema_to_grammar(schema: Any, strict: bool = True) -> str:
     except jsonschema.SchemaError as e:
         where = "/".join(str(p) for p in e.path) or "(root)"
         raise GrammarError(f"at {where}: {e.message}") from None
-    options = {"whitespace_flexible": False, "lenient": not strict}
-    return llguidance.LLMatcher.grammar_from_json_schema(_closed(schema), overrides=options)
 
 
 def nesting_depth(value: Any) -> int:

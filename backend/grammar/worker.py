@@ -33,8 +33,8 @@ _stack_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class GrammarRequest:
-    kind: Literal["bnf", "json_schema"]
-    payload: Any  # BNF text, or a JSON schema
+    kind: Literal["bnf", "json_schema", "lark"]
+    payload: Any  # BNF text, a JSON schema, or llguidance Lark text (tool calls: backend/tool_calls.py)
     strict: bool = True
 
 
@@ -47,6 +47,8 @@ def to_source(req: GrammarRequest) -> str:
 
     if req.kind == "bnf":
         return llguidance.LLMatcher.grammar_from_lark(bnf_to_lark(req.payload))
+    if req.kind == "lark":
+        return llguidance.LLMatcher.grammar_from_lark(req.payload)
     return schema_to_grammar(req.payload, req.strict)
 
 

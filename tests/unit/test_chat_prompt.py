@@ -11,7 +11,7 @@ def test_names_replace_roles_and_message_name_wins():
     names = {"user": "Bob", "assistant": "Alice"}
     prompt = chat_prompt([("user", "hi", None), ("user", "me too", "Carol")], names)
     assert prompt == "Bob: hi\n\nCarol: me too\n\nAlice:"
-    assert chat_stop(names) == ("\n\nBob:", "\n\nSystem:")
+    assert chat_stop(names) == ("\n\nBob:", "\n\nSystem:", "\n\nTool:")
 
 
 def test_blank_lines_inside_a_turn_cannot_end_it():
@@ -19,7 +19,7 @@ def test_blank_lines_inside_a_turn_cannot_end_it():
     assert prompt == "User: a\nb\nc\n\nAssistant:"
 
 
-def test_openai_only_roles_map_to_rwkv_turns():
+def test_developer_is_a_system_turn_and_a_tool_result_its_own_turn():
     assert chat_prompt([("developer", "rules", None), ("tool", "42", None)]) == (
-        "System: rules\n\nUser: 42\n\nAssistant:"
+        "System: rules\n\nTool: 42\n\nAssistant:"
     )
