@@ -56,6 +56,9 @@ def create_app(config: Config, *, tokenizer: Tokenizer | None = None) -> web.App
         token_chunk_size=m.token_chunk_size,
         prefix_cache=m.prefix_cache,
         max_queue=config.limits.max_queue,
+        cache_host_bytes=config.cache.host_budget,
+        checkpoint_every=config.cache.checkpoint_every,
+        cache_shared=config.cache.shared,
     )
     model.scheduler = scheduler
     server = Server(config, tokenizer, scheduler, model)

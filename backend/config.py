@@ -24,6 +24,7 @@ from pydantic_settings import (
 from backend.chat_template import ChatTemplate
 from backend.resources import DEFAULT_CONFIG  # the shipped Config.toml: every field at its default
 from backend.sampling.params import OPENAI_DEFAULTS, TUNABLE, declared
+from backend.state_cache import auto_host_bytes
 
 ENV_PREFIX = "AI00_"  # AI00_<SECTION>__<FIELD>, e.g. AI00_LISTEN__API_KEYS='["k1"]'
 
@@ -159,6 +160,19 @@ class BnfSection(_Section):
     start_nonterminal: str = Field("start", min_length=1)
 
 
+class CacheSection(_Section):
+    """[cache]: the state cache. Its hot tier is `model.prefix_cache` GPU slots; this is the rest."""
+
+    # host-memory tier budget in bytes; "auto": an eighth of the memory available at start; 0: no host tier
+    host_bytes: Annotated[int, _range(0, 1 << 50)] | Literal["auto"] = "auto"
+    checkpoint_every: Annotated[int, _range(0, 1 << 20)] = 512  # keep a state every this many prompt tokens; 0: off
+    shared: bool = False  # true: every API key reuses every other's cached prefixes (clients that trust each other)
+
+    @property
+    def host_budget(self) -> int:
+        return auto_host_bytes() if self.host_bytes == "auto" else self.host_bytes
+
+
 class ChatSection(_Section):
     """[chat]: the prompt format of chat requests and how answers are split."""
 
@@ -190,6 +204,7 @@ class Config(_Section):
     sampler: SamplerSection = SamplerSection()
     bnf: BnfSection = BnfSection()
     chat: ChatSection = ChatSection()
+    cache: CacheSection = CacheSection()
     files: FilesSection = FilesSection()
     log: LogSection = LogSection()
 

@@ -21,6 +21,11 @@ class StepEngine(Protocol):
     max_logit_lines: int  # logit lines one step may compute (LAST rows count one, ALL rows one per token)
     gpu_bytes: int  # what it holds on the GPU: weights, states, workspace
 
+    @property
+    def state_bytes(self) -> int:
+        """One slot's state, all layers."""
+        ...
+
     def step(self, plan: StepPlan) -> StepResult:
         """Run the plan's rows and draws; ValueError (nothing run) when the plan breaks the contract."""
         ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -26,6 +26,14 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
                80.0)  # fmt: skip
 REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
                    480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+
+
+class CacheSizes(Protocol):
+    """What the metrics read of backend/state_cache.StateCache."""
+
+    def tier_bytes(self) -> dict[str, int]: ...
+
+    def tier_entries(self) -> dict[str, int]: ...
 
 
 class SchedulerMetrics:
@@ -44,6 +52,13 @@ class SchedulerMetrics:
                                       registry=r)  # fmt: skip
         self.prefix_hits = Counter("ai00:prefix_cache_hits", "Prompt tokens restored from the prefix cache",
                                    registry=r)  # fmt: skip
+        self.cache_queries = Counter("ai00:state_cache_queries", "Requests looked up in the state cache", registry=r)
+        self.cache_hits = Counter("ai00:state_cache_hits", "Requests that started from a cached state, by tier",
+                                  ["tier"], registry=r)  # fmt: skip
+        self.cache_tokens_saved = Counter("ai00:state_cache_tokens_saved", "Prompt tokens not fed thanks to the "
+                                          "state cache", registry=r)  # fmt: skip
+        self.cache_bytes = Gauge("ai00:state_cache_bytes", "Bytes of cached states, by tier", ["tier"], registry=r)
+        self.cache_entries = Gauge("ai00:state_cache_entries", "Cached states, by tier", ["tier"], registry=r)
         self.running = Gauge("ai00:num_requests_running", "Sessions holding a slot", registry=r)
         self.waiting = Gauge("ai00:num_requests_waiting", "Sessions waiting for a slot", registry=r)
         self.slot_usage = Gauge("ai00:slot_usage_perc", "Fraction of state slots in use (vLLM: kv_cache_usage_perc)",
@@ -62,12 +77,23 @@ class SchedulerMetrics:
                                      buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r)  # fmt: skip
         self.step_seconds = Histogram("ai00:step_seconds", "Engine step time (with sampling)", registry=r)
 
-    def admitted(self, sub: Submit, cached: int, looked_up: bool) -> None:
-        """A request got its slots: its wait, and what the prefix cache held of its prompt."""
+    def admitted(self, sub: Submit, cached: int, looked_up: bool, tier: str | None = None) -> None:
+        """A request got its slots: its wait, and what the state cache held of its prompt (from `tier`)."""
         self.queue_time.observe(time.monotonic() - sub.submitted_at)
         if looked_up:
             self.prefix_queries.inc(len(sub.tokens))
             self.prefix_hits.inc(cached)
+            self.cache_queries.inc()
+            self.cache_tokens_saved.inc(cached)
+        if tier is not None:
+            self.cache_hits.labels(tier).inc()
+
+    def cache_stored(self, cache: CacheSizes) -> None:
+        """A state went into the cache (perhaps pushing others to the host tier or out): its size per tier."""
+        for tier, n in cache.tier_bytes().items():
+            self.cache_bytes.labels(tier).set(n)
+        for tier, n in cache.tier_entries().items():
+            self.cache_entries.labels(tier).set(n)
 
     def token(self, s: Session) -> None:
         """A token was taken by `s` (after Session.accept): time to first token, or since the one before."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from backend.checkpoints import TurnEnds, checkpoint_positions
 from backend.chooses import ChooseRun, lines_of
 from backend.engine_protocol import StepEngine
 from backend.gpu.step_types import Drawn, Logits, StepPlan, StepRow
@@ -38,10 +39,13 @@ log = logging.getLogger("ai00.scheduler")
 
 class Planner:
     def __init__(self, tokenizer: Tokenizer, *, max_batch: int, token_chunk_size: int, max_queue: int,
-                 cache: StateCache, registry: StateRegistry, metrics: SchedulerMetrics) -> None:  # fmt: skip
+                 cache: StateCache, registry: StateRegistry, metrics: SchedulerMetrics,
+                 checkpoint_every: int = 512) -> None:  # fmt: skip
         self.tokenizer, self.max_batch, self.token_chunk_size, self.max_queue = (
             tokenizer, max_batch, token_chunk_size, max_queue)  # fmt: skip
         self.cache, self.registry, self.metrics = cache, registry, metrics
+        self.checkpoint_every = checkpoint_every
+        self.turn_ends = TurnEnds(tokenizer) if cache.enabled else None  # 17 ms over the World vocab, once
         self.slots = Slots(max_batch, cache, registry, metrics)
         self.held = False  # a draining admin message waits: admit nothing new
         self._stats = StepStats(log)
@@ -110,7 +114,7 @@ class Planner:
                 continue
             slots = [self.slots.free.pop() for _ in group.sessions]
             try:
-                cached = self._start_slot(group, slots[0], saved)
+                cached, tier = self._start_slot(group, slots[0], saved)
             except Exception as e:  # this request fails; the slots go back and the others go on
                 log.exception("starting generation %s failed", sub.id)
                 self.slots.free.extend(slots)
@@ -119,8 +123,11 @@ class Planner:
                 continue
             for s, slot in zip(group.sessions, slots, strict=True):
                 s.grant(slot, cached)
+            if saved is None and self.cache.enabled:
+                group.checkpoints = checkpoint_positions(sub.tokens, cached, self.checkpoint_every,
+                                                         self.turn_ends, self.cache.min_tokens)  # fmt: skip
             self.slots.running.extend(group.sessions)
-            self.metrics.admitted(sub, cached, looked_up=saved is None)
+            self.metrics.admitted(sub, cached, looked_up=saved is None, tier=tier)
             sub.sink.put(Started(sub.id, len(sub.tokens), cached, first.params))
         self.slots.observe_occupancy()
 
@@ -138,20 +145,19 @@ class Planner:
             return f"state: '{msg.state}' is no longer loaded"
         return lambda slot: engine.reset_slot(slot, state_id)
 
-    def _start_slot(self, group: Group, slot: int, saved: list[np.ndarray] | None) -> int:
-        """Put the request's starting state in its first slot; the number of prompt tokens it already holds."""
+    def _start_slot(self, group: Group, slot: int, saved: list[np.ndarray] | None) -> tuple[int, str | None]:
+        """Put the request's starting state in its first slot: the prompt tokens it already holds, and the
+        cache tier they came from."""
         engine = self._engine()
         if saved is not None:
             engine.write_slot(slot, saved)
-        elif (hit := self.cache.match(group.submit.tokens, (group.submit.tenant,
-                                                             self.registry.initial_states[group.initial]))
-              ) is not None:  # fmt: skip
-            cached, cache_slot = hit
-            engine.copy_slot(cache_slot, slot)
-            return cached
-        else:
-            engine.reset_slot(slot, group.initial)
-        return 0
+            return 0, None
+        ns = (group.submit.tenant, self.registry.initial_states[group.initial])
+        if (hit := self.cache.lookup(group.submit.tokens, ns)) is not None:
+            self.cache.restore(hit, engine, slot)
+            return hit.depth, hit.tier
+        engine.reset_slot(slot, group.initial)
+        return 0, None
 
     def initial_state_of(self, sub: Submit) -> str:
         """The initial state a submit starts from when it names no saved state (embeddings: always zero)."""
@@ -183,7 +189,7 @@ class Planner:
         for s in self.slots.running:
             if s.status is not Status.PREFILL or s.branch != 0 or budget <= 0:
                 continue
-            take = min(len(s.prompt) - s.n_fed, budget)
+            take = min(len(s.prompt) - s.n_fed, budget, self.slots.to_checkpoint(s))
             last = s.n_fed + take == len(s.prompt)
             logits = Logits.LAST if last and not s.submit.embed else Logits.NONE
             rows.append(StepRow(s.slot, s.prompt[s.n_fed : s.n_fed + take], logits))
@@ -251,6 +257,7 @@ class Planner:
         if s.status is Status.PREFILL:
             s.n_fed += len(row.tokens)
             self.metrics.prompt_tokens.inc(len(row.tokens))
+            self.slots.checkpoint_prompt(s)
             if s.n_fed == len(s.prompt):
                 self._prompt_done(s, drawn)
         else:
@@ -259,9 +266,6 @@ class Planner:
     def _prompt_done(self, first: Session, drawn: dict[Session, Drawn]) -> None:
         """The prompt is in branch 0's slot: cache its state, embed or fork the branches, give each its token."""
         engine, group = self._engine(), self.slots.groups[first.id]
-        ns = self.slots.cache_namespace(first)
-        if ns is not None and (cache_slot := self.cache.insert(first.prompt, ns)) is not None:
-            engine.copy_slot(first.slot, cache_slot)
         if first.submit.embed:
             self._embed(first)
             return

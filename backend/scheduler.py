@@ -73,19 +73,20 @@ class _Refused(Exception):
 
 class Scheduler:
     def __init__(self, engines: EngineSource, tokenizer: Tokenizer, *, max_batch: int, token_chunk_size: int,
-                 prefix_cache: int = 0, max_queue: int = 64) -> None:  # fmt: skip
+                 prefix_cache: int = 0, max_queue: int = 64, cache_host_bytes: int = 0, checkpoint_every: int = 512,
+                 cache_shared: bool = False) -> None:  # fmt: skip
         self._engines = engines
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.token_chunk_size = token_chunk_size
         self.max_queue = max_queue
-        self.n_slots = max_batch + prefix_cache  # the engine's: generation slots, then the prefix cache's
-        self.cache = StateCache(list(range(max_batch, self.n_slots)))
+        self.n_slots = max_batch + prefix_cache  # the engine's: generation slots, then the state cache's hot tier
+        self.cache = StateCache(list(range(max_batch, self.n_slots)), cache_host_bytes, shared=cache_shared)
         self.registry = StateRegistry()
         self.metrics = SchedulerMetrics()
         self.planner = Planner(tokenizer, max_batch=max_batch, token_chunk_size=token_chunk_size,
                                max_queue=max_queue, cache=self.cache, registry=self.registry,
-                               metrics=self.metrics)  # fmt: skip
+                               metrics=self.metrics, checkpoint_every=checkpoint_every)  # fmt: skip
         # the first load's outcome, handed to the event loop: what the engine source says describes the model,
         # or Failed("load_failed")
         self.started: Future = Future()
@@ -147,7 +148,7 @@ class Scheduler:
             self.error = e
             self.started.set_result(Failed("", "load_failed", str(e)))
             return
-        self.planner.engine = engine
+        self._use(engine)
         self.started.set_result(described)
         try:
             while self._handle_inbox(block=self.planner.slots.idle and not self._admin):
@@ -157,6 +158,14 @@ class Scheduler:
             self.error = e
         self.planner.slots.finish_all("cancelled" if self.error is None else "error")
         self._fail_admin()
+
+    def _use(self, engine: StepEngine | None) -> None:
+        """Serve with `engine` (None: none loaded); the cache's states belong to the engine before it."""
+        self.planner.engine = engine
+        self.cache.clear()
+        if engine is not None:
+            self.cache.state_bytes = engine.state_bytes
+        self.metrics.cache_stored(self.cache)
 
     def tick(self) -> None:
         """Admin work that may run now, admissions, then one step (when there is anything to run)."""
@@ -233,6 +242,7 @@ class Scheduler:
         if isinstance(msg, WriteWeights):
             names = engine.write_weights(msg.tensors)
             self.cache.clear()  # states cached under the old weights would not match a fresh run any more
+            self.metrics.cache_stored(self.cache)
             return names
         if isinstance(msg, AddInitialState):
             return self._add_initial_state(msg.state_id, msg.layers, msg.default)
@@ -262,19 +272,18 @@ class Scheduler:
         engine's GPU bytes."""
         assert self.planner.engine is not None
         n_slots = self.planner.engine.max_batch
-        self.planner.engine = None
+        self._use(None)
         gc.collect()  # release the old model's GPU buffers now
-        self.cache.clear()
         self.registry.new_model()
         try:
             engine = self._engines.build(msg.model, n_slots)
         except Exception as e:
             log.exception("the new model failed to load; loading the previous one again")
-            self.planner.engine = self._engines.build(msg.fallback, n_slots)
+            self._use(self._engines.build(msg.fallback, n_slots))
             for state in msg.previous:  # the old model is back: so are its states
                 self._add_initial_state(*state)
             raise _Refused("load_failed", str(e)) from e
-        self.planner.engine = engine
+        self._use(engine)
         self.registry.clear_saved()
         for state in msg.states:
             self._add_initial_state(*state)

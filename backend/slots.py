@@ -4,7 +4,7 @@ keeping its final state in the prefix cache."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backend.chooses import ScoringQueue
 from backend.engine_protocol import StepEngine
@@ -22,6 +22,7 @@ class Group:
     submit: Submit
     sessions: list[Session]
     initial: str | None = None  # the initial state its slot started from ("": zero); None: a saved state
+    checkpoints: list[int] = field(default_factory=list)  # prompt positions still to keep a state at, ascending
 
 
 class Slots:
@@ -81,9 +82,7 @@ class Slots:
             if s.slot >= 0 and s.status is not Status.WAITING:
                 state = engine.read_slot(s.slot)
         elif (finished := self.registry.finished((msg.id, msg.branch))) is not None and mine(finished[0][0]):
-            slot = self.cache.get(finished[1], finished[0])
-            if slot is not None:
-                state = engine.read_slot(slot)
+            state = self.cache.read(finished[1], finished[0], engine)
         if state is None:
             msg.sink.put(Failed(msg.id, "unknown_id", f"no state to save for '{msg.id}' branch {msg.branch}", "id"))
             return
@@ -108,14 +107,30 @@ class Slots:
             return None
         return s.submit.tenant, ns
 
+    def to_checkpoint(self, s: Session) -> int:
+        """Prompt tokens to feed before the next checkpoint (a chunk stops there so its state can be kept)."""
+        checkpoints = self.groups[s.id].checkpoints
+        return checkpoints[0] - s.n_fed if checkpoints else len(s.prompt)
+
+    def checkpoint_prompt(self, s: Session) -> None:
+        """The prompt's first n_fed tokens are in the slot: keep the state if a checkpoint is here."""
+        checkpoints = self.groups[s.id].checkpoints
+        while checkpoints and checkpoints[0] <= s.n_fed:
+            if checkpoints.pop(0) == s.n_fed and (ns := self.cache_namespace(s)) is not None:
+                self.checkpoint(s.prompt[: s.n_fed], ns, s.slot)
+
+    def checkpoint(self, tokens: tuple[int, ...], ns: Namespace, slot: int) -> None:
+        """Keep the state in `slot` (after `tokens`) in the cache."""
+        if self.cache.checkpoint(tokens, ns, self._engine(), slot):
+            self.metrics.cache_stored(self.cache)
+
     def release(self, s: Session, send_done: bool = True, error: str | None = None) -> None:
         """Free the session's slot now (keeping its final state in the prefix cache) and send its Done."""
         if s.slot >= 0:
             ns = self.cache_namespace(s)
             if ns is not None and s.out_tokens and s.finish_reason != "error":
-                fed = s.fed_tokens
-                if (cache_slot := self.cache.insert(fed, ns)) is not None:
-                    self._engine().copy_slot(s.slot, cache_slot)
+                fed = s.fed_tokens  # the end of a generation: where the conversation's next turn starts
+                self.checkpoint(fed, ns, s.slot)
                 self.registry.remember_finished((s.id, s.branch), ns, fed)
             self.free.append(s.slot)
             s.slot = -1

@@ -180,6 +180,11 @@ class Engine:
     def copy_slot(self, src: int, dst: int) -> None:
         self.states.copy(src, dst)
 
+    @property
+    def state_bytes(self) -> int:
+        """One slot's state, all layers (what a cached state costs in either tier)."""
+        return self.states.slot_bytes * len(self.states.layers)
+
     def read_slot(self, slot: int) -> list[np.ndarray]:
         return self.states.read(slot)
 

@@ -25,6 +25,7 @@ class FakeEngine:
         self.max_batch, self.max_step_tokens = max_batch, max_step_tokens
         self.max_logit_lines = max_logit_lines or max_step_tokens
         self.gpu_bytes = 0
+        self.state_bytes = 64  # read_slot's 16 floats (longer histories read back longer)
         self.slots: list[tuple[int, ...]] = [()] * max_batch  # the tokens each slot's state has seen
         self.templates: dict[str, tuple[int, ...]] = {"": ()}
         self.plans: list[StepPlan] = []

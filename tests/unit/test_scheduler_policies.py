@@ -60,11 +60,14 @@ class ListSink:
 
 class Harness:
     def __init__(self, max_batch: int = 4, chunk: int = 16, max_queue: int = 4, prefix_cache: int = 0,
-                 max_logit_lines: int | None = None) -> None:  # fmt: skip
+                 max_logit_lines: int | None = None, host_bytes: int = 0, checkpoint_every: int = 512,
+                 shared: bool = False) -> None:  # fmt: skip
         self.engine = FakeEngine(max_batch + prefix_cache, chunk + max_batch, max_logit_lines)
+        self.cache = StateCache(list(range(max_batch, max_batch + prefix_cache)), host_bytes, state_bytes=64,
+                                shared=shared)  # fmt: skip
         self.planner = Planner(_tokenizer(), max_batch=max_batch, token_chunk_size=chunk, max_queue=max_queue,
-                               cache=StateCache(list(range(max_batch, max_batch + prefix_cache))),
-                               registry=StateRegistry(), metrics=SchedulerMetrics())  # fmt: skip
+                               cache=self.cache, registry=StateRegistry(), metrics=SchedulerMetrics(),
+                               checkpoint_every=checkpoint_every)  # fmt: skip
         self.planner.engine = self.engine
         self.slots = self.planner.slots
 
