@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
-from backend.api import admin, chooses, docs, files, openai, static, ws
+from backend.api import admin, chooses, docs, files, openai, responses, static, ws
 from backend.api.context import SERVER, Server
 from backend.api.guard import guard_middleware
 from backend.api.lifecycle import load_model, readiness_middleware, request_id_middleware
@@ -76,8 +76,8 @@ def create_app(config: Config, *, tokenizer: Tokenizer | None = None) -> web.App
     app.cleanup_ctx.append(run_engine)
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(stop_grammar_workers)
-    app.add_routes(openai.routes(server) + chooses.routes(server) + ws.routes(server) + admin.routes(server)
-                   + files.routes(server) + docs.routes(server))  # fmt: skip
+    app.add_routes(openai.routes(server) + responses.routes(server) + chooses.routes(server) + ws.routes(server)
+                   + admin.routes(server) + files.routes(server) + docs.routes(server))  # fmt: skip
     if config.listen.cors_origins:
         app.on_response_prepare.append(cors_headers(config.listen.cors_origins))
         app.router.add_route("OPTIONS", "/{tail:.*}", preflight)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from backend.api import admin_schemas as a
+from backend.api import responses_schemas as r
 from backend.api import schemas as s
 from backend.api.http import json_response
 
@@ -24,6 +25,12 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | 
     ("post", "/api/oai/v1/completions", "Continue a prompt", s.CompletionRequest, s.CompletionResponse, True),
     ("post", "/api/oai/v1/chat/completions", "Answer a chat", s.ChatCompletionRequest, s.ChatCompletionResponse,
      True),
+    ("post", "/api/oai/v1/responses", "Responses API: text or messages, instructions, max_output_tokens, sampling, "
+     "typed SSE events with `stream`; `previous_response_id` continues from that response's RWKV state (only the "
+     "new turn is prefilled: usage.input_tokens_details.cached_tokens)", r.ResponseRequest, r.ResponseObject, True),
+    ("get", "/api/oai/v1/responses/{id}", "A stored response (this API key's only)", None, r.ResponseObject, False),
+    ("delete", "/api/oai/v1/responses/{id}", "Forget a stored response and its saved state", None,
+     r.DeletedResponse, False),
     ("post", "/api/oai/v1/embeddings", "Embed texts: last-token pooled final-layer ln2 state, L2-normalized",
      s.EmbeddingRequest, s.EmbeddingResponse, False),
     ("post", "/api/oai/v1/chooses", "Rank continuations of an input by perplexity (one prefill, one batched "

@@ -29,6 +29,11 @@ async def send(resp: web.StreamResponse, obj: Any) -> None:
     await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
 
 
+async def send_event(resp: web.StreamResponse, name: str, obj: Any) -> None:
+    """A named event (`event:` line), as the Responses API's typed stream is framed."""
+    await resp.write(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n")
+
+
 async def send_done(resp: web.StreamResponse) -> None:
     await resp.write(b"data: [DONE]\n\n")
 

@@ -1,0 +1,324 @@
+"""OpenAI's Responses API under /v1/, /api/oai/ and /api/oai/v1/: POST responses (JSON or typed SSE events),
+GET and DELETE responses/{id}.
+
+`previous_response_id` continues at the token level: the follow-up's tokens are the previous response's tokens
+(its prompt and everything it wrote) followed by the new turns, so the RWKV state that response ended in
+already holds all but the new turns. That state is found first in the prefix cache (every generation that
+started from no saved state leaves its final state there, and the follow-up's own final state goes there too,
+so a chain of turns stays cheap); when the cache has lost it, in the saved-state copy the response pinned
+when it finished. A follow-up that changes `instructions` (OpenAI does not carry them over) or whose new
+turns do not begin with the stop string the previous answer ended on is re-read as text from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from array import array
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from backend.api import sse
+from backend.api.edge import prompt_tokens, to_submit
+from backend.api.guard import TENANT
+from backend.api.http import PREFIXES, failed_error, json_response, read_json
+from backend.api.limits import check_prompt_tokens
+from backend.api.response_store import ResponseStore, Stored, Turn
+from backend.api.responses_schemas import DeletedResponse, ResponseObject, ResponseRequest
+from backend.api.schemas import ApiError, parse
+from backend.chat import chat_prompt, chat_stop
+from backend.messages import (
+    Cancel,
+    Delta,
+    Done,
+    DropSavedState,
+    EventSink,
+    Failed,
+    SaveState,
+    Started,
+    StateSaved,
+    Submit,
+)
+from backend.tokenizer import END_OF_TEXT
+
+if TYPE_CHECKING:
+    from backend.api.context import Server
+
+
+def routes(server: Server) -> list[web.RouteDef]:
+    """The Responses routes under every OpenAI prefix; the store lives as long as these routes."""
+    store = ResponseStore()
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        req: ResponseRequest = parse(ResponseRequest, await read_json(request))
+        refuse_unsupported(req)
+        tenant = request.get(TENANT, "")
+        prev = None
+        if req.previous_response_id is not None and (prev := store.get(tenant, req.previous_response_id)) is None:
+            raise not_found(req.previous_response_id, "previous_response_id")
+        run = Run(server, req, tenant, prev, f"resp_{uuid.uuid4().hex}")
+        await run.start()
+        if req.stream:
+            return await stream(request, run, store)
+        async for _ in run.events():
+            pass
+        if run.done is not None and run.done.finish_reason == "error":
+            raise ApiError(500, run.done.error or "generation failed", type="server_error", code="internal")
+        return json_response(await finish(run, store))
+
+    async def retrieve(request: web.Request) -> web.Response:
+        stored = store.get(request.get(TENANT, ""), request.match_info["id"])
+        if stored is None:
+            raise not_found(request.match_info["id"], "response_id")
+        return json_response(stored.body)
+
+    async def delete(request: web.Request) -> web.Response:
+        tenant = request.get(TENANT, "")
+        found, released = store.delete(tenant, request.match_info["id"])
+        if not found:
+            raise not_found(request.match_info["id"], "response_id")
+        drop_states(server, released, tenant)
+        return json_response(DeletedResponse(id=request.match_info["id"]))
+
+    table = []
+    for p in PREFIXES:
+        table += [web.post(f"{p}/responses", create), web.get(f"{p}/responses/{{id}}", retrieve),
+                  web.delete(f"{p}/responses/{{id}}", delete)]  # fmt: skip
+    return table
+
+
+def refuse_unsupported(req: ResponseRequest) -> None:
+    """Fields that would change the answer and that this server cannot honour: a 400 naming them."""
+    if req.tools:
+        raise ApiError(400, "tools: tool calling is not available in the Responses API of this server yet; "
+                            "send the request without tools", param="tools", code="unsupported_parameter")  # fmt: skip
+    if req.background:
+        raise ApiError(400, "background: responses run in the foreground here; send background false",
+                       param="background", code="unsupported_parameter")  # fmt: skip
+
+
+def not_found(response_id: str, param: str) -> ApiError:
+    return ApiError(404, f"Response with id '{response_id}' not found.", param=param, code="not_found")
+
+
+def drop_states(server: Server, handles: list[str], tenant: str) -> None:
+    """Forget saved states no stored response needs any more (nobody waits for the answers)."""
+    for handle in handles:
+        server.scheduler.submit(DropSavedState(handle, tenant, EventSink()))
+
+
+# ---- the prompt: the conversation as tokens, and where its state may already be ----
+
+
+@dataclass(frozen=True)
+class Prompt:
+    tokens: tuple[int, ...]  # the whole conversation the model reads before answering
+    conversation: tuple[Turn, ...]  # its turns, instructions excluded
+    fed: int = 0  # how many of `tokens` the previous response's final state holds
+    handle: str | None = None  # that state's pinned copy, for when the prefix cache lost it
+
+
+def build_prompt(server: Server, req: ResponseRequest, prev: Stored | None) -> Prompt:
+    new = tuple((m.role, m.text) for m in req.messages())
+    turns = chat_prompt(((role, text, None) for role, text in new), req.names)
+    cont = "\n\n" + turns
+    if (prev is not None and prev.instructions == req.instructions and prev.tail is not None
+            and cont.startswith(prev.tail)):  # fmt: skip
+        tokens = tuple(prev.tokens) + tuple(server.tokenizer.encode(cont[len(prev.tail):]))
+        check_prompt_tokens(len(tokens), server.config.limits, "input")
+        return Prompt(tokens, prev.conversation + new, prev.fed, prev.handle)
+    conversation = (prev.conversation if prev is not None else ()) + new
+    system = ((("system", req.instructions, None),) if req.instructions else ())
+    text = chat_prompt((*system, *((role, text, None) for role, text in conversation)), req.names)
+    return Prompt(prompt_tokens(server, text, "input"), conversation)
+
+
+# ---- one response's generation, seen from the handler ----
+
+
+class Run:
+    """Submits one response's generation, falls back to the pinned state when the prefix cache lost the
+    previous response's, and gathers the answer; cancels the generation if the handler stops early."""
+
+    def __init__(self, server: Server, req: ResponseRequest, tenant: str, prev: Stored | None, id: str) -> None:
+        self.server, self.req, self.tenant, self.prev, self.id = server, req, tenant, prev, id
+        self.created = int(time.time())
+        self.message_id = f"msg_{uuid.uuid4().hex}"
+        self.prompt = build_prompt(server, req, prev)
+        self.sub: Submit | None = None
+        self.started: Started | None = None
+        self.skipped = 0  # prompt tokens a saved state held, so they were never submitted
+        self.text = ""
+        self.out_tokens: list[int] = []
+        self.done: Done | None = None
+
+    async def start(self) -> None:
+        """Submit and wait until admitted; a refusal raises its HTTP error (before any SSE is open)."""
+        fields = {**self.req.sampler_fields(), **self.req.grammar_fields()}
+        fields["stop"] = [*fields["stop"], *chat_stop(self.req.names)]
+        # to_submit checks and compiles everything but the prompt, which is built here from tokens
+        base = await to_submit(self.server, self.id, EventSink(), fields, prompt="", tenant=self.tenant)
+        started = await self._admit(replace(base, tokens=self.prompt.tokens))
+        p = self.prompt
+        if isinstance(started, Started) and p.handle is not None and started.cached_tokens < p.fed:
+            # the prefix cache lost the previous state: start again from its pinned copy
+            await self._cancel()
+            pinned = replace(base, id=f"{self.id}-pinned", sink=EventSink(), tokens=p.tokens[p.fed:], state=p.handle)
+            if isinstance(started := await self._admit(pinned), Started):
+                self.skipped = p.fed
+            else:  # the pinned copy is gone too (the state registry's LRU): read it all again
+                started = await self._admit(replace(base, id=f"{self.id}-full", sink=EventSink(), tokens=p.tokens))
+        if isinstance(started, Failed):
+            raise failed_error(started)
+        self.started = started
+
+    async def _admit(self, sub: Submit) -> Started | Failed:
+        self.sub = sub
+        self.server.scheduler.submit(sub)
+        try:
+            event = await sub.sink.get()
+        except asyncio.CancelledError:
+            self.server.scheduler.submit(Cancel(sub.id))
+            raise
+        assert isinstance(event, Started | Failed), event
+        return event
+
+    async def _cancel(self) -> None:
+        """Cancel the running submit and wait for its end, so its slot is free before the next one."""
+        assert self.sub is not None
+        self.server.scheduler.submit(Cancel(self.sub.id))
+        while not isinstance(await self.sub.sink.get(), Done | Failed):
+            pass
+
+    async def events(self, resp: web.StreamResponse | None = None) -> AsyncIterator[Delta | Done]:
+        """Every Delta, then the Done; with `resp`, heartbeats keep the SSE stream alive meanwhile."""
+        assert self.sub is not None
+        sink = self.sub.sink
+        try:
+            while self.done is None:
+                event = await (sse.next_event(sink, resp) if resp is not None else sink.get())
+                if isinstance(event, Delta):
+                    self.text += event.text
+                    self.out_tokens += event.tokens
+                elif isinstance(event, Done):
+                    self.done = event
+                else:
+                    continue
+                yield event
+        finally:
+            if self.done is None:
+                self.server.scheduler.submit(Cancel(self.sub.id))
+
+    @property
+    def status(self) -> str:
+        reason = self.done.finish_reason if self.done is not None else None
+        return {None: "in_progress", "error": "failed", "length": "incomplete", "cancelled": "incomplete"}.get(
+            reason, "completed")  # fmt: skip
+
+    def usage(self) -> dict[str, Any]:
+        assert self.started is not None
+        n_in = self.skipped + self.started.prompt_tokens
+        n_out = len(self.out_tokens)
+        return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out,
+                "input_tokens_details": {"cached_tokens": self.skipped + self.started.cached_tokens,
+                                         "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
+
+    def message(self) -> dict[str, Any]:
+        status = "in_progress" if self.done is None else "completed" if self.status == "completed" else "incomplete"
+        content = [{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}]
+        return {"type": "message", "id": self.message_id, "status": status, "role": "assistant",
+                "content": content if self.done is not None else []}  # fmt: skip
+
+    def body(self) -> dict[str, Any]:
+        """The response object as it stands (in progress until the Done)."""
+        req, done = self.req, self.done
+        body: dict[str, Any] = {
+            "id": self.id, "created_at": self.created, "status": self.status, "model": self.server.model_id,
+            "output": [self.message()] if done is not None else [], "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens, "previous_response_id": req.previous_response_id,
+            "temperature": req.temperature, "top_p": req.top_p, "store": req.store,
+            "metadata": req.metadata or {}, "user": req.user,
+            "usage": self.usage() if done is not None else None,
+        }  # fmt: skip
+        if self.status == "incomplete":
+            body["incomplete_details"] = {"reason": "max_output_tokens"}
+        if done is not None and done.finish_reason == "error":
+            body["error"] = {"code": "server_error", "message": done.error or "generation failed"}
+        return ResponseObject.model_validate(body).model_dump(mode="json")
+
+
+async def finish(run: Run, store: ResponseStore) -> dict[str, Any]:
+    """The final response object, stored (with a pinned copy of its final state) when `store` asks."""
+    body = run.body()
+    if run.req.store and run.done is not None and run.done.finish_reason != "error":
+        stored = await stored_response(run, body)
+        drop_states(run.server, store.put(run.tenant, run.id, stored), run.tenant)
+    return body
+
+
+async def stored_response(run: Run, body: dict[str, Any]) -> Stored:
+    assert run.sub is not None
+    out = run.out_tokens
+    written = run.server.tokenizer.decode(out)
+    tail = written[len(run.text):] if written.startswith(run.text) else None
+    tokens = array("H", run.prompt.tokens + tuple(out))
+    fed = len(tokens) - 1 if out else len(tokens)
+    if out and out[-1] == END_OF_TEXT:  # never fed, and a conversation goes on without it
+        tokens.pop()
+    cacheable = run.sub.state is None
+    handle = await pin_state(run.server, run.sub.id, run.tenant) if cacheable else None
+    conversation = (*run.prompt.conversation, ("assistant", run.text))
+    return Stored(body, run.req.instructions, conversation, tokens, fed, tail, cacheable, handle)
+
+
+async def pin_state(server: Server, generation_id: str, tenant: str) -> str | None:
+    """A saved-state copy of a finished generation's final state (the prefix cache still holds it right after
+    its Done, unless the cache is off or already reused); None when there is none to copy."""
+    sink = EventSink()
+    server.scheduler.submit(SaveState(generation_id, sink, 0, tenant))
+    event = await sink.get()
+    return event.handle if isinstance(event, StateSaved) else None
+
+
+# ---- streaming: OpenAI's typed events ----
+
+
+class EventStream:
+    """Writes `event: TYPE` / `data: JSON` pairs with the sequence numbers the SDK expects."""
+
+    def __init__(self, resp: web.StreamResponse) -> None:
+        self.resp, self.seq = resp, 0
+
+    async def emit(self, type: str, **fields: Any) -> None:
+        await sse.send_event(self.resp, type, {"type": type, "sequence_number": self.seq, **fields})
+        self.seq += 1
+
+
+async def stream(request: web.Request, run: Run, store: ResponseStore) -> web.StreamResponse:
+    resp = await sse.open_stream(request)
+    out = EventStream(resp)
+    await out.emit("response.created", response=run.body())
+    await out.emit("response.in_progress", response=run.body())
+    where = {"item_id": run.message_id, "output_index": 0, "content_index": 0}
+    await out.emit("response.output_item.added", output_index=0, item=run.message())
+    await out.emit("response.content_part.added", part={"type": "output_text", "text": "", "annotations": []},
+                   **where)  # fmt: skip
+    async for event in run.events(resp):
+        if isinstance(event, Delta) and event.text:
+            await out.emit("response.output_text.delta", delta=event.text, logprobs=[], **where)
+    assert run.done is not None
+    if run.done.finish_reason == "error":
+        await out.emit("response.failed", response=run.body())
+        return resp
+    body = await finish(run, store)
+    part = body["output"][0]["content"][0]
+    await out.emit("response.output_text.done", text=run.text, logprobs=[], **where)
+    await out.emit("response.content_part.done", part=part, **where)
+    await out.emit("response.output_item.done", output_index=0, item=body["output"][0])
+    await out.emit(f"response.{'completed' if run.status == 'completed' else 'incomplete'}", response=body)
+    return resp
