@@ -36,7 +36,10 @@ from backend.api.schemas import (
     ModelList,
     parse,
 )
+from backend.chat_answer import Answer, AnswerStream, split_answer
 from backend.messages import Cancel, Delta, Done, Embedded, EventSink, Failed, Started, Submit
+from backend.reasoning import ReasoningFormat
+from backend.tool_calls import ArgumentsDelta, CallEnd, CallStart, ToolEvent
 
 if TYPE_CHECKING:
     from backend.api.context import Server
@@ -89,21 +92,20 @@ def routes(server: Server) -> list[web.RouteDef]:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
         top = (req.top_logprobs or 0) if req.logprobs else None
         fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": top, **req.grammar_fields()}
+        tools, fmt = req.tool_policy(), req.reasoning_format or server.config.chat.reasoning_format
         sub = await to_submit(server, f"chatcmpl-{uuid.uuid4().hex}", EventSink(), fields, messages=req.messages,
-                              names=req.names, n=req.n, state=req.state, tenant=request.get(TENANT, ""))  # fmt: skip
+                              names=req.names, n=req.n, state=req.state, tenant=request.get(TENANT, ""),
+                              tools=tools, thinking=req.thinking())  # fmt: skip
         gen = Generation(server, sub)
         if req.stream:
-            return await stream(request, gen, chat_chunk, req.stream_options)
+            return await stream(request, gen, ChatChunks(fmt, tools.active), req.stream_options)
         await gen.collect()
-        choices = [
-            {
-                "index": b,
-                "message": {"role": "assistant", "content": gen.texts[b]},
-                "finish_reason": finish_reason(gen.dones[b]),
-                "logprobs": chat_logprobs(server, gen.logprobs[b]) if req.logprobs else None,
-            }
-            for b in range(req.n)
-        ]
+        choices = []
+        for b in range(req.n):
+            answer = split_answer(gen.texts[b], fmt, tools.active)
+            choices.append({"index": b, "message": chat_message(answer),
+                            "finish_reason": chat_finish(gen.dones[b], bool(answer.tool_calls)),
+                            "logprobs": chat_logprobs(server, gen.logprobs[b]) if req.logprobs else None})  # fmt: skip
         return final_response(gen, ChatCompletionResponse, choices)
 
     async def embeddings(request: web.Request) -> web.Response:
@@ -285,21 +287,64 @@ def completion_chunk(
     }
 
 
-def chat_chunk(
-    server: Server, gen: Generation, branch: int, text: str | None, logprobs, reason: str | None, first: bool
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"role": "assistant"} if first else {}
-    if text is not None:
-        body["content"] = text
-    lp = chat_logprobs(server, list(logprobs)) if logprobs else None
-    choice = {"index": branch, "delta": body, "logprobs": lp, "finish_reason": reason}
-    return {
-        "id": gen.id,
-        "object": "chat.completion.chunk",
-        "created": gen.created,
-        "model": server.model_id,
-        "choices": [choice],
-    }
+class ChatChunks:
+    """Chat chunks of one request: each branch's text goes through its own AnswerStream, so thinking streams as
+    `delta.reasoning_content`, calls as `delta.tool_calls` (id, type and name first, then the arguments in
+    pieces), and only the rest as `delta.content`."""
+
+    def __init__(self, reasoning_format: ReasoningFormat, tools: bool) -> None:
+        self.reasoning_format, self.tools = reasoning_format, tools
+        self.answers: dict[int, AnswerStream] = {}
+        self.called: set[int] = set()  # branches that completed a call
+
+    def __call__(self, server: Server, gen: Generation, branch: int, text: str | None, logprobs,
+                 reason: str | None, first: bool) -> dict[str, Any]:  # fmt: skip
+        answer = self.answers.setdefault(branch, AnswerStream(self.reasoning_format, self.tools))
+        delta = answer.finish() if reason is not None else answer.feed(text or "")
+        self.called |= {branch} if any(isinstance(e, CallEnd) for e in delta.calls) else set()
+        if reason is not None:
+            reason = "tool_calls" if branch in self.called and reason == "stop" else reason
+        body: dict[str, Any] = {"role": "assistant"} if first else {}
+        if delta.reasoning:
+            body["reasoning_content"] = delta.reasoning
+        if delta.content:
+            body["content"] = delta.content
+        if delta.calls:
+            body["tool_calls"] = tool_call_deltas(delta.calls)
+        lp = chat_logprobs(server, list(logprobs)) if logprobs else None
+        choice = {"index": branch, "delta": body, "logprobs": lp, "finish_reason": reason}
+        return {"id": gen.id, "object": "chat.completion.chunk", "created": gen.created, "model": server.model_id,
+                "choices": [choice]}  # fmt: skip
+
+
+def tool_call_deltas(events: list[ToolEvent]) -> list[dict[str, Any]]:
+    """OpenAI's `delta.tool_calls`: one entry per call index, the id/type/name with the call's first piece."""
+    out: dict[int, dict[str, Any]] = {}
+    for e in events:
+        if isinstance(e, CallStart):
+            out[e.index] = {"index": e.index, "id": e.id, "type": "function",
+                            "function": {"name": e.name, "arguments": ""}}  # fmt: skip
+        elif isinstance(e, ArgumentsDelta):
+            entry = out.setdefault(e.index, {"index": e.index, "function": {"arguments": ""}})
+            entry["function"]["arguments"] += e.text
+    return list(out.values())
+
+
+def chat_message(answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+    if answer.reasoning is not None:
+        message["reasoning_content"] = answer.reasoning
+    if answer.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}}
+                                 for c in answer.tool_calls]  # fmt: skip
+    return message
+
+
+def chat_finish(done: Done | None, called: bool) -> str | None:
+    """finish_reason of a chat choice: an answer that ended after its tool calls ends with `tool_calls`."""
+    reason = finish_reason(done)
+    return "tool_calls" if called and reason == "stop" else reason
 
 
 # ---- shaping ----
