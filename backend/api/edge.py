@@ -11,11 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from backend.api.http import failed_error
 from backend.api.limits import check_n, check_prompt_tokens, check_sampler_fields, check_token_ids
-from backend.api.schemas import ApiError, ChatMessage, ChooseRequest, request_grammar
-from backend.chat import chat_prompt, chat_stop
+from backend.api.schemas import GRAMMAR_FIELDS, ApiError, ChatMessage, ChooseRequest, TextFormat, request_grammar
+from backend.chat import Message, chat_stop, render_chat
+from backend.chat_template import ChatTemplate, ChatTemplateError
+from backend.grammar import GrammarError, json_schema
+from backend.grammar.matcher import Grammar
+from backend.grammar.worker import GrammarRequest
 from backend.messages import Cancel, EventSink, Failed, Score, Started, Submit
 from backend.sampling.params import SamplerParams
 from backend.tokenizer import END_OF_TEXT
+from backend.tool_calls import ToolPolicy
+
+NO_TOOLS = ToolPolicy()
 
 if TYPE_CHECKING:
     from backend.api.context import Server
@@ -36,8 +43,9 @@ def given_tokens(server: Server, ids: Sequence[int], param: str) -> tuple[int, .
 
 
 async def to_submit(server: Server, id: str, sink: Any, fields: dict[str, Any], *, prompt: str | None = None,
-                    messages: Iterable[ChatMessage] | None = None, names: dict[str, str] | None = None, n: int = 1,
-                    state: str | None = None, tenant: str = "", prefix: str = "") -> Submit:  # fmt: skip
+                    messages: Iterable[ChatMessage | Message] | None = None, names: dict[str, str] | None = None,
+                    n: int = 1, state: str | None = None, tenant: str = "", prefix: str = "",
+                    tools: ToolPolicy = NO_TOOLS, thinking: bool | None = None) -> Submit:  # fmt: skip
     """A generation request as the scheduler takes it. `fields`: the sampler params (with `stop` a list and
     `logprobs`), and a grammar (`bnf_schema`, `json_schema` or `response_format`); errors name the field with
     `prefix` before it (the WebSocket's `params.`). Cheap checks first, the grammar's compilation last."""
@@ -46,14 +54,46 @@ async def to_submit(server: Server, id: str, sink: Any, fields: dict[str, Any], 
     check_n(n, limits, server.scheduler.max_batch)
     stop = list(fields.get("stop") or [])
     if messages is not None:
-        text, param = chat_prompt(((m.role, m.text, m.name) for m in messages), names), "messages"
+        text, param = chat_text(server, messages, names, tools, thinking), "messages"
         stop += chat_stop(names)
     else:
         text, param = prompt or "", "prompt"
     tokens = prompt_tokens(server, text, param)
-    grammar = await request_grammar(fields, server.compile_grammar, prefix)
+    grammar = await tool_grammar(server, fields, tools) or await request_grammar(fields, server.compile_grammar, prefix)
     params = SamplerParams.resolve({**fields, "stop": stop}, server.sampler_defaults)
     return Submit(id, tokens, params, sink, n=n, state=state, grammar=grammar, tenant=tenant)
+
+
+def chat_text(server: Server, messages: Iterable[ChatMessage | Message], names: dict[str, str] | None,
+              tools: ToolPolicy, thinking: bool | None) -> str:  # fmt: skip
+    """The chat prompt through the configured template; a template that refuses the conversation is a 400."""
+    plain = [m.as_message() if isinstance(m, ChatMessage) else m for m in messages]
+    try:
+        return render_chat(plain, names, template=ChatTemplate.load(server.config.chat.template),
+                           tools=tools.listed(), thinking=thinking)  # fmt: skip
+    except ChatTemplateError as e:
+        raise ApiError(400, f"messages: {e}", param="messages") from None
+
+
+async def tool_grammar(server: Server, fields: dict[str, Any], tools: ToolPolicy) -> Grammar | None:
+    """The grammar of the tool calls a request allows (None: no tools in play). Tools bring their own grammar,
+    so a request may not give another; a tool whose parameters are no usable schema is a 400 naming it."""
+    if not tools.active:
+        return None
+    if given := next((k for k in GRAMMAR_FIELDS if fields.get(k) is not None
+                      and not isinstance(fields[k], TextFormat)), None):  # fmt: skip
+        raise ApiError(400, f"{given}: tool calls follow their own grammar; give {given} or tools (or "
+                       'tool_choice "none"), not both', param=given)  # fmt: skip
+    for i, tool in enumerate(tools.tools):
+        try:
+            json_schema.tool_schema(tool.schema(), tool.strict)
+        except GrammarError as e:
+            raise ApiError(400, f"tools.{i}.function.parameters: {e}", param=f"tools.{i}.function.parameters",
+                           code="invalid_grammar") from None  # fmt: skip
+    try:
+        return await server.compile_grammar(GrammarRequest("lark", tools.grammar()))
+    except GrammarError as e:
+        raise ApiError(400, f"tools: {e}", param="tools", code="invalid_grammar") from None
 
 
 def to_score(server: Server, id: str, req: ChooseRequest, tenant: str) -> Score:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,12 +20,14 @@ from pydantic import (
     model_validator,
 )
 
-from backend.chat import DEFAULT_NAMES
+from backend.chat import DEFAULT_NAMES, Message
 from backend.grammar import GrammarError
 from backend.grammar.json_schema import JSON_OBJECT, MAX_SCHEMA_DEPTH, nesting_depth
 from backend.grammar.matcher import Grammar
 from backend.grammar.worker import GrammarRequest
+from backend.reasoning import ReasoningFormat
 from backend.sampling.params import TUNABLE, declared, optional_fields
+from backend.tool_calls import Tool, ToolCall, ToolPolicy
 
 # ---- errors ----
 
@@ -98,7 +101,7 @@ REQUEST_SAMPLER = (*TUNABLE, "seed", "logit_bias")  # the sampler fields a REST 
 _RequestSampler = create_model("_RequestSampler", **optional_fields(REQUEST_SAMPLER))  # type: ignore[call-overload]
 _WsSampler = create_model("_WsSampler", **optional_fields((*TUNABLE, "stop", "seed", "logprobs", "logit_bias")))  # type: ignore[call-overload]
 Names = Annotated[
-    dict[Literal["user", "assistant", "system"], Annotated[str, Field(min_length=1, max_length=64)]],
+    dict[Literal["user", "assistant", "system", "tool"], Annotated[str, Field(min_length=1, max_length=64)]],
     Field(description=f"role -> display name in the RWKV prompt; defaults {DEFAULT_NAMES}"),
 ]
 
@@ -108,16 +111,84 @@ class TextPart(BaseModel):
     text: str
 
 
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class FunctionCallIn(BaseModel):
+    name: ToolName
+    arguments: str = Field(max_length=65536, description="JSON text, as OpenAI sends it")
+
+
+class ToolCallIn(BaseModel):
+    """A call in an assistant message of the history (rendered back into the prompt)."""
+
+    id: str = Field(max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=64, description="speaker name shown instead of the role's")
+    tool_calls: Annotated[list[ToolCallIn], Field(max_length=64)] | None = Field(
+        None, description="assistant: the calls it made, written back into the prompt in the tool-call format"
+    )
+    tool_call_id: str | None = Field(None, max_length=128, description="tool: the call this message answers")
 
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
         return self.content or ""
+
+    def as_message(self) -> Message:
+        """The message as backend/chat.py renders it."""
+        calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ())
+        return Message(self.role, self.text, self.name, calls, self.tool_call_id)
+
+
+class FunctionDef(BaseModel):
+    name: ToolName
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments; the call's "
+                                              "arguments follow it (none: any JSON object)")  # fmt: skip
+    strict: bool | None = Field(None, description="true: a schema keyword the grammar cannot enforce is an error")
+
+    def as_tool(self) -> Tool:
+        return Tool(self.name, self.description, self.parameters, bool(self.strict))
+
+
+class ToolDef(BaseModel):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    name: ToolName
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Annotated[
+    Literal["none", "auto", "required"] | NamedToolChoice,
+    Field(description="none: no tools offered; auto (default with tools): text, or calls after the trigger "
+                      "`<tool_call>`; required: one or more calls; a named function: exactly that call"),
+]  # fmt: skip
+
+
+def refused(why: str) -> Any:
+    """A field we know and do not support: given (not null), it is a 400 naming it, not silently dropped."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise ValueError(f"not supported: {why}")
+        return value
+
+    return Annotated[Any, AfterValidator(check), Field(description=f"not supported (400 if given): {why}")]
 
 
 class StreamOptions(BaseModel):
@@ -204,11 +275,46 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool = False
     top_logprobs: declared("logprobs") | None = None  # type: ignore[valid-type]
+    tools: Annotated[list[ToolDef], Field(max_length=128)] | None = Field(
+        None, description="functions the model may call; listed to it in a system turn (backend/tool_calls.py)"
+    )
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = Field(True, description="false: at most one call per answer")
+    reasoning_format: ReasoningFormat | None = Field(
+        None, description="deepseek: a leading <think>...</think> goes to `reasoning_content`; none: all in "
+                          "`content`; default: [chat] reasoning_format"
+    )  # fmt: skip
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        None, description="none or minimal: the prompt closes the think block, for an answer without thinking; "
+                          "the others leave thinking to the model (RWKV has no effort levels)"
+    )  # fmt: skip
+    functions: refused("the legacy `functions`; use `tools`") = None
+    function_call: refused("the legacy `function_call`; use `tool_choice`") = None
+    audio: refused("audio output") = None
+    modalities: refused("output modalities other than text; leave it out") = None
+    web_search_options: refused("web search") = None
 
     def sampler_fields(self) -> dict[str, Any]:
         d = super().sampler_fields()
         d["max_tokens"] = self.max_completion_tokens or self.max_tokens
         return d
+
+    def thinking(self) -> bool | None:
+        """False when reasoning_effort asks for no thinking; None: the model decides."""
+        return False if self.reasoning_effort in ("none", "minimal") else None
+
+    def tool_policy(self) -> ToolPolicy:
+        """tools + tool_choice + parallel_tool_calls; a choice that names no given tool is a 400."""
+        tools = tuple(t.function.as_tool() for t in self.tools or ())
+        choice = self.tool_choice if self.tool_choice is not None else ("auto" if tools else "none")
+        if isinstance(choice, NamedToolChoice):
+            if choice.function.name not in {t.name for t in tools}:
+                raise ApiError(400, f"tool_choice: no tool named '{choice.function.name}' in `tools`",
+                               param="tool_choice")  # fmt: skip
+            return ToolPolicy(tools, "required", choice.function.name, parallel=False)
+        if choice == "required" and not tools:
+            raise ApiError(400, 'tool_choice: "required" needs `tools`', param="tool_choice")
+        return ToolPolicy(tools, choice, None, self.parallel_tool_calls)
 
 
 class EmbeddingRequest(BaseModel):
@@ -295,9 +401,23 @@ class CompletionResponse(BaseModel):
     usage: UsageInfo | None = None
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="JSON text following the tool's parameters")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    reasoning_content: str | None = Field(None, description="the thinking before the answer (reasoning_format "
+                                                            "deepseek); absent when the model did not think")
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):
