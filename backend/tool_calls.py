@@ -146,14 +146,18 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
     stream = ToolCallStream()
     events = [*stream.feed(text), *stream.finish()]
     content = "".join(e.text for e in events if isinstance(e, ContentDelta))
-    calls: list[ToolCall] = []
+    return (content or None), completed_calls(events)
+
+
+def completed_calls(events: Sequence[ToolEvent]) -> list[ToolCall]:
+    """The calls a stream's events describe, in order; one without its CallEnd (cut short) is left out."""
+    calls: dict[int, ToolCall] = {}
     for e in events:
         if isinstance(e, CallStart):
-            calls.append(ToolCall(e.id, e.name, ""))
+            calls[e.index] = ToolCall(e.id, e.name, "")
         elif isinstance(e, ArgumentsDelta):
             calls[e.index] = ToolCall(calls[e.index].id, calls[e.index].name, calls[e.index].arguments + e.text)
-    done = {e.index for e in events if isinstance(e, CallEnd)}
-    return (content or None), [c for i, c in enumerate(calls) if i in done]
+    return [calls[e.index] for e in events if isinstance(e, CallEnd)]
 
 
 @dataclass(frozen=True)
