@@ -23,8 +23,11 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | 
     ("get", "/api/oai/v1/models", "The served model", None, s.ModelList, False),
     ("get", "/api/oai/v1/models/{id}", "One model by id", None, s.ModelCard, False),
     ("post", "/api/oai/v1/completions", "Continue a prompt", s.CompletionRequest, s.CompletionResponse, True),
-    ("post", "/api/oai/v1/chat/completions", "Answer a chat", s.ChatCompletionRequest, s.ChatCompletionResponse,
-     True),
+    ("post", "/api/oai/v1/chat/completions", "Answer a chat, in the prompt format of [chat] template (AI00's "
+     "User:/Assistant: by default). Tools are listed in a System turn and called as "
+     '<tool_call>{"name": ..., "arguments": {...}}</tool_call>, constrained to their parameters\' schema '
+     "(required/named: only calls; auto: text, or calls once the model writes <tool_call>); a leading "
+     "<think>...</think> comes back as reasoning_content", s.ChatCompletionRequest, s.ChatCompletionResponse, True),
     ("post", "/api/oai/v1/responses", "Responses API: text or messages, instructions, max_output_tokens, sampling, "
      "typed SSE events with `stream`; `previous_response_id` continues from that response's RWKV state (only the "
      "new turn is prefilled: usage.input_tokens_details.cached_tokens)", r.ResponseRequest, r.ResponseObject, True),

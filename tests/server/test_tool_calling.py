@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx2 as httpx
 import jsonschema
 import openai
 import pytest
@@ -126,3 +127,14 @@ def test_tool_requests_that_cannot_be_honoured_are_refused_naming_the_field(clie
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="rwkv", messages=ASK, max_tokens=1, extra_body=extra)
     assert e.value.body["param"] == param, e.value.body
+
+
+def test_api_docs_list_the_tool_and_reasoning_fields(live: LiveServer):
+    spec = httpx.get(f"{live.base}/api-docs/openapi.json", headers=live.headers).json()
+    schemas = spec["components"]["schemas"]
+    new = {"tools", "tool_choice", "parallel_tool_calls", "reasoning_format", "reasoning_effort", "functions"}
+    assert new <= set(schemas["ChatCompletionRequest"]["properties"])
+    assert {"tool_calls", "tool_call_id"} <= set(schemas["ChatMessage"]["properties"])
+    assert {"reasoning_content", "tool_calls"} <= set(schemas["AssistantMessage"]["properties"])
+    page = httpx.get(f"{live.base}/api-docs", headers=live.headers).text
+    assert all(f"<code>{name}</code>" in page for name in new) and "&lt;tool_call&gt;" in page

@@ -62,3 +62,12 @@ def test_a_template_may_refuse_a_conversation():
     strict = ChatTemplate("{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}ok")
     with pytest.raises(ChatTemplateError, match="user first"):
         render_chat([Message("system", "x")], template=strict)
+
+
+def test_a_template_that_does_not_compile_is_a_config_error_naming_the_field(tmp_path: Path):
+    from backend.config import Config, ConfigError
+
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}no end")
+    with pytest.raises(ConfigError, match=r"chat\.template"):
+        Config.from_dict({"chat": {"template": str(bad)}})

@@ -31,6 +31,7 @@ def samples(files: Path) -> dict[str, Any]:
         "sampler.min_p": 0.1, "sampler.presence_penalty": 0.5, "sampler.frequency_penalty": 0.25,
         "sampler.half_life": 100.0,
         "bnf.enable_bytes_cache": False, "bnf.start_nonterminal": "root",
+        "chat.template": f, "chat.reasoning_format": "none",
         "cache.host_bytes": 1 << 20, "cache.checkpoint_every": 64, "cache.shared": True,
         "files.allowed_dirs": ["models", "more"],
         "log.level": "DEBUG", "log.format": "json",
