@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.gpu.step_types import Logits, StepPlan, StepRow
-from backend.messages import Failed, Score, Scored
+from backend.messages import Failed, Score, Scored, TokenLogprob
 from backend.tokenizer import END_OF_TEXT
 
 log = logging.getLogger("ai00.scheduler")
@@ -46,6 +46,20 @@ def log_prob_at(logits: np.ndarray, targets: Sequence[int]) -> np.ndarray:
     return x[np.arange(len(targets)), np.asarray(targets)] - log_z
 
 
+def token_reports(logits: np.ndarray, targets: Sequence[int], k: int) -> list[TokenLogprob]:
+    """Each target's logprob under its logit line, with the line's `k` most likely tokens (ties by id): what
+    OpenAI's echo reports for prompt tokens."""
+    x = logits.astype(np.float64)
+    top = x.max(axis=1, keepdims=True)
+    lp = x - (np.log(np.exp(x - top).sum(axis=1, keepdims=True)) + top)  # [n, vocab] log softmax
+    reports = []
+    for line, target in zip(lp, targets, strict=True):
+        best = np.argpartition(-line, k)[:k] if 0 < k < len(line) else np.arange(len(line) if k else 0)
+        best = best[np.lexsort((best, -line[best]))]
+        reports.append(TokenLogprob(int(target), float(line[target]), tuple((int(t), float(line[t])) for t in best)))
+    return reports
+
+
 class ScoreJob:
     """One scoring pass (a context, then every choice) cut into step-sized rows, so the scheduler plans it
     like a prompt under the per-step token budget and running streams keep their token every step.
@@ -54,8 +68,9 @@ class ScoreJob:
     a slot; both run on the engine thread between steps."""
 
     def __init__(self, slots: Sequence[int], start: Callable[[int], None], copy: Callable[[int, int], None],
-                 context: Sequence[int], choices: Sequence[Sequence[int]]) -> None:  # fmt: skip
-        self.slots, self.copy = list(slots), copy
+                 context: Sequence[int], choices: Sequence[Sequence[int]], top: int | None = None) -> None:  # fmt: skip
+        self.slots, self.copy, self.top = list(slots), copy, top
+        self.reports: list[list[TokenLogprob]] = [[] for _ in choices]  # per choice token, when `top` is set
         self.context, self.choices = tuple(context), [tuple(c) for c in choices]
         self.context_fed = 0
         self.fed = [0] * len(choices)  # choice tokens after the first that are in each slot
@@ -103,11 +118,21 @@ class ScoreJob:
                     for slot in self.slots[1:]:
                         self.copy(self.slots[0], slot)
                     self.total += log_prob_at(np.repeat(x, len(self.choices), axis=0), [c[0] for c in self.choices])
+                    self._report(range(len(self.choices)), x, [[c[0]] for c in self.choices])
             else:
                 at = self.fed[i]
                 self.total[i] += log_prob_at(x, self.choices[i][at + 1 : at + 1 + take]).sum()
+                self._report([i], x, [self.choices[i][at + 1 : at + 1 + take]])
                 self.fed[i] += take
         self._planned = []
+
+    def _report(self, choices: Sequence[int], x: np.ndarray, targets: Sequence[Sequence[int]]) -> None:
+        """Keep per-token reports (echo logprobs) of these choices' tokens; `x` holds each one's lines in order (the
+        context's last line, shared by every choice's first token, is one line)."""
+        if self.top is None:
+            return
+        for i, t in zip(choices, targets, strict=True):
+            self.reports[i] += token_reports(x, t, self.top)
 
     def scores(self) -> Scores:
         return Scores(self.total.copy(), self.tokens_fed, self.steps)
@@ -120,8 +145,9 @@ class ChooseRun:
     def __init__(self, msg: Score, slots: list[int], start: Callable[[int], None],
                  copy: Callable[[int, int], None]) -> None:  # fmt: skip
         self.msg, self.slots, self.start, self.copy = msg, slots, start, copy
-        self.job = ScoreJob(slots, start, copy, msg.context, msg.choices)
+        self.job = ScoreJob(slots, start, copy, msg.context, msg.choices, msg.top)
         self.first: Scores | None = None
+        self.reports: tuple[tuple[TokenLogprob, ...], ...] = ()
 
     def rows(self, budget: int, lines: int) -> list[StepRow]:
         return self.job.rows(budget, lines)
@@ -133,6 +159,7 @@ class ChooseRun:
             return False
         if self.first is None:
             self.first = self.job.scores()
+            self.reports = tuple(tuple(r) for r in self.job.reports)
             if self.msg.calibrate:
                 self.job = ScoreJob(self.slots, self.start, self.copy, NEUTRAL, self.msg.choices)
                 return False
@@ -143,7 +170,8 @@ class ChooseRun:
         neutral = self.job.scores() if self.msg.calibrate else None
         fed = self.first.tokens_fed + (neutral.tokens_fed if neutral else 0)
         return Scored(self.msg.id, tuple(self.first.log_likelihood.tolist()),
-                      None if neutral is None else tuple(neutral.log_likelihood.tolist()), fed)  # fmt: skip
+                      None if neutral is None else tuple(neutral.log_likelihood.tolist()), fed,
+                      self.reports)  # fmt: skip
 
 
 def lines_of(row: StepRow) -> int:

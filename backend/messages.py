@@ -96,6 +96,7 @@ class Score:
     state: str | None = None  # as Submit.state
     calibrate: bool = False
     tenant: str = ""
+    top: int | None = None  # also report each choice token's logprob and its `top` best alternatives (echo)
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ class Scored:
     log_likelihood: tuple[float, ...]  # log p(choice | context), per choice
     neutral: tuple[float, ...] | None  # log p(choice | neutral context) when calibrating
     tokens_fed: int
+    tokens: tuple[tuple[TokenLogprob, ...], ...] = ()  # per choice, each token's logprob: when Score.top is set
 
 
 @dataclass(frozen=True)

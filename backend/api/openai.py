@@ -11,7 +11,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from aiohttp import web
 
 from backend.api import sse
+from backend.api.completions import PromptToken, best_branches, completion_submits, echo_text, prompt_logprobs
 from backend.api.edge import answer_of, given_tokens, prompt_tokens, to_embed, to_submit
 from backend.api.guard import TENANT
 from backend.api.http import PREFIXES, failed_error, json_response, read_json
@@ -66,26 +67,31 @@ def routes(server: Server) -> list[web.RouteDef]:
                                                   "choices": choices, "usage": gen.usage()}))  # fmt: skip
 
     async def completions(request: web.Request) -> web.StreamResponse:
+        """Every prompt x n choices; best_of keeps the best n of its candidates; echo puts each prompt (and, with
+        logprobs, its tokens' logprobs) before its choices' text (backend/api/completions.py)."""
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
-        fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": req.logprobs, **req.grammar_fields()}
-        sub = await to_submit(server, f"cmpl-{uuid.uuid4().hex}", EventSink(), fields, prompt=req.prompt_text(),
-                              n=req.n, state=req.state, tenant=request.get(TENANT, ""))  # fmt: skip
-        echo = req.prompt_text() if req.echo else ""
-        gen = Generation(server, sub)
-        if req.stream:
+        # best_of ranks candidates by their token logprobs: computed even when the client did not ask for them
+        logprobs = req.logprobs if req.candidates == req.n else req.logprobs or 0
+        fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": logprobs, **req.grammar_fields()}
+        subs = await completion_submits(server, req, f"cmpl-{uuid.uuid4().hex}", fields, request.get(TENANT, ""))
+        gen = Generation(server, subs[0], tuple(subs[1:]))
+        echoes = [echo_text(server, p) if req.echo else "" for p in req.prompts()]
+        want_prompt_logprobs = req.echo and req.logprobs is not None
+        scoring = [prompt_logprobs(server, sub, req.logprobs or 0) for sub in subs] if want_prompt_logprobs else []
+        if req.stream:  # the prompt's logprobs go out with each choice's first chunk
+            prompt_lps = await all_or_none(scoring) if scoring else [[] for _ in subs]
+            echo = [(echoes[i], prompt_lps[i]) for i in range(len(subs)) for _ in range(req.n)]
             return await stream(request, gen, completion_chunk, req.stream_options, echo)
-        await gen.collect()
-        choices = [
-            {
-                "index": b,
-                "text": echo + gen.texts[b],
-                "finish_reason": finish_reason(gen.dones[b]),
-                "logprobs": completion_logprobs(server, gen.logprobs[b])
-                if req.logprobs is not None
-                else None,
-            }
-            for b in range(req.n)
-        ]
+        _, *prompt_lps = await all_or_none([gen.collect(), *scoring])
+        choices = []
+        for i in range(len(subs)):
+            first = i * req.candidates
+            kept = best_branches(gen.logprobs[first : first + req.candidates], req.n) if req.best_of else range(req.n)
+            for j, b in enumerate(kept):
+                lps = [*(prompt_lps[i] if prompt_lps else ()), *gen.logprobs[first + b]]
+                choices.append({"index": i * req.n + j, "text": echoes[i] + gen.texts[first + b],
+                                "finish_reason": finish_reason(gen.dones[first + b]),
+                                "logprobs": completion_logprobs(server, lps) if req.logprobs is not None else None})
         return final_response(gen, CompletionResponse, choices)
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -157,45 +163,61 @@ async def all_or_none(jobs: list[Coroutine[Any, Any, Any]]) -> list[Any]:
 
 @dataclass
 class Generation:
-    """Submits a request and gathers its events; cancels it if the handler stops early."""
+    """Submits a request (with `more`: several, sharing `sub`'s sink, as a completions list of prompts) and
+    gathers its events; cancels what still runs if the handler stops early. Choice i * n + b is branch b of the
+    i-th submit."""
 
     server: Server
     sub: Submit
+    more: tuple[Submit, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
     started: Started | None = None
+    cached: int = 0  # prompt tokens the prefix cache held, over every submit
     texts: list[str] = field(default_factory=list)
     logprobs: list[list] = field(default_factory=list)
     dones: list[Done | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        n = self.sub.n
-        self.texts, self.logprobs, self.dones = [""] * n, [[] for _ in range(n)], [None] * n
+        k = self.sub.n * len(self.subs)
+        self.texts, self.logprobs, self.dones = [""] * k, [[] for _ in range(k)], [None] * k
+        self._order = {s.id: i for i, s in enumerate(self.subs)}
 
     @property
     def id(self) -> str:
         return self.sub.id
 
+    @property
+    def subs(self) -> tuple[Submit, ...]:
+        return (self.sub, *self.more)
+
+    def choice(self, event: Delta | Done) -> int:
+        """The choice index of a branch's event."""
+        return self._order[event.id] * self.sub.n + event.branch
+
     async def events(self, next_event=None) -> AsyncIterator[Started | Delta | Done]:
         """Every event until each branch is done; a refusal raises ApiError."""
-        self.server.scheduler.submit(self.sub)
-        remaining = self.sub.n
+        for sub in self.subs:
+            self.server.scheduler.submit(sub)
+        remaining = len(self.texts)
         try:
             while remaining:
                 event = await (next_event() if next_event else self.sub.sink.get())
                 if isinstance(event, Failed):
                     raise failed_error(event)
                 if isinstance(event, Started):
-                    self.started = event
+                    self.started = self.started or event
+                    self.cached += event.cached_tokens
                 elif isinstance(event, Delta):
-                    self.texts[event.branch] += event.text
-                    self.logprobs[event.branch] += event.logprobs or ()
+                    self.texts[self.choice(event)] += event.text
+                    self.logprobs[self.choice(event)] += event.logprobs or ()
                 elif isinstance(event, Done):
-                    self.dones[event.branch] = event
+                    self.dones[self.choice(event)] = event
                     remaining -= 1
                 yield event
         finally:
             if remaining:
-                self.server.scheduler.submit(Cancel(self.sub.id))
+                for sub in self.subs:
+                    self.server.scheduler.submit(Cancel(sub.id))
 
     async def collect(self) -> None:
         async for _ in self.events():
@@ -208,9 +230,9 @@ class Generation:
                 raise ApiError(500, d.error or "generation failed", type="server_error", code="internal")
 
     def usage(self) -> dict[str, Any]:
-        prompt = len(self.sub.tokens)
+        prompt = sum(len(s.tokens) for s in self.subs)
         completion = sum(d.usage.completion_tokens for d in self.dones if d)
-        cached = self.started.cached_tokens if self.started else 0
+        cached = self.cached
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -230,10 +252,12 @@ def finish_reason(done: Done | None) -> str | None:
 # ---- streaming ----
 
 
-async def stream(request: web.Request, gen: Generation, chunk, options, echo: str = "") -> web.StreamResponse:
-    """SSE: one chunk per delta, a final chunk per branch with its finish_reason, usage if asked, [DONE]."""
+async def stream(request: web.Request, gen: Generation, chunk, options,
+                 echo: Sequence[tuple[str, list]] = ()) -> web.StreamResponse:  # fmt: skip
+    """SSE: one chunk per delta, a final chunk per choice with its finish_reason, usage if asked, [DONE]. `echo`:
+    per choice, the text and logprob items its first chunk starts with (completions' echo)."""
     server, resp = gen.server, None
-    fresh = set(range(gen.sub.n))  # branches that have not sent a chunk yet
+    fresh = set(range(len(gen.texts)))  # choices that have not sent a chunk yet
 
     def next_event():
         return sse.next_event(gen.sub.sink, resp) if resp is not None else gen.sub.sink.get()
@@ -241,12 +265,14 @@ async def stream(request: web.Request, gen: Generation, chunk, options, echo: st
     async for event in gen.events(next_event):
         if resp is None:  # the first event decides: a refusal is still a plain JSON error with its status
             resp = await sse.open_stream(request)
-        if isinstance(event, Delta) and (event.text or event.logprobs or event.branch in fresh):
-            text = echo + event.text if event.branch in fresh else event.text
-            await sse.send(
-                resp, chunk(server, gen, event.branch, text, event.logprobs, None, event.branch in fresh)
-            )
-            fresh.discard(event.branch)
+        if not isinstance(event, Delta | Done):
+            continue
+        at = gen.choice(event)
+        pre_text, pre_lps = echo[at] if at in fresh and echo else ("", [])
+        if isinstance(event, Delta) and (event.text or event.logprobs or at in fresh):
+            lps = [*pre_lps, *(event.logprobs or ())] or event.logprobs
+            await sse.send(resp, chunk(server, gen, at, pre_text + event.text, lps, None, at in fresh))
+            fresh.discard(at)
         elif isinstance(event, Done):
             if event.finish_reason == "error":
                 await sse.send(
@@ -260,11 +286,8 @@ async def stream(request: web.Request, gen: Generation, chunk, options, echo: st
                         }
                     },
                 )
-            text = echo if event.branch in fresh else None
-            await sse.send(
-                resp,
-                chunk(server, gen, event.branch, text, None, finish_reason(event), event.branch in fresh),
-            )
+            text = pre_text if at in fresh else None
+            await sse.send(resp, chunk(server, gen, at, text, pre_lps or None, finish_reason(event), at in fresh))
     if options is not None and options.include_usage:
         usage = chunk(server, gen, 0, None, None, None, False)
         usage["choices"], usage["usage"] = [], gen.usage()
@@ -375,16 +398,18 @@ def chat_logprobs(server: Server, items: list) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(server: Server, items: list) -> dict[str, Any]:
-    tokens = [token_text(server, t.token) for t in items]
+def completion_logprobs(server: Server, items: Sequence[PromptToken]) -> dict[str, Any]:
+    """OpenAI's completion logprobs; an item that is a bare token id (echo's first prompt token) has null ones."""
+    tokens = [token_text(server, t if isinstance(t, int) else t.token) for t in items]
     offsets, pos = [], 0
     for s in tokens:
         offsets.append(pos)
         pos += len(s)
     return {
         "tokens": tokens,
-        "token_logprobs": [t.logprob for t in items],
-        "top_logprobs": [{token_text(server, a): lp for a, lp in t.top} for t in items],
+        "token_logprobs": [None if isinstance(t, int) else t.logprob for t in items],
+        "top_logprobs": [None if isinstance(t, int) else {token_text(server, a): lp for a, lp in t.top}
+                         for t in items],
         "text_offset": offsets,
     }
 

@@ -17,6 +17,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -229,10 +230,59 @@ BnfSchema = Annotated[
 ]
 
 
+# Sampling fields of other servers that would change the output if this server dropped them silently: refused
+# (a 400 naming the field) unless null or their neutral value, so clients that send every field keep working.
+# field -> (neutral value, what to use here instead)
+UNSUPPORTED_SAMPLING: dict[str, tuple[Any, str]] = {
+    "repetition_penalty": (1.0, "use presence_penalty / frequency_penalty (with half_life)"),
+    "repeat_penalty": (1.0, "use presence_penalty / frequency_penalty (with half_life)"),
+    "typical_p": (1.0, "use top_p, top_k or min_p"),
+    "tfs_z": (1.0, "use top_p, top_k or min_p"),
+    "top_a": (0.0, "use top_p, top_k or min_p"),
+    "mirostat": (0, "use top_p, top_k or min_p"),
+    "dry_multiplier": (0.0, "use presence_penalty / frequency_penalty"),
+    "xtc_probability": (0.0, "use top_p, top_k or min_p"),
+    "min_tokens": (0, "not supported"),
+    "ignore_eos": (False, "not supported"),
+    "stop_token_ids": ([], "use stop strings"),
+    "bad_words": ([], "use logit_bias with -100"),
+    "allowed_token_ids": (None, "use logit_bias or bnf_schema"),
+    "use_beam_search": (False, "use best_of"),
+    "length_penalty": (1.0, "not supported"),
+    "prompt_logprobs": (None, "use echo with logprobs (completions)"),
+    "logits_processors": (None, "not supported"),
+    "grammar": (None, "use bnf_schema"),
+    "json_schema": (None, "use response_format"),
+    "guided_json": (None, "use response_format"),
+    "guided_regex": (None, "use bnf_schema"),
+    "guided_choice": (None, "use bnf_schema"),
+    "guided_grammar": (None, "use bnf_schema"),
+    "truncate_prompt_tokens": (None, "not supported"),
+}
+
+
+def refuse_unsupported(data: Any, table: dict[str, tuple[Any, str]]) -> None:
+    """A 400 naming the first field of `table` that `data` sets to something other than its neutral value."""
+    if not isinstance(data, dict):
+        return
+    for name, (neutral, instead) in table.items():
+        value = data.get(name)
+        if value is not None and value != neutral:
+            raise ApiError(400, f"{name}: not supported by this server, and ignoring it would change the result; "
+                                f"{instead}", param=name, code="unsupported_parameter")  # fmt: skip
+
+
 class _Request(_RequestSampler):
-    """Fields common to completions and chat. Unknown OpenAI fields are ignored, as OpenAI clients send many."""
+    """Fields common to completions and chat. Unknown fields are ignored, as OpenAI clients send many, except
+    those that would change the result (UNSUPPORTED_SAMPLING): they are refused."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        refuse_unsupported(data, UNSUPPORTED_SAMPLING)  # an ApiError (not a ValueError) leaves pydantic as it is
+        return data
 
     model: str | None = Field(None, description="ignored: the server serves one model")
     stop: OpenAIStop | None = None
@@ -258,15 +308,60 @@ class _Request(_RequestSampler):
         return {name: getattr(self, name) for name in REQUEST_SAMPLER}
 
 
-class CompletionRequest(_Request):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
-        "", description="the text to continue (a list of one string is accepted)"
-    )
-    logprobs: declared("logprobs") | None = None  # type: ignore[valid-type]
-    echo: bool = False
+MAX_PROMPTS = 64  # prompts of one completions request
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Prompt = str | TokenIds
+Prompts = (str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)] | TokenIds
+           | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)])  # fmt: skip
+_PROMPT = TypeAdapter(Prompts)
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+class CompletionRequest(_Request):
+    prompt: Prompts = Field("", description=f"the text to continue, token ids, or a list of either (at most "
+                                            f"{MAX_PROMPTS}): choice i * n + j is prompt i's j-th")  # fmt: skip
+    suffix: str | None = Field(None, description="refused unless empty: RWKV has no fill-in-the-middle")
+    logprobs: declared("logprobs") | None = None  # type: ignore[valid-type]
+    echo: bool = Field(False, description="the prompt comes back before each choice's text; with logprobs, so do "
+                                          "the prompt tokens' logprobs (the first token's null)")  # fmt: skip
+    best_of: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="generate best_of candidates (forked from one prefill) and return the n with the highest "
+                          "cumulative logprob; not with stream"
+    )  # fmt: skip
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt_shape(cls, v: Any) -> Any:
+        """One message for every malformed prompt (a union's own errors name its members, not the mistake)."""
+        try:
+            return _PROMPT.validate_python(v)
+        except ValidationError:
+            raise ValueError(f"a string, a list of strings, a list of token ids (0..vocabulary size - 1) or a list of "
+                             f"such lists; 1..{MAX_PROMPTS} prompts") from None
+
+    @model_validator(mode="after")
+    def _refuse_what_cannot_be_done(self) -> CompletionRequest:
+        if self.suffix:
+            raise ApiError(400, "suffix: not supported: RWKV is a left-to-right model with no fill-in-the-middle "
+                                "training, so a text that must end with a suffix cannot be generated",
+                           param="suffix", code="unsupported_parameter")  # fmt: skip
+        if self.best_of is not None and self.best_of < self.n:
+            raise ApiError(400, f"best_of: must be >= n ({self.n}), got {self.best_of}", param="best_of")
+        if self.best_of is not None and self.best_of > self.n and self.stream:
+            raise ApiError(400, "best_of: cannot be streamed (the best candidates are known only at the end)",
+                           param="best_of")  # fmt: skip
+        return self
+
+    def prompts(self) -> list[Prompt]:
+        """Each prompt: a text or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        return [p] if p and isinstance(p[0], int) else list(p)  # type: ignore[list-item]
+
+    @property
+    def candidates(self) -> int:
+        """Branches generated per prompt: best_of, or n."""
+        return self.best_of or self.n
 
 
 class ChatCompletionRequest(_Request):
@@ -585,6 +680,7 @@ class EffectiveParams(BaseModel):
     stop: list[str]
     seed: int | None
     logprobs: int | None
+    logit_bias: dict[str, float]
     logit_bias: dict[str, float]
 
 

@@ -25,7 +25,7 @@ from backend.tokenizer import Tokenizer
 
 def test_completion_defaults_and_ai00_fields():
     req = CompletionRequest.model_validate({"prompt": ["hi"], "stop": "\n", "half_life": 50, "unknown": 1})
-    assert req.prompt_text() == "hi" and req.stop_list() == ["\n"] and req.n == 1 and not req.stream
+    assert req.prompts() == ["hi"] and req.stop_list() == ["\n"] and req.n == 1 and not req.stream
     fields = req.sampler_fields()
     assert fields["half_life"] == 50 and fields["temperature"] is None  # unset: config/OpenAI defaults apply
 
