@@ -681,7 +681,6 @@ class EffectiveParams(BaseModel):
     seed: int | None
     logprobs: int | None
     logit_bias: dict[str, float]
-    logit_bias: dict[str, float]
 
 
 class ServerInfo(BaseModel):
