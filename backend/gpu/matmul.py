@@ -12,7 +12,7 @@ step's token count (matmul_plan); kernels that cannot take an input form get an 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import wgpu
@@ -48,6 +48,27 @@ KERNELS = {
     "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64, 256, False),
     "rows": MatmulKernel("matmul_rows.wgsl", 64, 8, 64, True, ln_input_small_only=True),
 }
+
+
+def vec_ln_fused() -> bool:
+    """AI00_VEC_LN=fused: big LN-input weights leave matmul_vec for the tiled kernel with the LN inside,
+    as before the H200 profile of 2026-12-05 (bench/NOTES.md entry 13): there the tiled kernel
+    recomputing the LayerNorm per 4 rows moved ~3x the weight bytes through L2 (ffn.kr 125 GB/s
+    against ffn.value's 390), so by default a big weight takes one ln_mix dispatch and matmul_vec."""
+    return os.environ.get("AI00_VEC_LN") == "fused"
+
+
+def wkv_split() -> Callable[[StepDims], bool]:
+    """Which steps run RWKV-7's time mix as three kernels (wkv7_pre, _scan, _post) instead of one:
+    those with more than VEC_MAX_TOKENS tokens, where the one kernel's per-token LoRA dots and head
+    sums, done token after token, were 86 % of a 1,024-token prefill on the H200 (bench/NOTES.md
+    entry 13). AI00_WKV=fused or =split forces one form for every step (the oracle tests run both)."""
+    forced = os.environ.get("AI00_WKV", "")
+    if forced not in ("", "fused", "split"):
+        raise ValueError(f"AI00_WKV: 'fused' or 'split', got {forced!r}")
+    if forced:
+        return lambda d: forced == "split"
+    return lambda d: d.T > VEC_MAX_TOKENS
 
 
 def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:

@@ -26,6 +26,8 @@ from backend.gpu.matmul import (
     row_slices,
     segment_defines,
     straddles,
+    vec_ln_fused,
+    wkv_split,
 )
 from backend.gpu.models.info import StateLayout
 from backend.gpu.op_types import Binding, Dispatch, Grid, StepDims, Tensor
@@ -163,9 +165,12 @@ class Ops:
     ) -> MatmulKernel:
         """The plan's kernel, or the tiled one over the same counts where it cannot serve this matmul:
         the GEMM's tiles would straddle segments (or a small weight would not fill them); matmul_vec
-        reads fp16/f32 rows 16 bytes at a time (quantized rows go through w4()) and takes no LN input."""
+        reads fp16/f32 rows 16 bytes at a time (quantized rows go through w4()) and takes no LN input:
+        a big weight gets an ln_mix dispatch before it, a small one (a LoRA stage) the tiled kernel
+        with the LN input inside (see matmul.vec_ln_fused)."""
         vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
-        if straddles(kernel, segments) or (vec and (w.quant or ln is not None)) or (gemm and small):
+        ln_tiled = ln is not None and (small or vec_ln_fused())
+        if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)) or (gemm and small):
             kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
         if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any
             kernel = replace(KERNELS["rows"], min_count=kernel.min_count, max_count=kernel.max_count)
@@ -225,22 +230,46 @@ class Ops:
     def wkv7(
         self, layer: int, params: Tensor, ln_x: Tensor, lora2: Tensor, sizes: Sequence[int],
         state: wgpu.GPUBuffer, layout: StateLayout,
-    ) -> Dispatch:
+    ) -> list[Dispatch]:
         """RWKV-7's recurrence per (head, row), with the w/a/v/g LoRAs' second stages for its channels;
-        `sizes`: this layer's hidden widths in ws.rkv's LoRA area (w, a, [v,] g)."""
+        `sizes`: this layer's hidden widths in ws.rkv's LoRA area (w, a, [v,] g). Short steps: one
+        kernel does it all token by token. Long ones (wkv_split): the per-token work runs for all tokens
+        at once before and after a scan that does only the state update (three dispatches)."""
         c = params.shape[1]
         ws = self.ws
         offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         mix_v = layer > 0
         dw, da, dv, dg = (sizes[0], sizes[1], sizes[2] if mix_v else 0, sizes[-1])
         defines = {
-            "N": 64, "C": c, "T_MAX": self.t_max, "S": layout.size, "REC": layout.recurrent, "MIX_V": mix_v,
-            "LORA_BASE": ws.lora_base, "LW": ws.hidden_width, "L2": offsets[-1],
-            "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
+            "N": 64, "SG": self._head_sg(64), "C": c, "T_MAX": self.t_max, "S": layout.size,
+            "REC": layout.recurrent, "MIX_V": mix_v, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
+            "L2": offsets[-1], "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
         }  # fmt: skip
+        split = wkv_split()
+        heads = c // 64
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
-        return self._dispatch(f"{layer}.wkv7", "wkv7.wgsl", defines, bindings, lambda d: (c // 64, d.B, 1))
+        fused = self._dispatch(f"{layer}.wkv7", "wkv7.wgsl", defines, bindings,
+                               lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
+        if self.ws.ffn_k.size < 3 * self.t_max * c * 4:
+            raise ValueError(f"{layer}.wkv7: ffn_k cannot hold kk, kk * a and g for {self.t_max} tokens")
+        ext = ws.ffn_k  # free during the time mix: the channel mix writes it next
+        per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        pre = {2: ws.rkv, 3: lora2.buffer, 6: ws.v_first, 7: params.buffer, 9: ext}
+        scan = {1: ws.rows, 2: ws.rkv, 9: ext, 10: state, 11: ws.att_out}
+        post = {2: ws.rkv, 7: params.buffer, 8: ln_x.buffer, 9: ext, 11: ws.att_out}
+        return [
+            fused,
+            self._dispatch(f"{layer}.wkv7.pre", "wkv7_pre.wgsl", defines, pre, per_token),
+            self._dispatch(f"{layer}.wkv7.scan", "wkv7_scan.wgsl", defines, scan, per_row),
+            self._dispatch(f"{layer}.wkv7.post", "wkv7_post.wgsl", defines, post, per_token),
+        ]
+
+    def _head_sg(self, n: int) -> int:
+        """The subgroup width head_reduce.wgsl may use for an n-lane head, or 0 (its tree instead)."""
+        sg = self.gpu.subgroup_size
+        return sg if 0 < sg <= n and n % sg == 0 else 0
 
     def wkv6(
         self,
@@ -260,7 +289,8 @@ class Ops:
         c = u.shape[0]
         ws = self.ws
         defines = {
-            "N": head_size, "C": c, "T_MAX": self.t_max, "S": slot_floats, "REC": rec, "GATE": gate,
+            "N": head_size, "SG": self._head_sg(head_size), "C": c, "T_MAX": self.t_max, "S": slot_floats,
+            "REC": rec, "GATE": gate,
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "D": decay_lora.shape[1] if decay_lora is not None else 0,
         }  # fmt: skip

@@ -52,28 +52,49 @@ def test_gpu_kernels_leave_the_reference_state(
 
 
 @pytest.mark.parametrize(
-    ("version", "at_one", "at_many", "on_cpu"),
-    [(Version.V4, 5, 7, 7), (Version.V5_2, 5, 7, 7), (Version.V6, 7, 8, 8), (Version.V7, 6, 8, 8)],
+    ("version", "at_one", "at_many", "on_cpu", "vec_one"),
+    [(Version.V4, 5, 7, 7, 7), (Version.V5_2, 5, 7, 7, 7), (Version.V6, 7, 8, 8, 8), (Version.V7, 6, 10, 8, 8)],
     ids=str,
 )
 def test_layers_record_few_dispatches(
     device: Device, cases: dict[Version, Case], version: Version, at_one: int, at_many: int, on_cpu: int,
-    monkeypatch: pytest.MonkeyPatch,
+    vec_one: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """Per layer on a GPU's plan: at most 7 dispatches for a decode step and 8 for any step (the issue's
-    budget); the GEMM adds a LayerNorm dispatch where it cannot compute its input itself. The CPU
+    """Per layer on a GPU's plan: at most 7 dispatches for a decode step with the tiled kernel (the
+    batch-1 issue's budget), 8 for any step but v7's long ones, whose time mix runs as three kernels
+    there (pre, scan, post: its per-token work in parallel); the GEMM adds a LayerNorm dispatch where
+    it cannot compute its input itself, and so does matmul_vec for the big LN-input weights (ln_mix +
+    matmul_vec was ~3x faster than the tiled kernel recomputing the LayerNorm on the H200). The CPU
     kernel takes a separate LayerNorm before the big projections at every count (it is faster there),
     unless AI00_LN_INPUT=all (bench.step_cost's GPU-shaped list)."""
     case = cases[version]
     n_layer = case.info.n_layer
+    split = 2 if version is Version.V7 else 0  # a long step's wkv7 is three dispatches
     for plan, ln_input, one, many in (
-        ("tiled,gemm", "", at_one, at_many), ("rows", "", on_cpu, on_cpu), ("rows", "all", at_one, at_one)
-    ):
+        ("tiled,gemm", "", at_one, at_many), ("vec,gemm", "", vec_one, at_many),
+        ("rows", "", on_cpu, on_cpu + split), ("rows", "all", at_one, at_one + split),
+    ):  # fmt: skip
         monkeypatch.setenv("AI00_MATMUL", plan)
         monkeypatch.setenv("AI00_LN_INPUT", ln_input)
         engine = device.engine(case, max_step_tokens=128)
         assert engine.layer_dispatch_count(StepDims(1, 1, 1)) == one * n_layer, plan
         assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer, plan
+
+
+@pytest.mark.parametrize(("form", "chunk"), [("split", 1), ("split", 7), ("fused", 100)])
+def test_wkv7_forms_match_reference(
+    device: Device, cases: dict[Version, Case], form: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RWKV-7's time mix as three kernels (pre, scan, post) and as one (token by token), each forced at
+    the step sizes where the default picks the other (the default runs in every other v7 test)."""
+    monkeypatch.setenv("AI00_WKV", form)
+    case = cases[Version.V7]
+    prompt = case.prompt + case.prompt[:36]
+    engine = device.engine(case, max_step_tokens=128)
+    ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
+    assert_close(ours, case.ref.logits, f"v7 wkv {form}, chunk {chunk}")
+    if chunk < 100:  # chunks of 16 after a prompt: the state the scan leaves
+        assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv {form}")
 
 
 @pytest.mark.parametrize("version", [Version.V7], ids=str)
