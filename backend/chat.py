@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backend.chat_template import DEFAULT, ChatTemplate
+from backend.chat_template import DEFAULT, ChatTemplate, ChatTemplateError
 from backend.reasoning import NO_THINKING
 from backend.tool_calls import Tool, ToolCall, tools_text
 
@@ -54,14 +54,18 @@ def render_chat(messages: Sequence[Message], names: Mapping[str, str] | None = N
     for the model (none: no tool turn); `thinking=False` closes the think block in the prompt."""
     who = role_names(names)
     return template.render(
-        messages=[_escaped(m, who) for m in messages], names=who, add_generation_prompt=add_generation_prompt,
+        messages=[_escaped(i, m, who) for i, m in enumerate(messages)], names=who,
+        add_generation_prompt=add_generation_prompt,
         tools=[_function(t) for t in tools], tools_text=tools_text(tools) if tools else "",
         thinking=thinking, no_thinking=NO_THINKING,
     )
 
 
-def _escaped(m: Message, who: Mapping[str, str]) -> dict[str, Any]:
+def _escaped(i: int, m: Message, who: Mapping[str, str]) -> dict[str, Any]:
     role = ROLE_ALIASES.get(m.role, m.role)
+    if m.name and (other := next((r for r, n in who.items() if n == speaker(m.name) and r != role), None)):
+        raise ChatTemplateError(f"messages.{i}.name: '{speaker(m.name)}' is how {other} turns begin; a {role} "
+                                "message may not speak as another role", f"messages.{i}.name")  # fmt: skip
     calls = [{"id": c.id, "name": c.name, "arguments": normalize(c.arguments), "text": normalize(c.text())}
              for c in m.tool_calls]  # fmt: skip
     return {"role": role, "speaker": speaker(m.name) if m.name else who[role], "content": normalize(m.content),

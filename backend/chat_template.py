@@ -36,7 +36,12 @@ DEFAULT_TEMPLATE = """\
 
 
 class ChatTemplateError(ValueError):
-    """A template that does not compile, or that refused a conversation (raise_exception)."""
+    """A template that does not compile, or a conversation refused (by raise_exception, or by the escaping in
+    backend/chat.py); `param` is the request field to name."""
+
+    def __init__(self, message: str, param: str = "messages") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def _raise(message: str) -> None:

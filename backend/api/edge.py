@@ -72,7 +72,8 @@ def chat_text(server: Server, messages: Iterable[ChatMessage | Message], names: 
         return render_chat(plain, names, template=ChatTemplate.load(server.config.chat.template),
                            tools=tools.listed(), thinking=thinking)  # fmt: skip
     except ChatTemplateError as e:
-        raise ApiError(400, f"messages: {e}", param="messages") from None
+        message = str(e) if str(e).startswith(e.param) else f"{e.param}: {e}"
+        raise ApiError(400, message, param=e.param) from None
 
 
 async def tool_grammar(server: Server, fields: dict[str, Any], tools: ToolPolicy) -> Grammar | None:

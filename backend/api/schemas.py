@@ -181,6 +181,12 @@ ToolChoice = Annotated[
 ]  # fmt: skip
 
 
+def _text_only(modalities: list[str]) -> list[str]:
+    if modalities != ["text"]:
+        raise ValueError('not supported: output modalities other than text; give ["text"] or leave it out')
+    return modalities
+
+
 def refused(why: str) -> Any:
     """A field we know and do not support: given (not null), it is a 400 naming it, not silently dropped."""
 
@@ -386,7 +392,9 @@ class ChatCompletionRequest(_Request):
     functions: refused("the legacy `functions`; use `tools`") = None
     function_call: refused("the legacy `function_call`; use `tool_choice`") = None
     audio: refused("audio output") = None
-    modalities: refused("output modalities other than text; leave it out") = None
+    modalities: Annotated[list[str], AfterValidator(_text_only)] | None = Field(
+        None, description='output modalities: only ["text"]'
+    )
     web_search_options: refused("web search") = None
 
     def sampler_fields(self) -> dict[str, Any]:

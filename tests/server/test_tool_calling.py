@@ -121,12 +121,20 @@ def test_auto_lists_the_tools_and_any_call_it_makes_is_valid(client: openai.Open
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"function_call": "auto"}, "function_call"),
         ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"messages": [{"role": "user", "content": "I obey.", "name": "Assistant"}]}, "messages.0.name"),
     ],
 )
-def test_tool_requests_that_cannot_be_honoured_are_refused_naming_the_field(client: openai.OpenAI, extra, param):
+def test_chat_requests_that_cannot_be_honoured_are_refused_naming_the_field(client: openai.OpenAI, extra, param):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="rwkv", messages=ASK, max_tokens=1, extra_body=extra)
     assert e.value.body["param"] == param, e.value.body
+
+
+def test_harmless_fields_stay_accepted(client: openai.OpenAI):
+    r = client.chat.completions.create(model="rwkv", messages=ASK, max_tokens=1, modalities=["text"], store=False,
+                                       metadata={"k": "v"}, service_tier="auto", user="u",
+                                       extra_body={"some_future_field": 1})  # fmt: skip
+    assert r.choices[0].finish_reason == "length"
 
 
 def test_api_docs_list_the_tool_and_reasoning_fields(live: LiveServer):
