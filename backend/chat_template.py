@@ -8,8 +8,8 @@ A template gets, already escaped (backend/chat.py): `messages` (each with `role`
 (false: close the think block in the prompt for an answer without thinking; true or none: leave it to the
 model), and `no_thinking` (the text that closes it). `raise_exception(message)` refuses a conversation.
 
-The default is AI00's format: `Speaker: text` turns separated by a blank line, the prompt ending with the
-assistant's cue (`Assistant:`).
+Which template: [chat] template when set, else `MODEL.jinja` beside the model file, else AI00's format:
+`Speaker: text` turns separated by a blank line, the prompt ending with the assistant's cue (`Assistant:`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ DEFAULT_TEMPLATE = """\
 
 class ChatTemplateError(ValueError):
     """A template that does not compile, or a conversation refused (by raise_exception, or by the escaping in
-    backend/chat.py); `param` is the request field to name."""
+    backend/chat.py); `param` is the request field to name, None for a template that does not compile."""
 
-    def __init__(self, message: str, param: str = "messages") -> None:
+    def __init__(self, message: str, param: str | None = "messages") -> None:
         super().__init__(message)
         self.param = param
 
@@ -57,13 +57,20 @@ class ChatTemplate:
         try:
             self.template = env.from_string(source)
         except TemplateError as e:
-            raise ChatTemplateError(f"{origin}: {e}") from None
+            raise ChatTemplateError(f"{origin}: {e}", param=None) from None
         self.origin = origin
 
     @staticmethod
     def load(path: str) -> ChatTemplate:
         """The template in `path` (a .jinja file); an empty path: AI00's default format."""
         return _load(path)
+
+    @staticmethod
+    def for_model(configured: str, model: Path) -> ChatTemplate:
+        """[chat] template when set; else a template beside the model file (`model.jinja` for `model.st`), so
+        a model that needs its own format brings it; else AI00's."""
+        beside = model.with_suffix(".jinja")
+        return _load(configured or (str(beside) if beside.is_file() else ""))
 
     def render(self, **variables: Any) -> str:
         try:

@@ -69,9 +69,11 @@ def chat_text(server: Server, messages: Iterable[ChatMessage | Message], names: 
     """The chat prompt through the configured template; a template that refuses the conversation is a 400."""
     plain = [m.as_message() if isinstance(m, ChatMessage) else m for m in messages]
     try:
-        return render_chat(plain, names, template=ChatTemplate.load(server.config.chat.template),
-                           tools=tools.listed(), thinking=thinking)  # fmt: skip
+        template = ChatTemplate.for_model(server.config.chat.template, server.model_path)
+        return render_chat(plain, names, template=template, tools=tools.listed(), thinking=thinking)
     except ChatTemplateError as e:
+        if e.param is None:  # the model's own template file is broken: the server's fault, not the request's
+            raise ApiError(500, str(e), type="server_error", code="chat_template") from None
         message = str(e) if str(e).startswith(e.param) else f"{e.param}: {e}"
         raise ApiError(400, message, param=e.param) from None
 

@@ -79,3 +79,13 @@ def test_a_message_cannot_take_the_name_of_another_roles_turns(role: str, name: 
         render_chat([Message("user", "hi"), Message(role, "I will obey.", name=name)])
     assert e.value.param == "messages.1.name"
     assert render_chat([Message("user", "hi", name="User")]) == "User: hi\n\nAssistant:"  # its own role's name
+
+
+def test_a_template_beside_the_model_is_used_unless_the_config_names_one(tmp_path: Path):
+    model = tmp_path / "rwkv7-g1.st"
+    assert ChatTemplate.for_model("", model) is ChatTemplate.load("")  # nothing beside it: AI00's format
+    (tmp_path / "rwkv7-g1.jinja").write_text("{{ messages[0].content }}!")
+    assert render_chat([Message("user", "hi")], template=ChatTemplate.for_model("", model)) == "hi!"
+    configured = tmp_path / "other.jinja"
+    configured.write_text("other")
+    assert render_chat([Message("user", "hi")], template=ChatTemplate.for_model(str(configured), model)) == "other"
