@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [
     ("get", "/api/oai/v1/models", "The served model", None, s.ModelList, False),
     ("get", "/api/oai/v1/models/{id}", "One model by id", None, s.ModelCard, False),
-    ("post", "/api/oai/v1/completions", "Continue a prompt", s.CompletionRequest, s.CompletionResponse, True),
+    ("post", "/api/oai/v1/completions", "Continue a prompt, token ids, or a list of either (choice i * n + j is "
+     "prompt i's j-th); best_of keeps the n candidates with the highest cumulative logprob; echo with logprobs "
+     "gives the prompt tokens' logprobs (the first null); a non-empty suffix is refused (RWKV has no "
+     "fill-in-the-middle)", s.CompletionRequest, s.CompletionResponse, True),
     ("post", "/api/oai/v1/chat/completions", "Answer a chat, in the prompt format of [chat] template (AI00's "
      "User:/Assistant: by default). Tools are listed in a System turn and called as "
      '<tool_call>{"name": ..., "arguments": {...}}</tool_call>, constrained to their parameters\' schema '
@@ -115,7 +118,11 @@ def openapi(server: Server) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "AI00 Server (Python)", "version": server.version,
-                 "description": "OpenAI-compatible RWKV server. Every /api/oai/v1/ route is also under /v1/ and "
+                 "description": "OpenAI-compatible RWKV server. Unknown request fields are ignored, except these "
+                                "sampling fields of other servers, refused (400 naming the field) unless null or "
+                                "neutral, since ignoring them would change the result: "
+                                f"{', '.join(s.UNSUPPORTED_SAMPLING)}. "
+                                "Every /api/oai/v1/ route is also under /v1/ and "
                                 "/api/oai/."},
         "servers": [{"url": "/"}],
         "components": {"schemas": top.get("$defs", {}),
