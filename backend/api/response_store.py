@@ -7,20 +7,22 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backend.api.responses_prompt import Context
+    from backend.chat import Message
 
 RESPONSES_PER_TENANT = 256  # stored responses a key keeps; the oldest go first
 TOKENS_PER_TENANT = 1 << 22  # their conversations' tokens (2 bytes each: 8 MiB a key)
 PINNED_PER_TENANT = 16  # saved RWKV states (host copies in the state registry) a key's newest responses hold
 
-Turn = tuple[str, str]  # (role, text)
-
 
 @dataclass
 class Stored:
     body: dict[str, Any]  # the response object, as GET returns it
-    instructions: str | None
-    conversation: tuple[Turn, ...]  # every turn up to and with this answer; instructions are not a turn
+    context: Context  # instructions, tools, names, thinking: a follow-up continues only under the same
+    conversation: tuple[Message, ...]  # every turn up to and with this answer; instructions are not a turn
     tokens: array = field(repr=False)  # 'H': every token the model read or wrote, in order
     fed: int  # how many of `tokens` its final state holds (the last token written is never fed)
     tail: str | None  # text written after the answer's visible end (a stop string), which the state has read;

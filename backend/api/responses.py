@@ -1,13 +1,10 @@
 """OpenAI's Responses API under /v1/, /api/oai/ and /api/oai/v1/: POST responses (JSON or typed SSE events),
 GET and DELETE responses/{id}.
 
-`previous_response_id` continues at the token level: the follow-up's tokens are the previous response's tokens
-(its prompt and everything it wrote) followed by the new turns, so the RWKV state that response ended in
-already holds all but the new turns. That state is found first in the prefix cache (every generation that
-started from no saved state leaves its final state there, and the follow-up's own final state goes there too,
-so a chain of turns stays cheap); when the cache has lost it, in the saved-state copy the response pinned
-when it finished. A follow-up that changes `instructions` (OpenAI does not carry them over) or whose new
-turns do not begin with the stop string the previous answer ended on is re-read as text from the start.
+`previous_response_id` continues at the token level (backend/api/responses_prompt.py), from the RWKV state
+the previous response ended in. That state is found first in the state cache (a generation that started from
+no saved state leaves its final state there, and so does the follow-up, so a chain of turns stays cheap);
+when the cache has lost it, in the saved-state copy the response pinned when it finished.
 """
 
 from __future__ import annotations
@@ -17,20 +14,22 @@ import time
 import uuid
 from array import array
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from backend.api import sse
-from backend.api.edge import prompt_tokens, to_submit
-from backend.api.guard import TENANT
+from backend.api.edge import to_submit
+from backend.api.guard import ALL_TENANTS, TENANT
 from backend.api.http import PREFIXES, failed_error, json_response, read_json
-from backend.api.limits import check_prompt_tokens
-from backend.api.response_store import ResponseStore, Stored, Turn
+from backend.api.response_store import ResponseStore, Stored
+from backend.api.responses_output import Emit, Output
+from backend.api.responses_prompt import build_prompt
 from backend.api.responses_schemas import DeletedResponse, ResponseObject, ResponseRequest
 from backend.api.schemas import ApiError, parse
-from backend.chat import chat_prompt, chat_stop
+from backend.chat import chat_stop
 from backend.messages import (
     Cancel,
     Delta,
@@ -93,9 +92,6 @@ def routes(server: Server) -> list[web.RouteDef]:
 
 def refuse_unsupported(req: ResponseRequest) -> None:
     """Fields that would change the answer and that this server cannot honour: a 400 naming them."""
-    if req.tools:
-        raise ApiError(400, "tools: tool calling is not available in the Responses API of this server yet; "
-                            "send the request without tools", param="tools", code="unsupported_parameter")  # fmt: skip
     if req.background:
         raise ApiError(400, "background: responses run in the foreground here; send background false",
                        param="background", code="unsupported_parameter")  # fmt: skip
@@ -111,32 +107,6 @@ def drop_states(server: Server, handles: list[str], tenant: str) -> None:
         server.scheduler.submit(DropSavedState(handle, tenant, EventSink()))
 
 
-# ---- the prompt: the conversation as tokens, and where its state may already be ----
-
-
-@dataclass(frozen=True)
-class Prompt:
-    tokens: tuple[int, ...]  # the whole conversation the model reads before answering
-    conversation: tuple[Turn, ...]  # its turns, instructions excluded
-    fed: int = 0  # how many of `tokens` the previous response's final state holds
-    handle: str | None = None  # that state's pinned copy, for when the prefix cache lost it
-
-
-def build_prompt(server: Server, req: ResponseRequest, prev: Stored | None) -> Prompt:
-    new = tuple((m.role, m.text) for m in req.messages())
-    turns = chat_prompt(((role, text, None) for role, text in new), req.names)
-    cont = "\n\n" + turns
-    if (prev is not None and prev.instructions == req.instructions and prev.tail is not None
-            and cont.startswith(prev.tail)):  # fmt: skip
-        tokens = tuple(prev.tokens) + tuple(server.tokenizer.encode(cont[len(prev.tail):]))
-        check_prompt_tokens(len(tokens), server.config.limits, "input")
-        return Prompt(tokens, prev.conversation + new, prev.fed, prev.handle)
-    conversation = (prev.conversation if prev is not None else ()) + new
-    system = ((("system", req.instructions, None),) if req.instructions else ())
-    text = chat_prompt((*system, *((role, text, None) for role, text in conversation)), req.names)
-    return Prompt(prompt_tokens(server, text, "input"), conversation)
-
-
 # ---- one response's generation, seen from the handler ----
 
 
@@ -147,21 +117,27 @@ class Run:
     def __init__(self, server: Server, req: ResponseRequest, tenant: str, prev: Stored | None, id: str) -> None:
         self.server, self.req, self.tenant, self.prev, self.id = server, req, tenant, prev, id
         self.created = int(time.time())
-        self.message_id = f"msg_{uuid.uuid4().hex}"
-        self.prompt = build_prompt(server, req, prev)
+        self.tools = req.tool_policy()
+        self.prompt = build_prompt(server, req, self.tools, prev)
         self.sub: Submit | None = None
         self.started: Started | None = None
         self.skipped = 0  # prompt tokens a saved state held, so they were never submitted
-        self.text = ""
+        self.text = ""  # everything written, as the scheduler sent it (stop strings cut)
         self.out_tokens: list[int] = []
         self.done: Done | None = None
+        self.output = Output(server.config.chat.reasoning_format, self.tools.active)
+
+    def stream_to(self, emit: Emit) -> None:
+        """Send each change of the output as a typed event from now on."""
+        self.output.emit = emit
 
     async def start(self) -> None:
         """Submit and wait until admitted; a refusal raises its HTTP error (before any SSE is open)."""
         fields = {**self.req.sampler_fields(), **self.req.grammar_fields()}
         fields["stop"] = [*fields["stop"], *chat_stop(self.req.names)]
         # to_submit checks and compiles everything but the prompt, which is built here from tokens
-        base = await to_submit(self.server, self.id, EventSink(), fields, prompt="", tenant=self.tenant)
+        base = await to_submit(self.server, self.id, EventSink(), fields, prompt="", tenant=self.tenant,
+                               tools=self.tools)  # fmt: skip
         started = await self._admit(replace(base, tokens=self.prompt.tokens))
         p = self.prompt
         if isinstance(started, Started) and p.handle is not None and started.cached_tokens < p.fed:
@@ -204,8 +180,11 @@ class Run:
                 if isinstance(event, Delta):
                     self.text += event.text
                     self.out_tokens += event.tokens
+                    await self.output.feed(event.text)
                 elif isinstance(event, Done):
                     self.done = event
+                    if event.finish_reason != "error":
+                        await self.output.finish(complete=self.status == "completed")
                 else:
                     continue
                 yield event
@@ -228,21 +207,18 @@ class Run:
                                          "cache_write_tokens": 0},
                 "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
 
-    def message(self) -> dict[str, Any]:
-        status = "in_progress" if self.done is None else "completed" if self.status == "completed" else "incomplete"
-        content = [{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}]
-        return {"type": "message", "id": self.message_id, "status": status, "role": "assistant",
-                "content": content if self.done is not None else []}  # fmt: skip
-
     def body(self) -> dict[str, Any]:
         """The response object as it stands (in progress until the Done)."""
         req, done = self.req, self.done
         body: dict[str, Any] = {
             "id": self.id, "created_at": self.created, "status": self.status, "model": self.server.model_id,
-            "output": [self.message()] if done is not None else [], "instructions": req.instructions,
+            "output": self.output.items if done is not None else [], "instructions": req.instructions,
             "max_output_tokens": req.max_output_tokens, "previous_response_id": req.previous_response_id,
             "temperature": req.temperature, "top_p": req.top_p, "store": req.store,
-            "metadata": req.metadata or {}, "user": req.user,
+            "metadata": req.metadata or {}, "user": req.user, "parallel_tool_calls": req.parallel_tool_calls,
+            "tools": [t.model_dump(exclude_none=True) for t in req.tools or ()],
+            "tool_choice": (req.tool_choice.model_dump() if isinstance(req.tool_choice, BaseModel)
+                            else req.tool_choice or ("auto" if req.tools else "none")),
             "usage": self.usage() if done is not None else None,
         }  # fmt: skip
         if self.status == "incomplete":
@@ -271,9 +247,11 @@ async def stored_response(run: Run, body: dict[str, Any]) -> Stored:
     if out and out[-1] == END_OF_TEXT:  # never fed, and a conversation goes on without it
         tokens.pop()
     cacheable = run.sub.state is None
-    handle = await pin_state(run.server, run.sub.id, run.tenant) if cacheable else None
-    conversation = (*run.prompt.conversation, ("assistant", run.text))
-    return Stored(body, run.req.instructions, conversation, tokens, fed, tail, cacheable, handle)
+    # the admin key's states would be every key's (the registry shares what the admin saves): not pinned
+    pin = cacheable and run.tenant != ALL_TENANTS
+    handle = await pin_state(run.server, run.sub.id, run.tenant) if pin else None
+    conversation = (*run.prompt.conversation, run.output.message())
+    return Stored(body, run.prompt.context, conversation, tokens, fed, tail, cacheable, handle)
 
 
 async def pin_state(server: Server, generation_id: str, tenant: str) -> str | None:
@@ -304,21 +282,13 @@ async def stream(request: web.Request, run: Run, store: ResponseStore) -> web.St
     out = EventStream(resp)
     await out.emit("response.created", response=run.body())
     await out.emit("response.in_progress", response=run.body())
-    where = {"item_id": run.message_id, "output_index": 0, "content_index": 0}
-    await out.emit("response.output_item.added", output_index=0, item=run.message())
-    await out.emit("response.content_part.added", part={"type": "output_text", "text": "", "annotations": []},
-                   **where)  # fmt: skip
-    async for event in run.events(resp):
-        if isinstance(event, Delta) and event.text:
-            await out.emit("response.output_text.delta", delta=event.text, logprobs=[], **where)
+    run.stream_to(out.emit)
+    async for _ in run.events(resp):
+        pass
     assert run.done is not None
     if run.done.finish_reason == "error":
         await out.emit("response.failed", response=run.body())
         return resp
     body = await finish(run, store)
-    part = body["output"][0]["content"][0]
-    await out.emit("response.output_text.done", text=run.text, logprobs=[], **where)
-    await out.emit("response.content_part.done", part=part, **where)
-    await out.emit("response.output_item.done", output_index=0, item=body["output"][0])
     await out.emit(f"response.{'completed' if run.status == 'completed' else 'incomplete'}", response=body)
     return resp

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from backend.api.schemas import (
+    ApiError,
     BnfSchema,
     JsonObjectFormat,
     JsonSchemaFormat,
@@ -20,6 +21,7 @@ from backend.api.schemas import (
     TextFormat,
 )
 from backend.sampling.params import TUNABLE, declared, optional_fields
+from backend.tool_calls import Tool, ToolPolicy
 
 # max_tokens is `max_output_tokens` here; the other sampler fields keep their names
 _ResponsesSampler = create_model(  # type: ignore[call-overload]
@@ -48,6 +50,67 @@ class InputMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+class FunctionCallItem(BaseModel):
+    """A call the model made (an earlier response's output item, sent back as input)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+class FunctionCallOutputItem(BaseModel):
+    """A tool's result for the call `call_id`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str
+
+
+class ReasoningInputItem(BaseModel):
+    """An earlier response's reasoning item sent back: accepted and left out of the prompt (a model reads its
+    past answers without their thinking)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["reasoning"]
+
+
+InputItem = InputMessage | FunctionCallItem | FunctionCallOutputItem | ReasoningInputItem
+
+
+class FunctionTool(BaseModel):
+    """Responses' flat form of a function tool (chat nests it under `function`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def as_tool(self) -> Tool:
+        return Tool(self.name, self.description, self.parameters, bool(self.strict))
+
+
+class NamedFunction(BaseModel):
+    type: Literal["function"]
+    name: str
+
+
+class Reasoning(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
+        None, description='"none" or "minimal": the think block is closed in the prompt (no thinking)'
+    )
+
+
 class JsonSchemaTextFormat(BaseModel):
     """The Responses API's flat form of a JSON-schema output format (chat's `response_format` nests it)."""
 
@@ -71,9 +134,10 @@ class ResponseRequest(_ResponsesSampler):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="ignored: the server serves one model")
-    input: str | Annotated[list[InputMessage], Field(min_length=1)] = Field(
-        description="a user message's text, or messages (role + text or input_text parts)"
-    )
+    input: str | Annotated[list[InputItem], Field(min_length=1)] = Field(
+        description="a user message's text, or items: messages (role + text or input_text parts), function_call "
+                    "and function_call_output (a tool loop), reasoning (ignored)"
+    )  # fmt: skip
     instructions: str | None = Field(
         None, description="a system message before the input; not carried over by previous_response_id "
                           "(a different one makes the follow-up prefill the whole conversation)"
@@ -89,17 +153,38 @@ class ResponseRequest(_ResponsesSampler):
     text: TextConfig | None = Field(None, description="text.format: text, json_object or json_schema")
     bnf_schema: BnfSchema | None = None
     names: Names | None = None
-    tools: list[dict[str, Any]] | None = Field(None, description="refused when not empty: no tool calling here yet")
-    tool_choice: Any = None
-    parallel_tool_calls: bool | None = None
+    tools: list[FunctionTool] | None = Field(
+        None, description="function tools, listed in the prompt as for chat completions; calls come back as "
+                          "function_call output items (backend/tool_calls.py)"
+    )  # fmt: skip
+    tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
+    parallel_tool_calls: bool = True
+    reasoning: Reasoning | None = None
     background: bool | None = Field(None, description="refused when true: responses run in the foreground")
     metadata: dict[str, str] | None = None
     user: str | None = None
 
-    def messages(self) -> list[InputMessage]:
+    def items(self) -> list[InputItem]:
         if isinstance(self.input, str):
             return [InputMessage(role="user", content=self.input)]
         return self.input
+
+    def thinking(self) -> bool | None:
+        """False when reasoning.effort asks for no thinking; None: the model decides."""
+        effort = self.reasoning.effort if self.reasoning is not None else None
+        return False if effort in ("none", "minimal") else None
+
+    def tool_policy(self) -> ToolPolicy:
+        """tools + tool_choice + parallel_tool_calls; a choice that names no given tool is a 400."""
+        tools = tuple(t.as_tool() for t in self.tools or ())
+        choice = self.tool_choice if self.tool_choice is not None else ("auto" if tools else "none")
+        if isinstance(choice, NamedFunction):
+            if choice.name not in {t.name for t in tools}:
+                raise ApiError(400, f"tool_choice: no tool named '{choice.name}' in `tools`", param="tool_choice")
+            return ToolPolicy(tools, "required", choice.name, parallel=False)
+        if choice == "required" and not tools:
+            raise ApiError(400, 'tool_choice: "required" needs `tools`', param="tool_choice")
+        return ToolPolicy(tools, choice, None, self.parallel_tool_calls)
 
     def sampler_fields(self) -> dict[str, Any]:
         fields = {name: getattr(self, name) for name in (*TUNABLE, "seed") if name != "max_tokens"}
@@ -130,6 +215,34 @@ class OutputMessage(BaseModel):
     status: Literal["in_progress", "completed", "incomplete"]
     role: Literal["assistant"] = "assistant"
     content: list[OutputText]
+
+
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class OutputReasoning(BaseModel):
+    """The thinking of a model that thinks before answering (<think>...</think>), as [chat] reasoning_format
+    splits it."""
+
+    type: Literal["reasoning"] = "reasoning"
+    id: str
+    status: Literal["in_progress", "completed", "incomplete"]
+    summary: list[Any] = Field(default_factory=list)
+    content: list[ReasoningText]
+
+
+class OutputFunctionCall(BaseModel):
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str = Field(description="a JSON text that follows the tool's parameters schema")
+    status: Literal["in_progress", "completed", "incomplete"]
+
+
+OutputItem = Annotated[OutputMessage | OutputReasoning | OutputFunctionCall, Field(discriminator="type")]
 
 
 class InputTokensDetails(BaseModel):
@@ -165,7 +278,7 @@ class ResponseObject(BaseModel):
     created_at: int
     status: Literal["in_progress", "completed", "incomplete", "failed"]
     model: str
-    output: list[OutputMessage]
+    output: list[OutputItem]
     instructions: str | None = None
     max_output_tokens: int | None = None
     previous_response_id: str | None = None
@@ -173,9 +286,9 @@ class ResponseObject(BaseModel):
     top_p: float | None = None
     store: bool = True
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
-    tools: list[Any] = Field(default_factory=list)
-    tool_choice: str = "none"
-    parallel_tool_calls: bool = False
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | dict[str, str] = "none"
+    parallel_tool_calls: bool = True
     truncation: Literal["disabled"] = "disabled"
     metadata: dict[str, str] = Field(default_factory=dict)
     user: str | None = None

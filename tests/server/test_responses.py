@@ -4,9 +4,11 @@ previous response's RWKV state so that a follow-up prefills only its new turn.""
 
 from __future__ import annotations
 
+import json
 from array import array
 
 import httpx2 as httpx
+import jsonschema
 import openai
 import pytest
 
@@ -126,11 +128,45 @@ def test_store_false_keeps_nothing_and_delete_forgets(client):
         client.responses.create(input="z", previous_response_id=stored.id, **GREEDY)
 
 
-def test_tools_are_refused_with_a_400_naming_them(client):
-    tool = {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}
-    with pytest.raises(openai.BadRequestError) as e:
-        client.responses.create(input="x", tools=[tool], **GREEDY)
-    assert e.value.body["param"] == "tools"
+WEATHER_PARAMS = {"type": "object", "properties": {"city": {"enum": ["Paris", "Oslo", "Lima"]},
+                                                   "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                  "required": ["city", "days"]}  # fmt: skip  (bounded, so a random model finishes it)
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Forecast", "parameters": WEATHER_PARAMS}
+FORCED = {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "name": "get_weather"},
+          "model": "rwkv", "max_output_tokens": 64, "temperature": 1.0}  # fmt: skip
+
+
+def test_a_forced_tool_call_is_a_function_call_item_with_valid_arguments(client):
+    resp = client.responses.create(input="Weather in Paris for 3 days?", **FORCED)
+    assert resp.status == "completed" and [item.type for item in resp.output] == ["function_call"]
+    call = resp.output[0]
+    assert call.name == "get_weather" and call.call_id.startswith("call_") and call.status == "completed"
+    jsonschema.validate(json.loads(call.arguments), WEATHER_PARAMS)
+
+
+def test_a_tool_loop_continues_from_the_state_and_prefills_only_the_tool_result(client, tokenizer):
+    ask = client.responses.create(input="Weather in Paris for 3 days?", **FORCED)
+    call = ask.output[0]
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}
+    answer = client.responses.create(input=[result], previous_response_id=ask.id, tools=[WEATHER_TOOL],
+                                     tool_choice="none", **GREEDY)  # fmt: skip
+    assert answer.output[0].type == "message" and answer.output_text
+    # the tools are listed in the prompt only while the model may call them: tool_choice none re-reads all
+    assert prefilled(answer) == answer.usage.input_tokens
+    again = client.responses.create(input=[{**result, "output": "Rain"}], previous_response_id=ask.id,
+                                    **{**FORCED, "tool_choice": "auto", "temperature": 0})  # fmt: skip
+    assert prefilled(again) == len(tokenizer.encode("\n\nTool: Rain\n\nAssistant:")) + 1
+
+
+def test_streamed_function_call_events_reassemble_to_the_same_call(client):
+    with client.responses.stream(input="Weather in Oslo?", **{**FORCED, "temperature": 0}) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    whole = client.responses.create(input="Weather in Oslo?", **{**FORCED, "temperature": 0})
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert deltas == done.arguments == final.output[0].arguments == whole.output[0].arguments
+    assert final.output[0].name == whole.output[0].name == "get_weather"
 
 
 def test_api_docs_list_the_responses_routes(live: LiveServer):
