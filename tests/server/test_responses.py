@@ -169,6 +169,19 @@ def test_streamed_function_call_events_reassemble_to_the_same_call(client):
     assert final.output[0].name == whole.output[0].name == "get_weather"
 
 
+def test_thinking_is_a_reasoning_item_before_the_message_streamed_and_not(client):
+    think = {"bnf_schema": '<start> ::= "<think>x</think>y"'}
+    args = {**GREEDY, "max_output_tokens": 16, "input": "hi", "extra_body": think}
+    whole = client.responses.create(**args)
+    with client.responses.stream(**args) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    for resp in (whole, final):
+        assert [item.type for item in resp.output] == ["reasoning", "message"]
+        assert resp.output[0].content[0].text == "x" and resp.output_text == "y"
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == "x"
+
+
 def test_api_docs_list_the_responses_routes(live: LiveServer):
     spec = httpx.get(f"{live.base}/api-docs/openapi.json", headers=live.headers).json()
     assert {"post", "get", "delete"} <= set(spec["paths"]["/api/oai/v1/responses"]) | set(
