@@ -71,7 +71,9 @@ def routes(server: Server) -> list[web.RouteDef]:
         logprobs, its tokens' logprobs) before its choices' text (backend/api/completions.py)."""
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
         # best_of ranks candidates by their token logprobs: computed even when the client did not ask for them
-        logprobs = req.logprobs if req.candidates == req.n else req.logprobs or 0
+        # (a stream, where best_of can only equal n, sends its choices unranked, as they come)
+        ranked = req.best_of is not None and not req.stream
+        logprobs = (req.logprobs or 0) if ranked else req.logprobs
         fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": logprobs, **req.grammar_fields()}
         subs = await completion_submits(server, req, f"cmpl-{uuid.uuid4().hex}", fields, request.get(TENANT, ""))
         gen = Generation(server, subs[0], tuple(subs[1:]))
@@ -86,7 +88,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         choices = []
         for i in range(len(subs)):
             first = i * req.candidates
-            kept = best_branches(gen.logprobs[first : first + req.candidates], req.n) if req.best_of else range(req.n)
+            kept = best_branches(gen.logprobs[first : first + req.candidates], req.n) if ranked else range(req.n)
             for j, b in enumerate(kept):
                 lps = [*(prompt_lps[i] if prompt_lps else ()), *gen.logprobs[first + b]]
                 choices.append({"index": i * req.n + j, "text": echoes[i] + gen.texts[first + b],

@@ -34,6 +34,8 @@ def test_best_of_returns_the_candidates_with_the_highest_cumulative_logprob(clie
     assert [c.index for c in two.choices] == [0, 1]
     assert [c.text for c in two.choices] == [c.text for c in ranked[:2]]
     assert all(c.logprobs is None for c in two.choices)  # ranked by logprobs, which were not asked for
+    every = client.completions.create(**ARGS, best_of=4, n=4)
+    assert [c.text for c in every.choices] == [c.text for c in ranked]  # best_of = n: all of them, best first
 
 
 def test_best_of_below_n_or_streamed_is_a_400_naming_best_of(client: openai.OpenAI):
