@@ -197,10 +197,12 @@ class Generation:
         return self._order[event.id] * self.sub.n + event.branch
 
     async def events(self, next_event=None) -> AsyncIterator[Started | Delta | Done]:
-        """Every event until each branch is done; a refusal raises ApiError."""
+        """Every event until each branch is done; a refusal raises ApiError. Events are held until every submit
+        has started (a refusal comes before a submit's Started, never after), so that a refused prompt of a list
+        is still a plain JSON error, not a stream cut short."""
         for sub in self.subs:
             self.server.scheduler.submit(sub)
-        remaining = len(self.texts)
+        remaining, unstarted, held = len(self.texts), len(self.subs), []
         try:
             while remaining:
                 event = await (next_event() if next_event else self.sub.sink.get())
@@ -209,13 +211,18 @@ class Generation:
                 if isinstance(event, Started):
                     self.started = self.started or event
                     self.cached += event.cached_tokens
+                    unstarted -= 1
                 elif isinstance(event, Delta):
                     self.texts[self.choice(event)] += event.text
                     self.logprobs[self.choice(event)] += event.logprobs or ()
                 elif isinstance(event, Done):
                     self.dones[self.choice(event)] = event
                     remaining -= 1
-                yield event
+                held.append(event)
+                if not unstarted:
+                    for e in held:
+                        yield e
+                    held.clear()
         finally:
             if remaining:
                 for sub in self.subs:

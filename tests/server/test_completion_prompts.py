@@ -4,6 +4,8 @@ prompt comes alone."""
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -59,3 +61,17 @@ def test_a_token_id_outside_the_vocabulary_is_a_400_naming_the_prompt(client: op
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(**ARGS, prompt=prompt)
     assert e.value.body["param"] in ("prompt", "prompt.1")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_list_whose_last_prompt_is_refused_is_one_json_error_and_frees_every_slot(client: openai.OpenAI,
+                                                                                     live: LiveServer, stream: bool):
+    """8 slots and a queue of 2 (tests/server/conftest.py): prompts 0-1 run, 2-3 wait, 4 is refused, after the others
+    started; the answer is still a plain JSON error (not a stream cut short), and the others are cancelled."""
+    with pytest.raises(openai.APIStatusError) as e:
+        client.completions.create(**ARGS, prompt=[f"prompt {i}" for i in range(5)], n=4, stream=stream)
+    assert e.value.status_code in (429, 503) and e.value.body["code"] == "overloaded"
+    deadline = time.monotonic() + 30
+    while live.server.scheduler.free_slots < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live.server.scheduler.free_slots == 8
