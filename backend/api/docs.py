@@ -32,8 +32,9 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | 
      "(required/named: only calls; auto: text, or calls once the model writes <tool_call>); a leading "
      "<think>...</think> comes back as reasoning_content", s.ChatCompletionRequest, s.ChatCompletionResponse, True),
     ("post", "/api/oai/v1/responses", "Responses API: text or messages, instructions, max_output_tokens, sampling, "
-     "typed SSE events with `stream`; `previous_response_id` continues from that response's RWKV state (only the "
-     "new turn is prefilled: usage.input_tokens_details.cached_tokens)", r.ResponseRequest, r.ResponseObject, True),
+     "function tools, typed SSE events with `stream` (`event: TYPE` lines, no `[DONE]`); `previous_response_id` "
+     "continues from that response's RWKV state (only the new turn is prefilled: "
+     "usage.input_tokens_details.cached_tokens)", r.ResponseRequest, r.ResponseObject, True),
     ("get", "/api/oai/v1/responses/{id}", "A stored response (this API key's only)", None, r.ResponseObject, False),
     ("delete", "/api/oai/v1/responses/{id}", "Forget a stored response and its saved state", None,
      r.DeletedResponse, False),

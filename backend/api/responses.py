@@ -13,7 +13,6 @@ import asyncio
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -61,10 +60,12 @@ def routes(server: Server) -> list[web.RouteDef]:
             raise not_found(req.previous_response_id, "previous_response_id")
         run = Run(server, req, tenant, prev, f"resp_{uuid.uuid4().hex}")
         await run.start()
-        if req.stream:
-            return await stream(request, run, store)
-        async for _ in run.events():
-            pass
+        try:
+            if req.stream:
+                return await stream(request, run, store)
+            await run.collect()
+        finally:
+            run.cancel_unless_done()  # the client went away, or a write failed
         if run.done is not None and run.done.finish_reason == "error":
             raise ApiError(500, run.done.error or "generation failed", type="server_error", code="internal")
         return json_response(await finish(run, store))
@@ -115,7 +116,7 @@ class Run:
     previous response's, and gathers the answer; cancels the generation if the handler stops early."""
 
     def __init__(self, server: Server, req: ResponseRequest, tenant: str, prev: Stored | None, id: str) -> None:
-        self.server, self.req, self.tenant, self.prev, self.id = server, req, tenant, prev, id
+        self.server, self.req, self.tenant, self.id = server, req, tenant, id
         self.created = int(time.time())
         self.tools = req.tool_policy()
         self.prompt = build_prompt(server, req, self.tools, prev)
@@ -170,27 +171,24 @@ class Run:
         while not isinstance(await self.sub.sink.get(), Done | Failed):
             pass
 
-    async def events(self, resp: web.StreamResponse | None = None) -> AsyncIterator[Delta | Done]:
-        """Every Delta, then the Done; with `resp`, heartbeats keep the SSE stream alive meanwhile."""
+    async def collect(self, resp: web.StreamResponse | None = None) -> None:
+        """Read the generation's events until its Done; with `resp`, heartbeats keep the SSE stream alive."""
         assert self.sub is not None
         sink = self.sub.sink
-        try:
-            while self.done is None:
-                event = await (sse.next_event(sink, resp) if resp is not None else sink.get())
-                if isinstance(event, Delta):
-                    self.text += event.text
-                    self.out_tokens += event.tokens
-                    await self.output.feed(event.text)
-                elif isinstance(event, Done):
-                    self.done = event
-                    if event.finish_reason != "error":
-                        await self.output.finish(complete=self.status == "completed")
-                else:
-                    continue
-                yield event
-        finally:
-            if self.done is None:
-                self.server.scheduler.submit(Cancel(self.sub.id))
+        while self.done is None:
+            event = await (sse.next_event(sink, resp) if resp is not None else sink.get())
+            if isinstance(event, Delta):
+                self.text += event.text
+                self.out_tokens += event.tokens
+                await self.output.feed(event.text)
+            elif isinstance(event, Done):
+                self.done = event
+                if event.finish_reason != "error":
+                    await self.output.finish(complete=self.status == "completed")
+
+    def cancel_unless_done(self) -> None:
+        if self.done is None and self.sub is not None:
+            self.server.scheduler.submit(Cancel(self.sub.id))
 
     @property
     def status(self) -> str:
@@ -283,8 +281,7 @@ async def stream(request: web.Request, run: Run, store: ResponseStore) -> web.St
     await out.emit("response.created", response=run.body())
     await out.emit("response.in_progress", response=run.body())
     run.stream_to(out.emit)
-    async for _ in run.events(resp):
-        pass
+    await run.collect(resp)
     assert run.done is not None
     if run.done.finish_reason == "error":
         await out.emit("response.failed", response=run.body())

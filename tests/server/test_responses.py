@@ -182,6 +182,14 @@ def test_thinking_is_a_reasoning_item_before_the_message_streamed_and_not(client
     assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == "x"
 
 
+def test_a_json_schema_text_format_gives_json_that_follows_it(client):
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}}, "required": ["colour"]}
+    fmt = {"format": {"type": "json_schema", "name": "pick", "schema": schema, "strict": True}}
+    resp = client.responses.create(input="Pick a colour.", text=fmt, **{**GREEDY, "max_output_tokens": 32})
+    assert resp.status == "completed"
+    jsonschema.validate(json.loads(resp.output_text), schema)
+
+
 def test_api_docs_list_the_responses_routes(live: LiveServer):
     spec = httpx.get(f"{live.base}/api-docs/openapi.json", headers=live.headers).json()
     assert {"post", "get", "delete"} <= set(spec["paths"]["/api/oai/v1/responses"]) | set(
