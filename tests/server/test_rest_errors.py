@@ -29,7 +29,7 @@ def error_of(r: httpx.Response) -> dict:
         ({"prompt": "x", "n": 5}, "n"),  # over limits.max_n (4)
         ({"prompt": "x", "stop": ["a"] * 17}, "stop"),
         ({"prompt": "x", "seed": "abc"}, "seed"),
-        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"prompt": ["a", 5]}, "prompt"),  # a list of prompts is fine; a list mixing text and ids is not
         ({"prompt": "x", "bnf_schema": "<start> ::= <a>"}, "bnf_schema"),  # <a> is never defined
         ({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 5}}}},
          "response_format"),
