@@ -123,11 +123,11 @@ class Planner:
                 continue
             for s, slot in zip(group.sessions, slots, strict=True):
                 s.grant(slot, cached)
-            if saved is None and self.cache.enabled:
+            if self.cache.enabled:
                 group.checkpoints = checkpoint_positions(sub.tokens, cached, self.checkpoint_every,
                                                          self.turn_ends, self.cache.min_tokens)  # fmt: skip
             self.slots.running.extend(group.sessions)
-            self.metrics.admitted(sub, cached, looked_up=saved is None, tier=tier)
+            self.metrics.admitted(sub, cached, looked_up=self.cache.enabled, tier=tier)
             sub.sink.put(Started(sub.id, len(sub.tokens), cached, first.params))
         self.slots.observe_occupancy()
 
@@ -148,15 +148,14 @@ class Planner:
     def _start_slot(self, group: Group, slot: int, saved: list[np.ndarray] | None) -> tuple[int, str | None]:
         """Put the request's starting state in its first slot: the prompt tokens it already holds, and the
         cache tier they came from."""
-        engine = self._engine()
-        if saved is not None:
-            engine.write_slot(slot, saved)
-            return 0, None
-        ns = (group.submit.tenant, self.registry.initial_states[group.initial])
-        if (hit := self.cache.lookup(group.submit.tokens, ns)) is not None:
+        engine, ns = self._engine(), self.slots.group_namespace(group)
+        if ns is not None and (hit := self.cache.lookup(group.submit.tokens, ns)) is not None:
             self.cache.restore(hit, engine, slot)
             return hit.depth, hit.tier
-        engine.reset_slot(slot, group.initial)
+        if saved is not None:
+            engine.write_slot(slot, saved)
+        else:
+            engine.reset_slot(slot, group.initial)
         return 0, None
 
     def initial_state_of(self, sub: Submit) -> str:

@@ -100,12 +100,18 @@ class Slots:
             msg.sink.put(Failed(msg.id, "internal", message, None))
 
     def cache_namespace(self, s: Session) -> Namespace | None:
-        """The prefix-cache namespace of a session: its API key's tenant and its initial state (so no key learns
-        from `cached_tokens` what another sent); None when its state cannot be cached."""
         group = self.groups.get(s.id)
-        if group is None or group.initial is None or (ns := self.registry.initial_states.get(group.initial)) is None:
-            return None
-        return s.submit.tenant, ns
+        return None if group is None else self.group_namespace(group)
+
+    def group_namespace(self, group: Group) -> Namespace | None:
+        """The state-cache namespace of a request: its API key's tenant (so no key learns from `cached_tokens`
+        what another sent) and the state it started from: an initial state's number, or the saved-state handle
+        (so a conversation carried on from a handle reuses its own turns); None when it cannot be cached."""
+        sub = group.submit
+        if group.initial is None:
+            return None if sub.state is None else (sub.tenant, f"saved:{sub.state}")
+        ns = self.registry.initial_states.get(group.initial)
+        return None if ns is None else (sub.tenant, ns)
 
     def to_checkpoint(self, s: Session) -> int:
         """Prompt tokens to feed before the next checkpoint (a chunk stops there so its state can be kept)."""

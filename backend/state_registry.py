@@ -14,7 +14,7 @@ SAVED_STATES = 64  # saved-state handles kept in host memory
 FINISHED_KEPT = 256  # finished (id, branch) -> fed tokens, so state.save works after `done`
 SHARED = "*"  # the tenant that sees every saved state (the admin key; states the admin routes bring in)
 
-Namespace = tuple[str, int]  # (tenant, initial-state namespace): a prefix-cache key space
+Namespace = tuple[str, int | str]  # (tenant, initial-state number or "saved:HANDLE"): a state-cache key space
 
 
 class StateRegistry:

@@ -9,7 +9,7 @@ import random
 
 from prometheus_client import generate_latest
 
-from backend.messages import Done, Started
+from backend.messages import Done, SaveState, Started, StateSaved
 from tests.unit.test_scheduler_policies import Harness, ListSink, expected_output, prompt, tokens_of
 
 END = 261  # "\n\n" in the World vocab: the end of a chat turn
@@ -124,3 +124,23 @@ def test_the_metrics_count_queries_hits_tokens_saved_and_bytes_per_tier() -> Non
                  f"ai00:state_cache_tokens_saved_total {len(p) - 1}.0", 'ai00:state_cache_bytes{tier="gpu"} 64.0',
                  'ai00:state_cache_entries{tier="host"}']:  # fmt: skip
         assert line in text, line
+
+
+def test_a_conversation_carried_on_from_a_saved_state_reuses_its_own_turns_and_can_be_saved_again() -> None:
+    h = Harness(max_batch=2, prefix_cache=2, host_bytes=1 << 20)
+    p = SYSTEM + turn(300)
+    first = ask(h, "a", p)
+    h.slots.save_state(SaveState("a", first))  # type: ignore[arg-type]
+    handle = first.of(StateSaved)[0].handle
+    base = (*p, *tokens_of(first)[:3])  # what the saved state has seen
+    second_turn = turn(400)
+    second = h.submit("b", second_turn, state=handle)
+    h.run()
+    assert tokens_of(second) == expected_output(base + second_turn, 4)
+    h.slots.save_state(SaveState("b", second))  # type: ignore[arg-type]
+    assert second.of(StateSaved), "the state of a generation started from a handle is kept after its done"
+    third_turn = (*second_turn, *tokens_of(second)[:3], END, *turn(500))
+    third = h.submit("c", third_turn, state=handle)
+    h.run()
+    assert cached_of(third) == len(second_turn) + 3
+    assert tokens_of(third) == expected_output(base + third_turn, 4)
