@@ -7,15 +7,24 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from backend.api.responses_prompt import Context
-    from backend.chat import Message
+from backend.chat import Message
+from backend.tool_calls import Tool
 
 RESPONSES_PER_TENANT = 256  # stored responses a key keeps; the oldest go first
 TOKENS_PER_TENANT = 1 << 22  # their conversations' tokens (2 bytes each: 8 MiB a key)
 PINNED_PER_TENANT = 16  # saved RWKV states (host copies in the state registry) a key's newest responses hold
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a prompt holds besides its turns; a follow-up continues from the state only when it is the same."""
+
+    instructions: str | None
+    tools: tuple[Tool, ...]
+    names: tuple[tuple[str, str], ...]
+    thinking: bool | None
 
 
 @dataclass

@@ -15,27 +15,17 @@ from typing import TYPE_CHECKING
 
 from backend.api.edge import chat_text, prompt_tokens
 from backend.api.limits import check_prompt_tokens
+from backend.api.response_store import Context, Stored
 from backend.api.responses_schemas import FunctionCallItem, FunctionCallOutputItem, InputItem, InputMessage
 from backend.api.schemas import ApiError
 from backend.chat import Message
-from backend.tool_calls import Tool, ToolCall, ToolPolicy
+from backend.tool_calls import ToolCall, ToolPolicy
 
 if TYPE_CHECKING:
     from backend.api.context import Server
-    from backend.api.response_store import Stored
     from backend.api.responses_schemas import ResponseRequest
 
 ANSWER = "\ue000"  # stands in for the previous answer while rendering: the new text is what follows it
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the prompt holds besides the turns; a follow-up continues from the state only when it is the same."""
-
-    instructions: str | None
-    tools: tuple[Tool, ...]
-    names: tuple[tuple[str, str], ...]
-    thinking: bool | None
 
 
 @dataclass(frozen=True)
