@@ -53,7 +53,7 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def create(request: web.Request) -> web.StreamResponse:
         req: ResponseRequest = parse(ResponseRequest, await read_json(request))
-        refuse_unsupported(req)
+        refuse_unsupported(req, server.config.limits.max_tokens)
         tenant = request.get(TENANT, "")
         prev = None
         if req.previous_response_id is not None and (prev := store.get(tenant, req.previous_response_id)) is None:
@@ -91,8 +91,12 @@ def routes(server: Server) -> list[web.RouteDef]:
     return table
 
 
-def refuse_unsupported(req: ResponseRequest) -> None:
-    """Fields that would change the answer and that this server cannot honour: a 400 naming them."""
+def refuse_unsupported(req: ResponseRequest, max_tokens: int) -> None:
+    """Fields that would change the answer and that this server cannot honour: a 400 naming them (and the
+    output limit under this API's name for it, before the shared check names it max_tokens)."""
+    if req.max_output_tokens is not None and req.max_output_tokens > max_tokens:
+        raise ApiError(400, f"max_output_tokens: must be <= {max_tokens} (limits.max_tokens), got "
+                            f"{req.max_output_tokens}", param="max_output_tokens")  # fmt: skip
     if req.background:
         raise ApiError(400, "background: responses run in the foreground here; send background false",
                        param="background", code="unsupported_parameter")  # fmt: skip

@@ -118,6 +118,16 @@ def test_unknown_previous_response_id_is_an_openai_shaped_404(client, live):
         client.responses.retrieve("resp_nope")
 
 
+def test_limits_name_the_responses_fields(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(input="x", model="rwkv", max_output_tokens=100000)
+    assert e.value.body["param"] == "max_output_tokens"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(input="x", model="rwkv", tools=[WEATHER_TOOL], tool_choice="required",
+                                extra_body={"bnf_schema": '<start> ::= "a"'})  # fmt: skip
+    assert e.value.body["param"] == "bnf_schema"
+
+
 def test_store_false_keeps_nothing_and_delete_forgets(client):
     unstored = client.responses.create(input="x", store=False, **GREEDY)
     with pytest.raises(openai.NotFoundError):
