@@ -88,6 +88,18 @@ def test_follow_up_prefills_only_its_new_turn_and_answers_as_resending_the_conve
     assert resent.output_text == follow.output_text
 
 
+def test_an_answer_that_ended_on_the_user_stop_string_is_continued_after_it(client, tokenizer):
+    forced = {**GREEDY, "max_output_tokens": 16, "extra_body": {"bnf_schema": '<start> ::= " Hi.\\n\\nUser: x"'}}
+    first = client.responses.create(input="Greet me.", **forced)
+    assert first.output_text == " Hi." and first.status == "completed"
+    follow = client.responses.create(input="Again?", previous_response_id=first.id, **GREEDY)
+    # the state read "\n\nUser:" already (all but the last token the model wrote): the rest of the turn follows
+    written = tokenizer.encode(" Hi.\n\nUser:")
+    rest = tokenizer.encode(" Again?\n\nAssistant:")
+    assert follow.usage.input_tokens == first.usage.input_tokens + len(written) + len(rest)
+    assert prefilled(follow) == len(rest) + 1
+
+
 def test_a_chain_of_turns_prefills_only_each_new_turn(client, tokenizer):
     resp = client.responses.create(input="One.", **GREEDY)
     for word in ("Two.", "Three."):
