@@ -14,7 +14,8 @@ from backend.tool_calls import Tool
 
 RESPONSES_PER_TENANT = 256  # stored responses a key keeps; the oldest go first
 TOKENS_PER_TENANT = 1 << 22  # their conversations' tokens (2 bytes each: 8 MiB a key)
-PINNED_PER_TENANT = 16  # saved RWKV states (host copies in the state registry) a key's newest responses hold
+PINNED_PER_TENANT = 8  # saved RWKV states (host copies) a key's newest responses hold: the state registry keeps
+# SAVED_STATES for every key and door together, so Responses traffic must leave room for WebSocket saves
 
 
 @dataclass(frozen=True)
