@@ -16,10 +16,8 @@ from backend.api.context import SERVER, Server
 from backend.api.guard import guard_middleware
 from backend.api.lifecycle import load_model, readiness_middleware, request_id_middleware
 from backend.api.middleware import admin_middleware, auth_middleware, cors_headers, error_middleware, preflight
-from backend.config import Config
-from backend.metrics import ModelCollector
-from backend.scheduler import Scheduler
-from backend.served_model import ModelSpec, ServedModel
+from backend.config import Config, ConfigError, ModelSection
+from backend.model_pool import BudgetError, ModelPool, build_group, check_budget, estimate_gpu_bytes, start_group
 from backend.tokenizer import Tokenizer
 
 __all__ = ["SERVER", "Server", "create_app", "ssl_context"]
@@ -27,10 +25,10 @@ __all__ = ["SERVER", "Server", "create_app", "ssl_context"]
 log = logging.getLogger("ai00.app")
 
 
-def resolve_model_path(config: Config) -> Path:
+def resolve_model_path(section: ModelSection) -> Path:
     """The configured model, or the embedded demo model (the trained tiny RWKV-7, unpacked on first use)."""
-    if config.model.path:
-        return Path(config.model.path)
+    if section.path:
+        return Path(section.path)
     from backend.tools.demo_model import ensure_demo_model
 
     path = ensure_demo_model()
@@ -41,27 +39,14 @@ def resolve_model_path(config: Config) -> Path:
 
 def create_app(config: Config, *, tokenizer: Tokenizer | None = None) -> web.Application:
     """The whole server."""
-    model = ServedModel(config, ModelSpec(
-        resolve_model_path(config), config.model.precision, config.model.quant, config.model.quant_type
-    ))
     tokenizer = tokenizer or Tokenizer.from_file(config.tokenizer.path or None)
     if tokenizer.engine == "hf":
         log.warning("tokenizer: the C matcher is not built (no C compiler at install?): using the ~10x slower "
                     "HF path; `pip install -e .` with gcc or clang present builds it")
-    m = config.model
-    scheduler = Scheduler(
-        model.builder,
-        tokenizer,
-        max_batch=m.max_batch,
-        token_chunk_size=m.token_chunk_size,
-        prefix_cache=m.prefix_cache,
-        max_queue=config.limits.max_queue,
-        cache_host_bytes=config.cache.host_budget,
-        checkpoint_every=config.cache.checkpoint_every,
-        cache_shared=config.cache.shared,
-    )
-    model.scheduler = scheduler
-    server = Server(config, tokenizer, scheduler, model)
+    pool = ModelPool(config, [build_group(config, m, resolve_model_path(m), tokenizer) for m in config.served()])
+    check_start_budget(pool)
+    default = pool.default
+    server = Server(config, tokenizer, default.router.bind(None), default.model, pool=pool, group=default)
     listen = config.listen
     keys = (*listen.api_keys, listen.admin_key) if listen.api_keys and listen.admin_key else listen.api_keys
     app = web.Application(
@@ -71,8 +56,8 @@ def create_app(config: Config, *, tokenizer: Tokenizer | None = None) -> web.App
         client_max_size=config.limits.max_body_bytes,
     )
     app[SERVER] = server
-    scheduler.metrics.registry.register(ModelCollector(
-        lambda: server.model_labels(), lambda: model.catalog.gpu_bytes if model.catalog else None))  # fmt: skip
+    for group in pool:
+        server.watch_model(group)
     app.cleanup_ctx.append(run_engine)
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(stop_grammar_workers)
@@ -88,12 +73,14 @@ def create_app(config: Config, *, tokenizer: Tokenizer | None = None) -> web.App
 async def run_engine(app: web.Application) -> AsyncIterator[None]:
     """Start the engine thread, which loads the model while the port already answers (/health: 503 until
     app[SERVER].readiness is ready); at exit stop it."""
-    scheduler = app[SERVER].scheduler
-    scheduler.start()
+    pool = app[SERVER].pool
+    assert pool is not None
+    for group in pool:
+        start_group(group)
     loading = asyncio.create_task(load_model(app[SERVER]))
     yield
     loading.cancel()
-    await asyncio.get_running_loop().run_in_executor(None, scheduler.stop)
+    await asyncio.get_running_loop().run_in_executor(None, pool.stop)
 
 
 async def stop_grammar_workers(app: web.Application) -> None:
@@ -104,10 +91,22 @@ async def stop_grammar_workers(app: web.Application) -> None:
 async def end_streams(app: web.Application) -> None:
     """Graceful shutdown: every generation ends with done(cancelled), then sockets close."""
     server = app[SERVER]
-    await asyncio.get_running_loop().run_in_executor(None, server.scheduler.stop)
+    assert server.pool is not None
+    await asyncio.get_running_loop().run_in_executor(None, server.pool.stop)
     await asyncio.sleep(0.05)  # let the handlers write their final events
     for sock in list(server.websockets):
         await sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def check_start_budget(pool: ModelPool) -> None:
+    """[gpu_budget_bytes]: the configured models' weights must fit before any load starts."""
+    loaded = 0
+    try:
+        for g in pool:
+            check_budget(pool, g.model.spec.path, g.section, loaded)
+            loaded += estimate_gpu_bytes(g.model.spec.path, g.section.precision, len(g.engines))
+    except BudgetError as e:
+        raise ConfigError(str(e)) from None
 
 
 def ssl_context(config: Config):

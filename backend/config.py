@@ -7,12 +7,23 @@ three from the same models (`layered`); `Config.from_dict` validates a plain dic
 
 from __future__ import annotations
 
+import re
 import tomllib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +40,7 @@ from backend.state_cache import auto_host_bytes
 ENV_PREFIX = "AI00_"  # AI00_<SECTION>__<FIELD>, e.g. AI00_LISTEN__API_KEYS='["k1"]'
 
 
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")  # a served model's name, as requests give it
 SECRETS = ("api_keys", "admin_key", "metrics_key")  # never echoed in an error
 
 
@@ -73,7 +85,17 @@ class LoraEntry(_Section):
     alpha: float = 1.0
 
 
+def _index_if_digits(v: Any) -> Any:
+    """"0" from a flag or an environment list is the adapter index 0, not a name containing "0"."""
+    return int(v) if isinstance(v, str) and v.isdigit() else v
+
+
+GpuChoice = Annotated[Annotated[int, _range(0, 1024)] | Annotated[str, Field(min_length=1)],
+                      BeforeValidator(_index_if_digits)]
+
+
 class ModelSection(_Section):
+    name: str = ""  # the name requests give as `model`; empty: the file name without its extension
     path: str = ""  # empty: the embedded demo model (tiny, trained on public-domain text)
     precision: Literal["fp16", "fp32"] = "fp16"
     quant: Annotated[int, _range(0, 1024)] = 0  # number of layers to quantize
@@ -82,7 +104,9 @@ class ModelSection(_Section):
     token_chunk_size: Annotated[int, _range(1, 8192)] = 128  # tokens per engine step (prefill budget)
     prefix_cache: Annotated[int, _range(0, 1024)] = 8  # extra state slots holding recent prompt prefixes
     # GPU: "auto" (wgpu's high-performance pick), an index, or a name substring, as GET /api/adapters lists them
-    adapter: Annotated[int, _range(0, 1024)] | Annotated[str, Field(min_length=1)] = "auto"
+    adapter: GpuChoice = "auto"
+    # one engine per entry (data parallel, each with its own slots and state cache); empty: one, on `adapter`
+    adapters: tuple[GpuChoice, ...] = ()
     states: tuple[StateEntry, ...] = ()
     loras: tuple[LoraEntry, ...] = ()
 
@@ -92,6 +116,17 @@ class ModelSection(_Section):
         if v and not Path(v).is_file():
             raise ValueError(f"file '{v}' not found (leave it empty for the demo model)")
         return v
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_name(cls, v: str) -> str:
+        if v and not MODEL_NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '.', '-', ':' or '/'")
+        return v
+
+    def engine_adapters(self) -> tuple[int | str, ...]:
+        """The GPU of each of this model's engines."""
+        return self.adapters or (self.adapter,)
 
 
 class TokenizerSection(_Section):
@@ -197,7 +232,10 @@ class FilesSection(_Section):
 
 
 class Config(_Section):
-    model: ModelSection = ModelSection()
+    model: ModelSection = ModelSection()  # the one model, unless [[models]] lists several
+    models: tuple[ModelSection, ...] = ()  # [[models]]: several models, each with its own engines; first: default
+    strict_model_names: bool = False  # true: a request naming no served model is a 404 (else: the default serves)
+    gpu_budget_bytes: Annotated[int, _range(0, 1 << 50)] = 0  # GPU memory all engines may hold; 0: unchecked
     tokenizer: TokenizerSection = TokenizerSection()
     listen: ListenSection = ListenSection()
     limits: LimitsSection = LimitsSection()
@@ -207,6 +245,22 @@ class Config(_Section):
     cache: CacheSection = CacheSection()
     files: FilesSection = FilesSection()
     log: LogSection = LogSection()
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Config:
+        names = [m.name for m in self.models if m.name]
+        if dup := next((n for n in names if names.count(n) > 1), None):
+            raise ValueError(f"models: the name {dup!r} is given twice")
+        return self
+
+    def served(self) -> tuple[ModelSection, ...]:
+        """The models to serve: [[models]], or the one [model] (the default's settings come first)."""
+        return self.models or (self.model,)
+
+    def for_engine(self, model: ModelSection, adapter: int | str) -> Config:
+        """This config as one engine of `model` on `adapter` sees it: everything reading `config.model`
+        (the engine builder, the served model's states and LoRAs) reads that model's section."""
+        return self.model_copy(update={"model": model.model_copy(update={"adapter": adapter, "adapters": ()})})
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Config:
@@ -261,4 +315,4 @@ def _describe(err: dict) -> str:
         msg = "unknown field"
     elif err["type"] not in ("value_error", "missing") and not set(err["loc"]) & set(SECRETS):
         msg = f"{msg}, got {err.get('input')!r}"
-    return f"{loc}: {msg}"
+    return f"{loc}: {msg}" if loc else msg  # a check across sections names its fields itself

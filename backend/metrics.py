@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from backend.messages import Submit
@@ -130,6 +130,28 @@ class ModelCollector(Collector):
 
 
 LOG_EVERY_S = 2.0
+
+
+class LabelledRegistries(Collector):
+    """Several engines' registries as one exposition: each sample gets its engine's labels (model, engine), each
+    family appears once; the process's own metrics once, unlabelled (the engines share the process)."""
+
+    def __init__(self, sources: Sequence[tuple[dict[str, str], CollectorRegistry]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Any]:
+        merged: dict[str, Metric] = {}
+        for labels, registry in self._sources:
+            for family in registry.collect():
+                process = family.name.startswith("process_")
+                if process and family.name in merged:
+                    continue
+                into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type,
+                                                             family.unit))  # fmt: skip
+                for s in family.samples:
+                    into.add_sample(s.name, s.labels if process else {**s.labels, **labels}, s.value, s.timestamp,
+                                    s.exemplar)  # fmt: skip
+        yield from merged.values()
 
 
 class StepStats:

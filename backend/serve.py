@@ -51,7 +51,7 @@ async def failed(server: Server) -> None:
 
 async def drain(server: Server, timeout: float, again: asyncio.Event) -> None:
     """Refuse new generations (503) and give the running and queued ones up to `timeout` seconds to end."""
-    scheduler = server.scheduler
+    scheduler = server.pool or server.scheduler  # every model's engines
     server.readiness.drain()
     scheduler.drain()
     busy = scheduler.busy

@@ -1,8 +1,10 @@
 """Operations routes: /health, /metrics, and the admin routes under /api/ in AI00's spirit.
 
   GET  /api/models/info               the model, its adapters and initial states
-  POST /api/models/load               swap to another model once running generations end (409 when busy)
-  POST /api/models/unload             409: the server always serves one model (load another instead)
+  POST /api/models/load               with a new `name`: serve another model beside the others (own engines,
+                                      after the GPU budget check); else swap the named (or default) model's file
+                                      once its running generations end (409 when busy)
+  POST /api/models/unload             stop serving a model ({name}); the others' streams go on (409: the last one)
   GET  /api/models/state              initial states; POST loads one (file or saved handle)
   POST /api/models/state/unload       (or DELETE /api/models/state/{id})
   GET  /api/loras                     LoRA adapters; POST loads one; /switch sets the active ones; /unload
@@ -26,14 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
+from pydantic import ValidationError
 
 from backend.api import admin_schemas as a
 from backend.api.guard import TENANT
 from backend.api.http import failed_error, json_response, read_json
 from backend.api.schemas import ApiError, parse
+from backend.config import ModelSection
 from backend.gpu.models.info import StateLayout
 from backend.messages import DropSavedState, EventSink, Failed, ListSavedStates, SaveState
+from backend.metrics import LabelledRegistries
+from backend.model_pool import BudgetError, ModelGroup, load_group, unload_group
 from backend.paths import resolve_allowed
 from backend.served_model import AdminError, ModelSpec, StateSource
 
@@ -58,13 +65,18 @@ def routes(server: Server) -> list[web.RouteDef]:
     async def health(request: web.Request) -> web.Response:
         """200 `ok` once the model serves; 503 `loading` (with progress), `failed`, `draining` or `unhealthy`."""
         s, readiness = server.scheduler, server.readiness
-        status = readiness.status if readiness.status != "ready" else "ok" if s.alive else "unhealthy"
+        engines = [e.scheduler for e in server.pool.engines()] if server.pool else [s]
+        error = next((e.error for e in engines if e.error is not None), None)
+        alive = all(e.alive for e in engines)
+        status = readiness.status if readiness.status != "ready" else "ok" if alive else "unhealthy"
         body = {
             "status": status,
             "model": server.model_id,
             "slots": {"total": s.max_batch, "free": s.free_slots},
-            "error": readiness.error or (None if s.error is None else repr(s.error)),
+            "error": readiness.error or (None if error is None else repr(error)),
         }
+        if server.pool is not None and (len(server.pool) > 1 or len(engines) > 1):
+            body["models"] = [describe_group(g) for g in server.pool]
         if status == "loading":
             body["progress"] = server.model.load_progress().as_dict()
         return json_response(body, 200 if status == "ok" else 503)
@@ -76,7 +88,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         if metrics_key and not hmac.compare_digest(offered, metrics_key):
             raise ApiError(401, "metrics: send 'Authorization: Bearer METRICS_KEY' ([listen] metrics_key)",
                            code="invalid_metrics_key")  # fmt: skip
-        body = generate_latest(server.scheduler.metrics.registry)
+        body = generate_latest(metrics_registry(server))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def allowed(user_path: str, field: str = "path") -> str:
@@ -97,17 +109,59 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def models_load(request: web.Request) -> web.Response:
         req: a.ModelLoadRequest = parse(a.ModelLoadRequest, await read_json(request))
-        spec = ModelSpec(Path(allowed(req.path)), req.precision or model.spec.precision, req.quant, req.quant_type)
+        pool = server.pool
+        if pool is not None and req.name is not None and pool.get(req.name) is None:
+            return await models_add(req)
+        target = server.route(req.name)
+        spec = ModelSpec(Path(allowed(req.path)), req.precision or target.model.spec.precision, req.quant,
+                         req.quant_type)  # fmt: skip
         states = [StateSource(s.id, allowed(s.path, f"states.{i}.path"), None, s.default)
                   for i, s in enumerate(req.states)]  # fmt: skip
         loras = [(allowed(x.path, f"loras.{i}.path"), x.alpha) for i, x in enumerate(req.loras)]
+        engines = target.group.engines if target.group is not None else ()
         with api_errors():
-            await model.swap(spec, loras, states, req.wait, req.timeout_s)
-        return json_response(info())
+            for served in [e.model for e in engines] or [target.model]:  # every engine of it serves the new file
+                await served.swap(spec, loras, states, req.wait, req.timeout_s)
+        return json_response(info() if target.model is model else target.model.describe())
+
+    async def models_add(req: a.ModelLoadRequest) -> web.Response:
+        """Serve another model beside the others: its own engines, loaded while the others go on."""
+        assert server.pool is not None and req.name is not None
+        path = Path(allowed(req.path))
+        try:
+            section = ModelSection(**{**server.config.model.model_dump(exclude={"states", "loras", "adapters"}),
+                "name": req.name, "path": str(path), "precision": req.precision or "fp16", "quant": req.quant,
+                "quant_type": req.quant_type, "adapters": tuple(req.adapters),
+                "max_batch": req.max_batch or server.config.model.max_batch,
+                "loras": [{"path": allowed(x.path, f"loras.{i}.path"), "alpha": x.alpha}
+                          for i, x in enumerate(req.loras)],
+                "states": [{"path": allowed(x.path, f"states.{i}.path"), "name": x.id or "", "default": x.default}
+                           for i, x in enumerate(req.states)]})  # fmt: skip
+        except ValidationError as e:
+            raise ApiError(400, f"{e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", param="path") from None
+        try:
+            group = await load_group(server.pool, section, path, server.tokenizer)
+        except BudgetError as e:
+            raise ApiError(507, str(e), param="path", code="gpu_budget") from None
+        except ValueError as e:
+            raise ApiError(400, f"path: the model failed to load ({e})", param="path", code="load_failed") from None
+        server.watch_model(group)
+        return json_response(describe_group(group))
 
     async def models_unload(request: web.Request) -> web.Response:
-        raise ApiError(409, f"the server always serves one model ({server.model_id}); switch to another with "
-                            "POST /api/models/load", code="only_model")  # fmt: skip
+        req: a.ModelUnloadRequest = parse(a.ModelUnloadRequest, await read_json(request))
+        pool = server.pool
+        if pool is None or len(pool) == 1:
+            raise ApiError(409, f"the server always serves one model ({server.model_id}); switch to another with "
+                                "POST /api/models/load", code="only_model")  # fmt: skip
+        group = pool.get(req.name) if req.name is not None else pool.default
+        if group is None:
+            raise ApiError(404, f"name: model '{req.name}' is not served", param="name", code="model_not_found")
+        if group is pool.default:  # it answers every unknown name: swap its file instead
+            raise ApiError(409, f"name: '{group.name}' is the default model; swap it with POST /api/models/load",
+                           param="name", code="default_model")  # fmt: skip
+        await unload_group(pool, group)
+        return json_response({"ok": True, "unloaded": group.name})
 
     # ---- initial states ----
 
@@ -240,6 +294,25 @@ def routes(server: Server) -> list[web.RouteDef]:
         web.get("/api/states/{handle}", saved_export),
         web.delete("/api/states/{handle}", saved_drop),
     ]
+
+
+def describe_group(group: ModelGroup) -> dict[str, Any]:
+    """A served model in /health and the admin answers: its name and its engines' slots."""
+    return {"name": group.name, "path": str(group.model.spec.path),
+            "engines": [{"index": e.index, "slots": e.scheduler.max_batch, "free": e.scheduler.free_slots,
+                         "busy": e.scheduler.busy} for e in group.engines]}  # fmt: skip
+
+
+def metrics_registry(server: Server) -> Collector | CollectorRegistry:
+    """The one engine's registry as it is; several engines' merged, each sample labelled with its model and
+    engine (ai00:requests_total{model_name="a",engine="0"})."""
+    engines = list(server.pool.engines()) if server.pool is not None else []
+    if len(engines) <= 1:
+        return server.scheduler.metrics.registry
+    assert server.pool is not None
+    sources = [({"model_name": g.name, "engine": str(e.index)}, e.scheduler.metrics.registry)
+               for g in server.pool for e in g.engines]  # fmt: skip
+    return LabelledRegistries(sources)
 
 
 def state_file_limit(server: Server) -> int:

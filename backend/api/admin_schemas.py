@@ -36,8 +36,19 @@ class StateFileSpec(_Body):
     default: bool = Field(False, description="start generations that name no `state` from it")
 
 
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
+                                 description="a served model's name, as requests give it as `model`")]
+GpuChoice = Annotated[int, Field(ge=0, le=1024)] | Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class ModelLoadRequest(_Body):
     path: FilePath = Field(description=".st model file (official or AI00 layout)")
+    name: ModelName | None = Field(None, description="a name not served yet: serve this model beside the others "
+                                   "(its own engines); a served name, or none: swap that (the default) model")
+    adapters: list[GpuChoice] = Field(default_factory=list, max_length=64,
+                                      description="a new model's GPUs, one engine each (default: `auto`)")
+    max_batch: int | None = Field(None, ge=1, le=1024, description="a new model's slots per engine "
+                                  "(default: the [model] section's)")
     precision: Literal["fp16", "fp32"] | None = Field(None, description="default: the current model's")
     quant: int = Field(0, ge=0, le=1024, description="layers whose matrices are block-quantized (see quant_type)")
     quant_type: Literal["none", "int8", "nf4"] = "none"
@@ -45,6 +56,10 @@ class ModelLoadRequest(_Body):
     states: list[StateFileSpec] = Field(default_factory=list, max_length=256)
     wait: bool = Field(True, description="false: 409 at once if generations are running")
     timeout_s: Timeout = 60.0
+
+
+class ModelUnloadRequest(_Body):
+    name: ModelName | None = Field(None, description="the model to stop serving (default: the default model)")
 
 
 class StateLoadRequest(_Body):

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from backend.api.context import Server
 
 
-def routes(server: Server) -> list[web.RouteDef]:
+def routes(root: Server) -> list[web.RouteDef]:
     async def chooses(request: web.Request) -> web.Response:
         req: ChooseRequest = parse(ChooseRequest, await read_json(request))
+        server = root.route(req.model)
         msg = to_score(server, f"choose-{uuid.uuid4().hex}", req, request.get(TENANT, ""))
         event = await answer_of(server, msg, Scored)
         context, choices = msg.context, msg.choices

@@ -1,9 +1,11 @@
 """The Server object every route shares (config, tokenizer, scheduler, the served model's catalog), built once by
-app.create_app and passed down; no api module imports app.py."""
+app.create_app and passed down; no api module imports app.py. A request that names a model gets a view of it
+(`route`): the same server, with that model's engines as its scheduler."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -13,9 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
+from backend.api.schemas import ApiError
 from backend.config import Config
 from backend.grammar.matcher import Grammar, Vocabulary
 from backend.grammar.worker import GrammarRequest, GrammarWorkers
+from backend.metrics import ModelCollector
+from backend.model_pool import BoundRouter, ModelGroup, ModelPool, UnknownModel
 from backend.readiness import Readiness
 from backend.resources import package_version
 from backend.scheduler import Scheduler
@@ -29,20 +34,44 @@ class Server:
 
     config: Config
     tokenizer: Tokenizer
-    scheduler: Scheduler
+    scheduler: Scheduler | BoundRouter  # this view's model's engines (a router when it has several)
     model: ServedModel  # the model file and what the admin routes layered on it; swapped at run time
     created: int = field(default_factory=lambda: int(time.time()))
     websockets: weakref.WeakSet = field(default_factory=weakref.WeakSet)
     readiness: Readiness = field(default_factory=Readiness)  # loading -> ready (or failed) -> draining
+    pool: ModelPool | None = None  # every served model (None: a server built around one scheduler, in tests)
+    group: ModelGroup | None = None  # the model this view serves
+    parent: Server | None = None  # the server a view was made from: it owns the grammar workers
+
+    def route(self, name: str | None, session: str | None = None) -> Server:
+        """The server as a request naming `name` (and carrying `session`, its conversation's key) sees it; an
+        unknown name is the default model unless strict_model_names, then a 404 naming `model`."""
+        root = self.parent or self
+        if root.pool is None:
+            return self
+        try:
+            group = root.pool.lookup(name)
+        except UnknownModel as e:
+            raise ApiError(404, str(e), param="model", code="model_not_found") from None
+        return dataclasses.replace(root, scheduler=group.router.bind(session), model=group.model, group=group,
+                                   parent=root)  # fmt: skip
+
+    def watch_model(self, group: ModelGroup) -> None:
+        """ai00:model_info and ai00:gpu_memory_bytes in each of the model's engines' registries."""
+        view = self.route(group.name)
+        for engine in group.engines:
+            model = engine.model
+            engine.scheduler.metrics.registry.register(ModelCollector(
+                view.model_labels, lambda m=model: m.catalog.gpu_bytes if m.catalog else None))  # fmt: skip
 
     @cached_property
     def grammar_vocab(self) -> Vocabulary:
         """The vocabulary prepared for grammar masks, built on the first request that has a grammar."""
-        return Vocabulary(self.tokenizer)
+        return self.parent.grammar_vocab if self.parent else Vocabulary(self.tokenizer)
 
     @cached_property
     def grammar_workers(self) -> GrammarWorkers:
-        return GrammarWorkers(self.config.tokenizer.path or None)
+        return self.parent.grammar_workers if self.parent else GrammarWorkers(self.config.tokenizer.path or None)
 
     async def compile_grammar(self, req: GrammarRequest) -> Grammar:
         """A request's grammar, checked in a worker process and compiled off the event loop."""
@@ -51,7 +80,14 @@ class Server:
 
     @property
     def model_id(self) -> str:
-        return self.model.id
+        return self.group.name if self.group is not None else self.model.id
+
+    def model_cards(self) -> list[dict[str, Any]]:
+        """/v1/models: every served model, the default first."""
+        root = self.parent or self
+        if root.pool is None:
+            return [self.model_card()]
+        return [root.route(g.name).model_card() for g in root.pool]
 
     @property
     def model_path(self) -> Path:

@@ -3,7 +3,6 @@ drains, and the model load itself (in the background, so the port listens from t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ from aiohttp import web
 from backend.api import static
 from backend.api.schemas import ApiError
 from backend.logs import request_id
-from backend.messages import Failed
+from backend.model_pool import wait_loaded
 
 if TYPE_CHECKING:
     from backend.api.context import Server
@@ -61,17 +60,15 @@ def readiness_middleware(server: Server):
 
 
 async def load_model(server: Server) -> None:
-    """Wait for the engine thread's load, then the configured initial states; mark the server ready or failed."""
-    started = await asyncio.wrap_future(server.scheduler.started)  # the engine thread's catalog, or Failed
-    if isinstance(started, Failed):
-        log.error("the engine failed to load: %s", started.message)
-        server.readiness.fail(f"the engine failed to load: {started.message}")
-        return
-    try:
-        await server.model.start(started)  # its catalog, then the configured initial states
-    except ValueError as e:
-        log.error("the engine failed to load: %s", e)
-        server.readiness.fail(f"the engine failed to load: {e}")
-        return
-    log.info("model %s ready: %s", server.model_id, server.model_summary())
+    """Wait for every engine's load, then the configured initial states; mark the server ready or failed."""
+    assert server.pool is not None
+    for group in server.pool:
+        try:
+            await wait_loaded(group)
+        except ValueError as e:
+            log.error("the engine failed to load: %s", e)
+            server.readiness.fail(f"the engine failed to load: {e}")
+            return
+        view = server.route(group.name)
+        log.info("model %s ready (%d engine(s)): %s", view.model_id, len(group.engines), view.model_summary())
     server.readiness.ready()

@@ -47,29 +47,40 @@ if TYPE_CHECKING:
 
 
 
-def routes(server: Server) -> list[web.RouteDef]:
+SESSION_HEADER = "X-Session-Id"  # a conversation's key: its follow-ups go to the engine holding its state
+
+
+def routed(server: Server, request: web.Request, model: str | None, user: str | None = None) -> Server:
+    """The server as this request's model sees it; the session key is the X-Session-Id header, else `user`."""
+    return server.route(model, request.headers.get(SESSION_HEADER) or user)
+
+
+def routes(root: Server) -> list[web.RouteDef]:
     """The OpenAI routes, under both prefixes."""
 
     async def models(request: web.Request) -> web.Response:
-        return json_response(ModelList(data=[ModelCard(**server.model_card())]))
+        return json_response(ModelList(data=[ModelCard(**card) for card in root.model_cards()]))
 
     async def model(request: web.Request) -> web.Response:
-        if request.match_info["id"] != server.model_id:
+        card = next((c for c in root.model_cards() if c["id"] == request.match_info["id"]), None)
+        if card is None:
             raise ApiError(
                 404, f"model '{request.match_info['id']}' not found", param="model", code="model_not_found"
             )
-        return json_response(ModelCard(**server.model_card()))
+        return json_response(ModelCard(**card))
 
     def final_response(gen: Generation, kind: type[CompletionResponse | ChatCompletionResponse],
                        choices: list[dict[str, Any]]) -> web.Response:  # fmt: skip
         """The non-streaming answer's envelope, shared by completions and chat completions."""
-        return json_response(kind.model_validate({"id": gen.id, "created": gen.created, "model": server.model_id,
-                                                  "choices": choices, "usage": gen.usage()}))  # fmt: skip
+        return json_response(kind.model_validate({"id": gen.id, "created": gen.created,
+                                                  "model": gen.server.model_id, "choices": choices,
+                                                  "usage": gen.usage()}))  # fmt: skip
 
     async def completions(request: web.Request) -> web.StreamResponse:
         """Every prompt x n choices; best_of keeps the best n of its candidates; echo puts each prompt (and, with
         logprobs, its tokens' logprobs) before its choices' text (backend/api/completions.py)."""
         req: CompletionRequest = parse(CompletionRequest, await read_json(request))
+        server = routed(root, request, req.model, req.user)
         # best_of ranks candidates by their token logprobs: computed even when the client did not ask for them
         # (a stream, where best_of can only equal n, sends its choices unranked, as they come)
         ranked = req.best_of is not None and not req.stream
@@ -98,6 +109,7 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request))
+        server = routed(root, request, req.model, req.user)
         top = (req.top_logprobs or 0) if req.logprobs else None
         fields = {**req.sampler_fields(), "stop": req.stop_list(), "logprobs": top, **req.grammar_fields()}
         tools, fmt = req.tool_policy(), req.reasoning_format or server.config.chat.reasoning_format
@@ -118,6 +130,7 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     async def embeddings(request: web.Request) -> web.Response:
         req: EmbeddingRequest = parse(EmbeddingRequest, await read_json(request))
+        server = routed(root, request, req.model, req.user)
         if req.dimensions is not None and req.dimensions != server.n_embd:
             raise ApiError(400, f"dimensions: this model gives {server.n_embd}", param="dimensions")
         inputs = req.input if isinstance(req.input, list) else [req.input]

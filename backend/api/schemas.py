@@ -99,6 +99,7 @@ OpenAIStop = Annotated[declared("stop"), BeforeValidator(_one_or_list),
                        WithJsonSchema({"anyOf": [{"type": "string"}, TypeAdapter(declared("stop")).json_schema()]})]
 # the sampler fields both doors take, declared once in sampling/params.py
 REQUEST_SAMPLER = (*TUNABLE, "seed", "logit_bias")  # the sampler fields a REST request takes as they are
+MODEL_FIELD = "a served model (GET /v1/models); another name: the default model, unless strict_model_names"
 _RequestSampler = create_model("_RequestSampler", **optional_fields(REQUEST_SAMPLER))  # type: ignore[call-overload]
 _WsSampler = create_model("_WsSampler", **optional_fields((*TUNABLE, "stop", "seed", "logprobs", "logit_bias")))  # type: ignore[call-overload]
 Names = Annotated[
@@ -290,7 +291,7 @@ class _Request(_RequestSampler):
         refuse_unsupported(data, UNSUPPORTED_SAMPLING)  # an ApiError (not a ValueError) leaves pydantic as it is
         return data
 
-    model: str | None = Field(None, description="ignored: the server serves one model")
+    model: str | None = Field(None, description=MODEL_FIELD)
     stop: OpenAIStop | None = None
     n: Annotated[int, Field(ge=1, le=64)] = 1
     stream: bool = False
@@ -456,7 +457,7 @@ class ChooseRequest(BaseModel):
                            "(END_OF_TEXT): perplexity = ppl(choice | input) / ppl(choice | neutral)"
     )  # fmt: skip
     state: str | None = Field(None, description="initial state id or saved-state handle to start from")
-    model: str | None = Field(None, description="ignored: the server serves one model")
+    model: str | None = Field(None, description=MODEL_FIELD)
 
     def input_text(self) -> str:
         return self.input if isinstance(self.input, str) else "".join(self.input)
