@@ -7,6 +7,7 @@
 #                                     # what cooperative matrices do there (bench/coop_probe.py)
 #   bash bench/gpu_run.sh speed-big   # engine_speed v6 3B, v6 7B, v7 7B, v6 7B int8 and nf4 beside web-rwkv-py
 #   bash bench/gpu_run.sh all         # the most important of the first two, in one call, bounded by LIMIT s
+#   bash bench/gpu_run.sh recheck     # after a kernel change: v6/v7 oracle tests, 1.6B speed and profile, tests/engine
 #   bash bench/gpu_run.sh soak        # the server: 64 then 256 streams for 60 s each; then the engine's oracle tests
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
 set -uo pipefail
@@ -42,6 +43,17 @@ all)  # one call, most important first, each step bounded by the time left
         --out "$tag-speed-1.6B-tiled.json"
     timeout $(left) python3 -m bench.engine_speed --model v6:7B:int8 --model v6:7B --model v7:7B --web-rwkv \
         --steps 32 --tmp /tmp --out "$tag-speed-7B.json"
+    ;;
+recheck)  # after a kernel change: its oracle tests there first, then the 1.6B figures, then every engine test
+    timeout 150 python3 -m pytest tests/engine/test_models_vs_oracle.py tests/engine/test_fused_kernel_paths.py -q \
+        -x -p no:cacheprovider -k "V6 or V7 or v6 or v7" 2>&1 | tail -15 | tee "$tag-recheck-tests.txt"
+    timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv \
+        --out "$tag-speed-1.6B-recheck.json"
+    for m in v6:1.6B v7:1.6B; do
+        timeout $(left) python3 -m bench.profile_step --model $m --tokens 1 --tokens 1024
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-recheck.txt"
+    timeout $(left) python3 -m pytest tests/engine -q -p no:cacheprovider 2>&1 | tail -15 \
+        | tee "$tag-engine-tests.txt"
     ;;
 speed-1.6B)
     python3 - <<'PY' | tee "$tag-adapter.txt"
