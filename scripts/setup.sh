@@ -2,7 +2,8 @@
 # Installs everything the server and its tests need on a fresh Debian machine:
 # the Vulkan loader and Mesa's drivers (lavapipe runs wgpu on the CPU where no GPU driver exists), a C compiler,
 # a virtual environment .venv with the package (and, with --test, its test extra), Node.js and the web UI's
-# vite build (backend/static/, served at /), and, with --test, Debian's chromium for the browser tests.
+# vite build (backend/static/, served at /), and, with --test, Debian's chromium for the browser tests and haproxy
+# for the replica tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,8 @@ python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.
   || need_apt+=(python3-dev)
 # the browser tests drive Debian's chromium (never a downloaded browser); a font so pages render text
 $testing && { [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core); }
+# the replica tests put Debian's HAProxy in front of two servers with deploy/haproxy.cfg
+$testing && { [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy); }
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -22,8 +22,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()  # a given port: a replica restarted where its load balancer expects it
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._out = log.open("wb")
