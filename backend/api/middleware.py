@@ -91,7 +91,8 @@ def cors_headers(origins: tuple[str, ...]):
         origin = request.headers.get("Origin")
         if origin and ("*" in origins or origin in origins):
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            # X-Session-Id: a page behind deploy/haproxy.cfg keeps its conversation on one replica with it
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Session-Id"
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
 
     return add
