@@ -19,6 +19,15 @@ PINNED_PER_TENANT = 8  # saved RWKV states (host copies) a key's newest response
 
 
 @dataclass(frozen=True)
+class Start:
+    """A state a generation may start from: a saved-state handle (None: the default initial state) and how many
+    of the conversation's tokens it holds. The state cache files states under the start they grew from."""
+
+    handle: str | None = None
+    fed: int = 0
+
+
+@dataclass(frozen=True)
 class Context:
     """What a prompt holds besides its turns; a follow-up continues from the state only when it is the same."""
 
@@ -37,7 +46,7 @@ class Stored:
     fed: int  # how many of `tokens` its final state holds (the last token written is never fed)
     tail: str | None  # text written after the answer's visible end (a stop string), which the state has read;
     # None: the written tokens do not decode to the answer, so the conversation goes on as text only
-    cacheable: bool  # started from no saved state, so the prefix cache keeps its final state
+    start: Start  # where its generation started: the state cache keeps its final state under that start
     handle: str | None = None  # a saved state holding tokens[:fed]
 
 

@@ -23,7 +23,7 @@ from backend.api import sse
 from backend.api.edge import to_submit
 from backend.api.guard import ALL_TENANTS, TENANT
 from backend.api.http import PREFIXES, failed_error, json_response, read_json
-from backend.api.response_store import ResponseStore, Stored
+from backend.api.response_store import ResponseStore, Start, Stored
 from backend.api.responses_output import Emit, Output
 from backend.api.responses_prompt import build_prompt
 from backend.api.responses_schemas import DeletedResponse, ResponseObject, ResponseRequest
@@ -126,7 +126,7 @@ class Run:
         self.prompt = build_prompt(server, req, self.tools, prev)
         self.sub: Submit | None = None
         self.started: Started | None = None
-        self.skipped = 0  # prompt tokens a saved state held, so they were never submitted
+        self.from_state = Start()  # where the generation started; its state held from_state.fed prompt tokens
         self.text = ""  # everything written, as the scheduler sent it (stop strings cut)
         self.out_tokens: list[int] = []
         self.done: Done | None = None
@@ -137,25 +137,28 @@ class Run:
         self.output.emit = emit
 
     async def start(self) -> None:
-        """Submit and wait until admitted; a refusal raises its HTTP error (before any SSE is open)."""
+        """Submit and wait until admitted; a refusal raises its HTTP error (before any SSE is open). A follow-up
+        tries each place the previous state may be, and moves on when one does not hold it (any more)."""
         fields = {**self.req.sampler_fields(), **self.req.grammar_fields()}
         fields["stop"] = [*fields["stop"], *chat_stop(self.req.names)]
         # to_submit checks and compiles everything but the prompt, which is built here from tokens
         base = await to_submit(self.server, self.id, EventSink(), fields, prompt="", tenant=self.tenant,
                                tools=self.tools)  # fmt: skip
-        started = await self._admit(replace(base, tokens=self.prompt.tokens))
         p = self.prompt
-        if isinstance(started, Started) and p.handle is not None and started.cached_tokens < p.fed:
-            # the prefix cache lost the previous state: start again from its pinned copy
-            await self._cancel()
-            pinned = replace(base, id=f"{self.id}-pinned", sink=EventSink(), tokens=p.tokens[p.fed:], state=p.handle)
-            if isinstance(started := await self._admit(pinned), Started):
-                self.skipped = p.fed
-            else:  # the pinned copy is gone too (the state registry's LRU): read it all again
-                started = await self._admit(replace(base, id=f"{self.id}-full", sink=EventSink(), tokens=p.tokens))
-        if isinstance(started, Failed):
-            raise failed_error(started)
-        self.started = started
+        for i, start in enumerate(p.starts):
+            sub = replace(base, id=f"{self.id}-{i}" if i else self.id, sink=EventSink(), tokens=p.tokens[start.fed:],
+                          state=start.handle)  # fmt: skip
+            event = await self._admit(sub)
+            if isinstance(event, Failed):
+                if event.param == "state" and i + 1 < len(p.starts):  # that saved state is gone
+                    continue
+                raise failed_error(event)
+            better = any(later.fed > start.fed + event.cached_tokens for later in p.starts[i + 1:])
+            if start.fed + event.cached_tokens < p.fed and better:  # the cache lost it here: try the next place
+                await self._cancel()
+                continue
+            self.from_state, self.started = start, event
+            return
 
     async def _admit(self, sub: Submit) -> Started | Failed:
         self.sub = sub
@@ -202,10 +205,10 @@ class Run:
 
     def usage(self) -> dict[str, Any]:
         assert self.started is not None
-        n_in = self.skipped + self.started.prompt_tokens
+        n_in = self.from_state.fed + self.started.prompt_tokens
         n_out = len(self.out_tokens)
         return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out,
-                "input_tokens_details": {"cached_tokens": self.skipped + self.started.cached_tokens,
+                "input_tokens_details": {"cached_tokens": self.from_state.fed + self.started.cached_tokens,
                                          "cache_write_tokens": 0},
                 "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
 
@@ -248,12 +251,10 @@ async def stored_response(run: Run, body: dict[str, Any]) -> Stored:
     fed = len(tokens) - 1 if out else len(tokens)
     if out and out[-1] == END_OF_TEXT:  # never fed, and a conversation goes on without it
         tokens.pop()
-    cacheable = run.sub.state is None
     # the admin key's states would be every key's (the registry shares what the admin saves): not pinned
-    pin = cacheable and run.tenant != ALL_TENANTS
-    handle = await pin_state(run.server, run.sub.id, run.tenant) if pin else None
+    handle = await pin_state(run.server, run.sub.id, run.tenant) if run.tenant != ALL_TENANTS else None
     conversation = (*run.prompt.conversation, run.output.message())
-    return Stored(body, run.prompt.context, conversation, tokens, fed, tail, cacheable, handle)
+    return Stored(body, run.prompt.context, conversation, tokens, fed, tail, run.from_state, handle)
 
 
 async def pin_state(server: Server, generation_id: str, tenant: str) -> str | None:

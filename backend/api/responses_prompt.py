@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from backend.api.edge import chat_text, prompt_tokens
 from backend.api.limits import check_prompt_tokens
-from backend.api.response_store import Context, Stored
+from backend.api.response_store import Context, Start, Stored
 from backend.api.responses_schemas import FunctionCallItem, FunctionCallOutputItem, InputItem, InputMessage
 from backend.api.schemas import ApiError
 from backend.chat import Message
@@ -34,7 +34,14 @@ class Prompt:
     conversation: tuple[Message, ...]  # its turns, instructions excluded
     context: Context
     fed: int = 0  # how many of `tokens` the previous response's final state holds
-    handle: str | None = None  # that state's pinned copy, for when the prefix cache lost it
+    starts: tuple[Start, ...] = (Start(),)  # where to look for that state, in order (the last always works)
+
+
+def follow_up_starts(prev: Stored) -> tuple[Start, ...]:
+    """Where the previous response's final state is: in the state cache under the start its generation grew
+    from (cheapest: a GPU copy), else its pinned copy (an upload), else nowhere (re-read from the start)."""
+    pinned = (Start(prev.handle, prev.fed),) if prev.handle is not None else ()
+    return tuple(dict.fromkeys((prev.start, *pinned, Start())))
 
 
 def to_messages(items: list[InputItem]) -> tuple[Message, ...]:
@@ -71,6 +78,6 @@ def build_prompt(server: Server, req: ResponseRequest, tools: ToolPolicy, prev: 
         if found and ANSWER not in after and after.startswith(prev.tail):
             tokens = (*prev.tokens, *server.tokenizer.encode(after[len(prev.tail):]))
             check_prompt_tokens(len(tokens), server.config.limits, "input")
-            return Prompt(tokens, (*prev.conversation, *new), context, prev.fed, prev.handle)
+            return Prompt(tokens, (*prev.conversation, *new), context, prev.fed, follow_up_starts(prev))
     conversation = (*(prev.conversation if prev is not None else ()), *new)
     return Prompt(prompt_tokens(server, render((*system, *conversation)), "input"), conversation, context)

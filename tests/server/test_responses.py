@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 from array import array
+from collections.abc import Iterator
 
 import httpx2 as httpx
 import jsonschema
 import openai
 import pytest
 
-from backend.api.response_store import PINNED_PER_TENANT, ResponseStore, Stored
+from backend.api.response_store import PINNED_PER_TENANT, ResponseStore, Start, Stored
+from backend.config import Config
 from backend.tokenizer import Tokenizer
-from tests.server.conftest import API_KEY, LiveServer
+from tests.server.conftest import API_KEY, TEST_CONFIG, LiveServer, start_server, stop_server
 
 GREEDY = {"model": "rwkv", "temperature": 0, "max_output_tokens": 6}
 YES_OR_NO = {"bnf_schema": '<start> ::= " Yes." | " No."'}  # a grammar that completes: status "completed"
@@ -107,12 +109,30 @@ def test_a_chain_of_turns_prefills_only_each_new_turn(client, tokenizer):
         assert prefilled(resp) == len(tokenizer.encode(f"\n\nUser: {word}\n\nAssistant:")) + 1
 
 
-def test_follow_up_after_the_prefix_cache_lost_the_state_starts_from_the_pinned_copy(client, live, tokenizer):
-    first = client.responses.create(input="Remember me.", **GREEDY)
-    for i in range(live.server.config.model.prefix_cache + 1):  # each leaves its own state in the cache
-        client.responses.create(input=f"Filler {i}.", **{**GREEDY, "max_output_tokens": 2}, store=False)
-    follow = client.responses.create(input="Who?", previous_response_id=first.id, **GREEDY)
-    assert prefilled(follow) == len(tokenizer.encode("\n\nUser: Who?\n\nAssistant:")) + 1
+@pytest.fixture(scope="module")
+def small_cache() -> Iterator[openai.OpenAI]:
+    """A server whose state cache holds one state (one GPU slot, no host tier): any other request evicts it."""
+    config = {**TEST_CONFIG, "model": {**TEST_CONFIG["model"], "prefix_cache": 1}, "cache": {"host_bytes": 0}}
+    server, runner, thread = start_server(Config.from_dict(config))
+    yield openai.OpenAI(base_url=server.v1, api_key=API_KEY, timeout=120, max_retries=0)
+    stop_server(server, runner, thread)
+
+
+def test_follow_ups_after_the_cache_lost_the_state_start_from_the_pinned_copies(small_cache, tokenizer):
+    def evict() -> None:
+        for i in range(2):
+            small_cache.responses.create(input=f"Filler {i}.", **{**GREEDY, "max_output_tokens": 2}, store=False)
+
+    resp, conversation = small_cache.responses.create(input="Remember me.", **GREEDY), []
+    for word in ("Who?", "Why?"):  # the second starts from a state pinned after a pinned start
+        conversation += [{"role": "user", "content": "Remember me." if not conversation else "Who?"},
+                         {"role": "assistant", "content": resp.output_text}]  # fmt: skip
+        evict()
+        resp = small_cache.responses.create(input=word, previous_response_id=resp.id, **GREEDY)
+        assert prefilled(resp) == len(tokenizer.encode(f"\n\nUser: {word}\n\nAssistant:")) + 1
+    evict()
+    resent = small_cache.responses.create(input=[*conversation, {"role": "user", "content": "Why?"}], **GREEDY)
+    assert prefilled(resent) == resent.usage.input_tokens  # the control: the cache really lost everything
 
 
 def test_changed_instructions_reread_the_whole_conversation(client):
@@ -221,7 +241,7 @@ def test_api_docs_list_the_responses_routes(live: LiveServer):
 
 
 def stored(handle: str | None, n_tokens: int = 4) -> Stored:
-    return Stored({}, None, (), array("H", range(n_tokens)), n_tokens - 1, "", True, handle)
+    return Stored({}, None, (), array("H", range(n_tokens)), n_tokens - 1, "", Start(), handle)
 
 
 def test_store_is_per_key_and_bounded_releasing_the_states_it_drops():
