@@ -120,9 +120,10 @@ class WsError(Exception):
 class Connection:
     def __init__(self, server: Server, ws: web.WebSocketResponse,
                  transport: asyncio.BaseTransport | None = None, tenant: str = "") -> None:  # fmt: skip
-        self.server, self.ws, self.transport, self.tenant = server, ws, transport, tenant
+        self.ws, self.transport, self.tenant = ws, transport, tenant
         self.sink = BoundedSink(OUTBOUND_LIMIT_BYTES, self.overflowed)  # scheduler events and our replies, in order
         self.prefix = f"ws{next(_sockets)}-"
+        self.server = server.route(None, self.prefix)  # the socket is a session: its generations share an engine
         self.seq = itertools.count()
         self.live: dict[str, _Live] = {}  # client id -> generation
         self.by_key: dict[str, _Live] = {}
@@ -247,12 +248,23 @@ class Connection:
             if nesting_depth(f.data) > MAX_DATA_DEPTH:
                 raise WsError("invalid_request", f"data: nests deeper than {MAX_DATA_DEPTH} levels", param="data")
             self.reply(PongFrame(data=f.data))
-        elif isinstance(f, SessionUpdateFrame) and f.defaults is not None:
+        elif isinstance(f, SessionUpdateFrame) and f.model is not None:
+            self.use_model(f.model)
+        if isinstance(f, SessionUpdateFrame) and f.defaults is not None:
             fields = f.defaults.set_fields()
             check_sampler_fields(fields, self.server.config.limits, "defaults.", self.server.tokenizer.vocab_size)
             # refuse a bad grammar now, not at every generate
             await request_grammar({**self.defaults, **fields}, self.server.compile_grammar, "defaults.")
             self.defaults.update(fields)
+
+    def use_model(self, name: str) -> None:
+        """Later generations run on the model `name` (the default for an unknown one, unless strict)."""
+        if self.live:  # their cancels and updates must reach the engines they run on
+            raise WsError("invalid_request", "model: change the model once no generation is live", param="model")
+        try:
+            self.server = self.server.route(name, self.prefix)
+        except ApiError as e:
+            raise WsError("invalid_request", e.message, param="model") from None
 
     def live_of(self, id: str) -> _Live:
         if id not in self.live:

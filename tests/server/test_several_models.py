@@ -4,6 +4,7 @@ GPU budget refuses a load before it starts."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,11 @@ import httpx2 as httpx
 import orjson
 import pytest
 
+from backend.client import Client
 from backend.config import Config
 from backend.model_pool import estimate_gpu_bytes
 from backend.tools.demo_model import write_demo_model
-from tests.server.conftest import MODEL, TEST_CONFIG, LiveServer, start_server, stop_server
+from tests.server.conftest import API_KEY, MODEL, TEST_CONFIG, LiveServer, start_server, stop_server
 
 MODEL_SETTINGS = {k: v for k, v in TEST_CONFIG["model"].items() if k != "path"}
 PROMPT = "The quick brown fox"
@@ -77,6 +79,21 @@ def test_two_models_answer_by_name_as_their_own_single_model_servers(two: LiveSe
     assert text_of(live, "gpt-4o") == alpha
     r = complete(two, "gamma")
     assert r.status_code == 404 and r.json()["error"]["param"] == "model", r.text
+
+
+def test_a_websocket_session_picks_its_model(two: LiveServer):
+    async def go() -> tuple[str, str]:
+        async with await Client.connect(two.ws_url, api_key=API_KEY) as c:
+            await c.send({"type": "session.update", "model": "beta"})
+            gen = await c.generate(PROMPT, params={"max_tokens": 12, "temperature": 1.0, "seed": 7})
+            await gen.wait()
+            await c.send({"type": "session.update", "model": "gamma"})  # strict: refused, the socket goes on
+            error = await c.errors.get()
+            assert (await c.ping("still here"))["data"] == "still here"
+            return gen.texts[0], error["param"]
+
+    text, param = asyncio.run(asyncio.wait_for(go(), 120))
+    assert text == text_of(two, "beta") and param == "model"
 
 
 def stream_in_background(live: LiveServer, model: str, first_chunk: threading.Event) -> dict[str, Any]:
