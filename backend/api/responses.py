@@ -97,6 +97,9 @@ def refuse_unsupported(req: ResponseRequest, max_tokens: int) -> None:
     if req.max_output_tokens is not None and req.max_output_tokens > max_tokens:
         raise ApiError(400, f"max_output_tokens: must be <= {max_tokens} (limits.max_tokens), got "
                             f"{req.max_output_tokens}", param="max_output_tokens")  # fmt: skip
+    for name in ("conversation", "prompt"):
+        if getattr(req, name) is not None:
+            raise ApiError(400, f"{name}: not supported by this server", param=name, code="unsupported_parameter")
     if req.background:
         raise ApiError(400, "background: responses run in the foreground here; send background false",
                        param="background", code="unsupported_parameter")  # fmt: skip

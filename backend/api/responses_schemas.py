@@ -161,6 +161,8 @@ class ResponseRequest(_ResponsesSampler):
     parallel_tool_calls: bool = True
     reasoning: Reasoning | None = None
     background: bool | None = Field(None, description="refused when true: responses run in the foreground")
+    conversation: Any = Field(None, description="refused: no Conversations API here (use previous_response_id)")
+    prompt: Any = Field(None, description="refused: no stored prompt templates here")
     metadata: dict[str, str] | None = None
     user: str | None = None
 

@@ -158,6 +158,9 @@ def test_limits_name_the_responses_fields(client):
         client.responses.create(input="x", model="rwkv", tools=[WEATHER_TOOL], tool_choice="required",
                                 extra_body={"bnf_schema": '<start> ::= "a"'})  # fmt: skip
     assert e.value.body["param"] == "bnf_schema"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(input="x", model="rwkv", conversation="conv_1")
+    assert e.value.body["param"] == "conversation"
 
 
 def test_store_false_keeps_nothing_and_delete_forgets(client):
