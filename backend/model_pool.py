@@ -10,6 +10,7 @@ removed at run time never touches another model's engine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import struct
 from collections import OrderedDict
@@ -28,9 +29,9 @@ AFFINITY_BLOCK = 16  # prompt tokens per routed-prefix key: a follow-up shares i
 REMEMBERED = 1 << 16  # routed prefixes and sessions kept per model (LRU): a few MB of ints at most
 LIVE_IDS = 1 << 12  # request ids kept for their cancels and saves (ids of finished requests age out)
 
-__all__ = ["BudgetError", "Engine", "EngineRouter", "ModelGroup", "ModelPool", "UnknownModel", "build_group",
-           "check_budget", "estimate_gpu_bytes", "load_group", "start_group", "stop_group", "unload_group",
-           "wait_loaded"]
+__all__ = ["BudgetError", "Engine", "EngineRouter", "EveryEngine", "ModelGroup", "ModelPool", "UnknownModel",
+           "build_group", "check_budget", "estimate_gpu_bytes", "load_group", "start_group", "stop_group",
+           "unload_group", "wait_loaded"]
 
 
 class UnknownModel(LookupError):
@@ -196,6 +197,27 @@ class ModelGroup:
 
     def gpu_bytes(self) -> int:
         return sum((e.model.catalog.gpu_bytes or 0) for e in self.engines if e.model.catalog is not None)
+
+
+class EveryEngine:
+    """A model's engines as the admin routes see one served model: read from the first; a change (adapters,
+    initial states, the model file) made on each in turn, so that every engine serves the same."""
+
+    CHANGES = ("load_adapter", "switch_adapters", "unload_adapter", "load_state", "unload_state", "swap")
+
+    def __init__(self, group: ModelGroup) -> None:
+        self.group = group
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.CHANGES and len(self.group.engines) > 1:
+            return functools.partial(self._on_each, name)
+        return getattr(self.group.model, name)
+
+    async def _on_each(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The first engine's answer. A refusal there (a bad file, a taken name) changes none; a later engine
+        failing after the first checked the same inputs would leave the earlier ones changed."""
+        results = [await getattr(e.model, method)(*args, **kwargs) for e in self.group.engines]
+        return results[0]
 
 
 class ModelPool:

@@ -40,7 +40,7 @@ from backend.config import ModelSection
 from backend.gpu.models.info import StateLayout
 from backend.messages import DropSavedState, EventSink, Failed, ListSavedStates, SaveState
 from backend.metrics import LabelledRegistries
-from backend.model_pool import BudgetError, ModelGroup, load_group, unload_group
+from backend.model_pool import BudgetError, EveryEngine, ModelGroup, load_group, unload_group
 from backend.paths import resolve_allowed
 from backend.served_model import AdminError, ModelSpec, StateSource
 
@@ -98,14 +98,21 @@ def routes(server: Server) -> list[web.RouteDef]:
         except ValueError as e:
             raise ApiError(400, str(e), param=field, code="path_not_allowed") from None
 
-    def info() -> dict[str, Any]:
-        slots = {"total": server.scheduler.max_batch, "free": server.scheduler.free_slots}
-        return {**model.describe(), "slots": slots}
+    def model_of(request: web.Request) -> Any:
+        """The model an admin request is about (`?model=NAME`, default: the default model), as one served model
+        whose changes reach every engine of it."""
+        view = server.route(request.query.get("model"))
+        return EveryEngine(view.group) if view.group is not None else view.model
+
+    def info(request: web.Request) -> dict[str, Any]:
+        view = server.route(request.query.get("model"))
+        slots = {"total": view.scheduler.max_batch, "free": view.scheduler.free_slots}
+        return {**view.model.describe(), "slots": slots}
 
     # ---- models ----
 
     async def models_info(request: web.Request) -> web.Response:
-        return json_response(info())
+        return json_response(info(request))
 
     async def models_load(request: web.Request) -> web.Response:
         req: a.ModelLoadRequest = parse(a.ModelLoadRequest, await read_json(request))
@@ -122,7 +129,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         with api_errors():
             for served in [e.model for e in engines] or [target.model]:  # every engine of it serves the new file
                 await served.swap(spec, loras, states, req.wait, req.timeout_s)
-        return json_response(info() if target.model is model else target.model.describe())
+        return json_response(target.model.describe())
 
     async def models_add(req: a.ModelLoadRequest) -> web.Response:
         """Serve another model beside the others: its own engines, loaded while the others go on."""
@@ -165,14 +172,16 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     # ---- initial states ----
 
-    def state_list() -> dict[str, Any]:
+    def state_list(model: Any) -> dict[str, Any]:
         data = [model.describe_state(s) for s in model.states.values()]
         return {"data": data, "default": next((s["id"] for s in data if s["default"]), None)}
 
     async def states_list(request: web.Request) -> web.Response:
-        return json_response(state_list())
+        model = model_of(request)
+        return json_response(state_list(model))
 
     async def states_load(request: web.Request) -> web.Response:
+        model = model_of(request)
         req: a.StateLoadRequest = parse(a.StateLoadRequest, await read_json(request))
         with api_errors():
             path = None if req.path is None else allowed(req.path)
@@ -181,6 +190,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         return json_response(model.describe_state(state))
 
     async def states_unload(request: web.Request) -> web.Response:
+        model = model_of(request)
         if request.method == "DELETE":
             state_id = request.match_info["id"]
         else:
@@ -191,33 +201,37 @@ def routes(server: Server) -> list[web.RouteDef]:
 
     # ---- adapters ----
 
-    def adapter_list() -> dict[str, Any]:
+    def adapter_list(model: Any) -> dict[str, Any]:
         return {"data": [model.describe_adapter(x) for x in model.adapters.values()], "active": list(model.active)}
 
     async def adapters_list(request: web.Request) -> web.Response:
-        return json_response(adapter_list())
+        model = model_of(request)
+        return json_response(adapter_list(model))
 
     async def adapters_load(request: web.Request) -> web.Response:
+        model = model_of(request)
         req: a.AdapterLoadRequest = parse(a.AdapterLoadRequest, await read_json(request))
         with api_errors():
             name = req.name or Path(req.path).stem
             await model.load_adapter(allowed(req.path), req.alpha, name, req.active, req.drain, req.timeout_s)
-        return json_response(adapter_list())
+        return json_response(adapter_list(model))
 
     async def adapters_switch(request: web.Request) -> web.Response:
+        model = model_of(request)
         req: a.AdapterSwitchRequest = parse(a.AdapterSwitchRequest, await read_json(request))
         with api_errors():
             await model.switch_adapters(req.refs(), req.drain, req.timeout_s)
-        return json_response(adapter_list())
+        return json_response(adapter_list(model))
 
     async def adapters_unload(request: web.Request) -> web.Response:
+        model = model_of(request)
         if request.method == "DELETE":
             req = parse(a.AdapterUnloadRequest, {"name": request.match_info["name"]})
         else:
             req = parse(a.AdapterUnloadRequest, await read_json(request))
         with api_errors():
             await model.unload_adapter(req.name, req.drain, req.timeout_s)
-        return json_response(adapter_list())
+        return json_response(adapter_list(model))
 
     # ---- GPU adapters ----
 

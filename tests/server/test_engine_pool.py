@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -13,16 +14,25 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.config import Config
+from backend.gpu.loader import read_model
 from backend.model_pool import EngineRouter
-from tests.server.conftest import TEST_CONFIG, LiveServer, start_server, stop_server
+from tests.adapters import random_time_state, save_time_state
+from tests.server.conftest import MODEL, TEST_CONFIG, LiveServer, start_server, stop_server
 
 SYSTEM = "You are a careful assistant who answers in one short sentence about the {topic}, and nothing else."
 TOPICS = ["sea", "moon", "forest", "desert", "river", "city"]
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[LiveServer]:
-    config = {**TEST_CONFIG, "model": {**TEST_CONFIG["model"], "adapters": ["auto", "auto"]}}
+def tuned_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    info, _ = read_model(MODEL)
+    return save_time_state(tmp_path_factory.mktemp("states") / "tuned.st", random_time_state(info, std=2.0))
+
+
+@pytest.fixture(scope="module")
+def pair(tuned_state: Path) -> Iterator[LiveServer]:
+    config = {**TEST_CONFIG, "model": {**TEST_CONFIG["model"], "adapters": ["auto", "auto"]},
+              "files": {"allowed_dirs": [str(tuned_state.parent)]}}  # fmt: skip
     server, runner, thread = start_server(Config.from_dict(config))
     yield server
     stop_server(server, runner, thread)
@@ -87,3 +97,20 @@ def test_a_session_key_keeps_a_conversation_on_one_engine(pair: LiveServer):
         for _ in range(2):
             assert router(pair).engine_of(chat(pair, short, {"X-Session-Id": key})["id"]) == home
     assert homes == {0, 1}  # the keys spread, then each stays
+
+
+def test_an_initial_state_loaded_at_run_time_reaches_every_engine(pair: LiveServer, tuned_state: Path):
+    r = httpx.post(f"{pair.base}/api/models/state", json={"path": str(tuned_state), "id": "tuned"},
+                   headers=pair.headers, timeout=120)  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = {"model": "rwkv", "prompt": "Once", "max_tokens": 4, "temperature": 0.0, "state": "tuned"}
+
+    def complete(_: int) -> dict[str, Any]:
+        r = httpx.post(f"{pair.v1}/completions", json=body, headers=pair.headers, timeout=300)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(complete, range(6)))
+    assert {router(pair).engine_of(a["id"]) for a in answers} == {0, 1}
+    assert len({a["choices"][0]["text"] for a in answers}) == 1  # the same state and weights on both engines
