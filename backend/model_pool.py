@@ -302,6 +302,7 @@ def _numel(shape: Sequence[int]) -> int:
 def build_group(config: Config, section: ModelSection, path: Path, tokenizer: Any) -> ModelGroup:
     """A model's engines, one per adapter, each with its own scheduler (not started yet)."""
     spec = ModelSpec(path, section.precision, section.quant, section.quant_type)
+    n_engines = sum(len(m.engine_adapters()) for m in config.served())
     engines = []
     for i, adapter in enumerate(section.engine_adapters()):
         own = config.for_engine(section, adapter)
@@ -313,7 +314,7 @@ def build_group(config: Config, section: ModelSection, path: Path, tokenizer: An
             token_chunk_size=section.token_chunk_size,
             prefix_cache=section.prefix_cache,
             max_queue=config.limits.max_queue,
-            cache_host_bytes=config.cache.host_budget // len(section.engine_adapters()),
+            cache_host_bytes=config.cache.host_budget // n_engines,  # [cache] host_bytes is the server's
             checkpoint_every=config.cache.checkpoint_every,
             cache_shared=config.cache.shared,
         )
