@@ -13,20 +13,22 @@ import asyncio
 import functools
 import json
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backend.catalog import ModelSpec
 from backend.config import Config, ModelSection
-from backend.messages import Cancel, Failed, Score, Submit, Update
+from backend.messages import Cancel, Failed, SaveState, Score, StateSaved, Submit, Update
 from backend.scheduler import Scheduler
 from backend.served_model import ServedModel
 
 AFFINITY_BLOCK = 16  # prompt tokens per routed-prefix key: a follow-up shares its conversation's blocks
 REMEMBERED = 1 << 16  # routed prefixes and sessions kept per model (LRU): a few MB of ints at most
+HANDLE_PREFIX = "state-"  # how saved-state handles begin (state_registry.py); initial-state ids may not
 LIVE_IDS = 1 << 12  # request ids kept for their cancels and saves (ids of finished requests age out)
 
 __all__ = ["BudgetError", "Engine", "EngineRouter", "EveryEngine", "ModelGroup", "ModelPool", "UnknownModel",
@@ -53,23 +55,27 @@ class Engine:
 
 
 class _Lru(OrderedDict):
-    """A bounded map: the oldest key goes when it is full; a read or a write makes a key the newest."""
+    """A bounded map: the oldest key goes when it is full; a read or a write makes a key the newest. Locked:
+    the saved-handle map is written from engine threads."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
+        self._lock = threading.Lock()
 
     def put(self, key: Hashable, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
+        with self._lock:
+            self[key] = value
+            self.move_to_end(key)
+            if len(self) > self.size:
+                self.popitem(last=False)
 
     def find(self, key: Hashable) -> Any:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
+        with self._lock:
+            value = self.get(key)
+            if value is not None:
+                self.move_to_end(key)
+            return value
 
 
 def prefix_keys(tokens: Sequence[int]) -> list[int]:
@@ -90,6 +96,7 @@ class EngineRouter:
         self._sessions = _Lru(REMEMBERED)  # session key -> engine index
         self._prefixes = _Lru(REMEMBERED)  # prefix key -> engine index
         self._ids = _Lru(LIVE_IDS)  # request id -> engine index
+        self._handles = _Lru(REMEMBERED)  # saved-state handle -> the engine holding it
         self._turn = 0  # the next engine among equally loaded ones: a burst spreads before any is admitted
 
     def bind(self, session: str | None) -> BoundRouter:
@@ -97,9 +104,13 @@ class EngineRouter:
 
     def submit(self, msg: Any, session: str | None = None) -> None:
         if isinstance(msg, Submit | Score):
-            i = self.choose(msg.tokens if isinstance(msg, Submit) else msg.context, session)
+            i = self._holder(msg.state)
+            if i is None:
+                i = self.choose(msg.tokens if isinstance(msg, Submit) else msg.context, session)
             self._ids.put(msg.id, i)
             self.engines[i].scheduler.submit(msg)
+        elif isinstance(msg, SaveState) and (i := self._ids.find(msg.id)) is not None:
+            self.engines[i].scheduler.submit(replace(msg, sink=_HandleSink(msg.sink, self._handles, i)))
         elif (i := self._ids.find(getattr(msg, "id", None))) is not None:
             self.engines[i].scheduler.submit(msg)
         elif isinstance(msg, Cancel | Update) or len(self.engines) == 1 or not hasattr(msg, "sink"):
@@ -124,6 +135,13 @@ class EngineRouter:
         for k in keys:
             self._prefixes.put(k, i)
         return i
+
+    def _holder(self, state: str | None) -> int | None:
+        """The engine a saved-state handle lives on: the one whose generation it was saved from, else the first
+        (where the admin routes import and list states). Initial states are on every engine: None."""
+        if state is None or len(self.engines) == 1 or not state.startswith(HANDLE_PREFIX):
+            return None
+        return self._handles.find(state) or 0
 
     def engine_of(self, request_id: str) -> int | None:
         """The engine a recent request went to (tests, logs)."""
@@ -162,6 +180,20 @@ class EngineRouter:
         if name == "engines":
             raise AttributeError(name)
         return getattr(self.engines[0].scheduler, name)
+
+
+@dataclass(frozen=True)
+class _HandleSink:
+    """A SaveState's sink that notes on which engine the saved handle lives, then passes the event on."""
+
+    sink: Any
+    handles: _Lru
+    engine: int
+
+    def put(self, event: Any) -> None:  # on the engine thread: one dict write, under the GIL
+        if isinstance(event, StateSaved):
+            self.handles.put(event.handle, self.engine)
+        self.sink.put(event)
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,18 @@ def test_an_initial_state_loaded_at_run_time_reaches_every_engine(pair: LiveServ
         answers = list(pool.map(complete, range(6)))
     assert {router(pair).engine_of(a["id"]) for a in answers} == {0, 1}
     assert len({a["choices"][0]["text"] for a in answers}) == 1  # the same state and weights on both engines
+
+
+def test_a_saved_state_is_used_on_the_engine_that_holds_it(pair: LiveServer):
+    prompts = [[{"role": "user", "content": f"Tell me of the {t}."}] for t in TOPICS[:4]]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        answers = list(pool.map(lambda m: chat(pair, m), prompts))
+    for answer in answers:  # whichever engine each ran on
+        home = router(pair).engine_of(answer["id"])
+        r = httpx.post(f"{pair.base}/api/states/save", json={"id": answer["id"]}, headers=pair.headers, timeout=60)
+        assert r.status_code == 200, r.text
+        body = {"model": "rwkv", "prompt": " Go on.", "max_tokens": 2, "state": r.json()["handle"]}
+        r = httpx.post(f"{pair.v1}/completions", json=body, headers=pair.headers, timeout=120)
+        assert r.status_code == 200, r.text
+        assert router(pair).engine_of(r.json()["id"]) == home
+    assert {router(pair).engine_of(a["id"]) for a in answers} == {0, 1}
