@@ -17,10 +17,11 @@ from aiohttp import web
 
 from backend.api.schemas import ApiError
 from backend.config import Config
+from backend.engine_router import BoundRouter
 from backend.grammar.matcher import Grammar, Vocabulary
 from backend.grammar.worker import GrammarRequest, GrammarWorkers
 from backend.metrics import ModelCollector
-from backend.model_pool import BoundRouter, ModelGroup, ModelPool, UnknownModel
+from backend.model_pool import ModelGroup, ModelPool, UnknownModel
 from backend.readiness import Readiness
 from backend.resources import package_version
 from backend.scheduler import Scheduler

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.config import Config
+from backend.engine_router import EngineRouter
 from backend.gpu.loader import read_model
-from backend.model_pool import EngineRouter
 from tests.adapters import random_time_state, save_time_state
 from tests.server.conftest import MODEL, TEST_CONFIG, LiveServer, start_server, stop_server
 
