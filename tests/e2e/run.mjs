@@ -76,6 +76,17 @@ async function waitForText(page, selector, min = 1, timeout = STREAM_MS) {
   return handle.jsonValue();
 }
 
+/** ai00:requests_total summed per model_name label, from /metrics. */
+async function requestsByModel() {
+  const text = await (await fetch(opt.base + "/metrics")).text();
+  const counts = {};
+  for (const m of text.matchAll(/^ai00:requests_total\{([^}]*)\} (\S+)$/gm)) {
+    const model = /model_name="([^"]*)"/.exec(m[1])?.[1];
+    if (model) counts[model] = (counts[model] ?? 0) + Number(m[2]);
+  }
+  return counts;
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: join(opt.screenshots, `${name}.png`) });
 }
@@ -218,6 +229,24 @@ const scenarios = {
     await page.getByTestId("stop").click();
     await page.getByTestId("continue").waitFor({ timeout: 10_000 });
     check((await page.getByTestId("continue").innerText()).includes("Continue again"), "no 'Continue again'");
+  },
+
+  /** With two models served, the picker sends this tab's generations to the one chosen (per-model /metrics). */
+  async model_picker(ctx) {
+    const page = await openConnected(ctx, "/continuation");
+    const picker = page.getByTestId("model-picker");
+    await picker.waitFor({ timeout: 20_000 });
+    check((await picker.inputValue()) === "alpha", `the picker starts on ${await picker.inputValue()}`);
+    await picker.selectOption("beta");
+    const before = await requestsByModel();
+    await setNumber(page, "max_tokens", 4);
+    await page.getByTestId("continue").click();
+    await page.getByTestId("continuation-stats").getByText("generated").waitFor({ timeout: STREAM_MS });
+    await page.getByTestId("continue").waitFor({ timeout: STREAM_MS });
+    const after = await requestsByModel();
+    check(after.beta === (before.beta ?? 0) + 1 && (after.alpha ?? 0) === (before.alpha ?? 0),
+          `requests by model: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+    await shot(page, "model-picker");
   },
 
   /** Every page on a desktop and a phone, light and dark, for a person to look at. */

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.tools.demo_model import ensure_random_model
+from backend.tools.demo_model import ensure_random_model, write_demo_model
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "e2e" / "run.mjs"
@@ -88,11 +88,26 @@ def wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m backend` on a free port, as a user starts it; yields its base URL."""
+    yield from serve(tmp_path_factory.mktemp("e2e"), lambda port: CONFIG.format(port=port, model=ensure_random_model()))
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same, serving the random model as "alpha" and another seed of it as "beta"."""
+    tmp = tmp_path_factory.mktemp("e2e-models")
+    beta = write_demo_model(tmp / "random-seed1.st", seed=1)
+    models = "".join(f'[[models]]\nname = "{name}"\npath = "{path}"\nprecision = "fp32"\nmax_batch = 4\n\n'
+                     for name, path in (("alpha", ensure_random_model()), ("beta", beta)))  # fmt: skip
+    rest = CONFIG[CONFIG.index("[listen]") :]  # the same [listen] and [limits]
+    yield from serve(tmp, lambda port: models + rest.format(port=port))
+
+
+def serve(tmp: Path, config_text: Callable[[int], str]) -> Iterator[str]:
+    """`python -m backend` with the config `config_text(port)` until the module's tests end; yields its URL."""
     require_tools()
-    tmp = tmp_path_factory.mktemp("e2e")
     port = free_port()
     config = tmp / "Config.toml"
-    config.write_text(CONFIG.format(port=port, model=ensure_random_model()))
+    config.write_text(config_text(port))
     log = tmp / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -139,3 +154,7 @@ def test_temperature_change_during_a_generation_is_acknowledged(server: str) -> 
 
 def test_every_page_on_desktop_and_phone_in_both_themes(server: str) -> None:
     run_scenario(server, "screenshots")
+
+
+def test_the_model_picker_sends_generations_to_the_chosen_model(two_models: str) -> None:
+    run_scenario(two_models, "model_picker")

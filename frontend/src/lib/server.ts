@@ -1,5 +1,5 @@
 // The few REST calls the UI makes besides the WebSocket: health (slot use), the model's details and the
-// loaded initial states (GET /api/models/info), and an auth probe.
+// loaded initial states (GET /api/models/info), the served models (GET /v1/models), and an auth probe.
 
 export interface Health {
   status: string;
@@ -9,7 +9,7 @@ export interface Health {
 
 /** GET /api/models/info; every field optional, so an older server (or none of it) still works. */
 export interface ModelInfo {
-  model?: { id?: string; precision?: string; quant?: number; quant_type?: string; path?: string };
+  model?: { id?: string; version?: string; precision?: string; quant?: number; quant_type?: string; path?: string };
   adapters?: { name: string; alpha: number; active: boolean }[];
   states?: { id: string; default: boolean }[];
   default_state?: string | null;
@@ -28,12 +28,23 @@ function auth(key: string): HeadersInit {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
-export async function fetchModelInfo(key: string): Promise<ModelInfo | null> {
+export async function fetchModelInfo(key: string, model: string | null = null): Promise<ModelInfo | null> {
   try {
-    const r = await fetch("/api/models/info", { cache: "no-store", headers: auth(key) });
+    const query = model ? `?model=${encodeURIComponent(model)}` : "";
+    const r = await fetch(`/api/models/info${query}`, { cache: "no-store", headers: auth(key) });
     return r.ok ? ((await r.json()) as ModelInfo) : null;
   } catch {
     return null;
+  }
+}
+
+/** The served models' names, the default first ([] when the server cannot say). */
+export async function fetchModels(key: string): Promise<string[]> {
+  try {
+    const r = await fetch("/api/oai/v1/models", { cache: "no-store", headers: auth(key) });
+    return r.ok ? ((await r.json()) as { data: { id: string }[] }).data.map((m) => m.id) : [];
+  } catch {
+    return [];
   }
 }
 

@@ -308,6 +308,19 @@ describe("reconnecting", () => {
     expect(socket.status).toBe("closed");
   });
 
+  it("picks a model at once and again on every new connection, before queued generates", () => {
+    vi.useFakeTimers();
+    const { socket, ws } = connected();
+    socket.setModel("beta");
+    expect(ws.sent).toEqual([{ type: "session.update", model: "beta" }]);
+    ws.drop();
+    const queued = socket.generate({ prompt: "p" });
+    vi.advanceTimersByTime(100);
+    const ws2 = FakeWebSocket.last();
+    ws2.open();
+    expect(ws2.sent).toEqual([{ type: "session.update", model: "beta" }, { type: "generate", id: queued.id, prompt: "p" }]);
+  });
+
   it("reconnects at once with a new API key", () => {
     const { socket, ws } = connected("old");
     socket.setApiKey("new");

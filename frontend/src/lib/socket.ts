@@ -172,6 +172,8 @@ export class Ai00Socket {
   private readonly pingInterval: number;
   private url: string;
   private apiKey: string;
+  /** the served model this socket's generations run on (null: the server's default) */
+  model: string | null = null;
 
   constructor(options: SocketOptions) {
     this.url = options.url;
@@ -205,6 +207,14 @@ export class Ai00Socket {
     if (key === this.apiKey) return;
     this.apiKey = key;
     this.reconnectNow();
+  }
+
+  /** Later generations run on `model`; sent again on every new connection, since the choice is per socket. */
+  setModel(model: string | null): void {
+    if (model === this.model) return;
+    this.model = model;
+    this.outbox = this.outbox.filter((f) => !(f.type === "session.update" && f.model !== undefined));
+    if (model !== null && this.ws && this.ws.readyState === OPEN) this.write({ type: "session.update", model });
   }
 
   /** Drop the current connection (if any) and connect again at once. */
@@ -294,6 +304,7 @@ export class Ai00Socket {
       this.setStatus("open");
       const queued = this.outbox;
       this.outbox = [];
+      if (this.model !== null) this.write({ type: "session.update", model: this.model }); // before any generate
       for (const f of queued) this.write(f);
       if (this.pingInterval > 0) this.pingTimer = setInterval(() => void this.ping().catch(() => {}), this.pingInterval);
     };

@@ -1,11 +1,23 @@
 // What the server says about itself over REST: slot use (polled, and at once when a generation starts or
 // ends) and the model's details with its loaded initial states (on connect and now and then).
 
-import { fetchHealth, fetchModelInfo, type Health, type ModelInfo } from "../server";
-import { connection } from "./connection.svelte";
+import { fetchHealth, fetchModelInfo, fetchModels, type Health, type ModelInfo } from "../server";
+import { connection, socket } from "./connection.svelte";
 import { activity } from "./generations.svelte";
 
-export const server = $state({ health: null as Health | null, info: null as ModelInfo | null });
+export const server = $state({
+  health: null as Health | null,
+  info: null as ModelInfo | null,
+  models: [] as string[], // the served models; a picker shows when there are several
+  model: null as string | null, // the one this tab's socket uses (null: the default)
+});
+
+/** Run this tab's later generations on `model`. */
+export function chooseModel(model: string): void {
+  server.model = model;
+  socket.setModel(model);
+  void pollInfo();
+}
 
 const visible = () => document.visibilityState === "visible";
 
@@ -14,7 +26,9 @@ async function pollHealth(): Promise<void> {
 }
 
 async function pollInfo(): Promise<void> {
-  if (visible() && connection.status === "open") server.info = await fetchModelInfo(connection.apiKey);
+  if (!visible() || connection.status !== "open") return;
+  server.models = await fetchModels(connection.apiKey);
+  server.info = await fetchModelInfo(connection.apiKey, server.model);
 }
 
 /** Start polling; returns the function that stops it. */
