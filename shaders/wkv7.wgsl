@@ -9,7 +9,7 @@
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> rows: array<Row>;
 @group(0) @binding(2) var<storage, read> rkv: array<f32>;    // [4, T_MAX, C]: r, k, v, -; then [T_MAX, LW] hidden
-@group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [C, L2]: per channel w2, a2, (v2,) g2 columns
+@group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [L2, C]: w2, a2, (v2,) g2 stacked
 @group(0) @binding(6) var<storage, read_write> v_first: array<f32>;  // [T_MAX, C] layer 0's v
 @group(0) @binding(7) var<storage, read> params: array<f32>;  // [6, C]: k_k, k_a, r_k, w0, a0, v0
 @group(0) @binding(8) var<storage, read> ln_x: array<f32>;    // [2, C]: weight, bias
@@ -25,13 +25,12 @@ const S4: u32 = {{S}}u / 4u;
 const REC4: u32 = {{REC}}u / 4u;
 const LORA_BASE: u32 = {{LORA_BASE}}u;
 const LW: u32 = {{LW}}u;  // hidden floats per token in rkv
-const L2: u32 = {{L2}}u;  // lora2 floats per channel
 
-// hidden[o .. o + n) . lora2[c, o .. o + n)
-fn lora_dot(hb: u32, lb: u32, o: u32, n: u32) -> f32 {
+// hidden[o .. o + n) . lora2[o .. o + n, c]  (the lanes of a subgroup read consecutive channels)
+fn lora_dot(hb: u32, c: u32, o: u32, n: u32) -> f32 {
     var acc = 0.0;
     for (var j = o; j < o + n; j++) {
-        acc += rkv[hb + j] * lora2[lb + j];
+        acc += rkv[hb + j] * lora2[j * C + c];
     }
     return acc;
 }
@@ -63,15 +62,14 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
         let k_raw = rkv[TC + tc];
         var v = rkv[2u * TC + tc];
         let hb = LORA_BASE + (row.start + n) * LW;
-        let lb = c * L2;
-        let w_in = params[3u * C + c] + lora_dot(hb, lb, 0u, {{DW}}u);
-        let a = sigmoid(params[4u * C + c] + lora_dot(hb, lb, {{OA}}u, {{DA}}u));
-        let g = lora_dot(hb, lb, {{OG}}u, {{DG}}u);
+        let w_in = params[3u * C + c] + lora_dot(hb, c, 0u, {{DW}}u);
+        let a = sigmoid(params[4u * C + c] + lora_dot(hb, c, {{OA}}u, {{DA}}u));
+        let g = lora_dot(hb, c, {{OG}}u, {{DG}}u);
         let kk_raw = k_raw * params[c];
         let kk = kk_raw / max(sqrt(head_sum(kk_raw * kk_raw, i)), 1e-12);
         let k = k_raw * (1.0 + (a - 1.0) * params[C + c]);
 #if MIX_V
-        let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, lb, {{OV}}u, {{DV}}u));
+        let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, c, {{OV}}u, {{DV}}u));
         v = v + (v_first[tc] - v) * v_gate;
 #else
         v_first[tc] = v;

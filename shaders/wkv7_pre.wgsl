@@ -7,7 +7,7 @@
 #include "common.wgsl"
 
 @group(0) @binding(2) var<storage, read_write> rkv: array<f32>;  // [4, T_MAX, C]: r, k, v, (w); then hidden
-@group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [C, L2]: per channel w2, a2, (v2,) g2 columns
+@group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [L2, C]: w2, a2, (v2,) g2 stacked
 @group(0) @binding(6) var<storage, read_write> v_first: array<f32>;  // [T_MAX, C] layer 0's v
 @group(0) @binding(7) var<storage, read> params: array<f32>;  // [6, C]: k_k, k_a, r_k, w0, a0, v0
 @group(0) @binding(9) var<storage, read_write> ext: array<f32>;  // [3, T_MAX, C]: kk, kk * a, g
@@ -19,13 +19,12 @@ const C: u32 = {{C}}u;
 const TC: u32 = {{T_MAX}}u * {{C}}u;
 const LORA_BASE: u32 = {{LORA_BASE}}u;
 const LW: u32 = {{LW}}u;  // hidden floats per token in rkv
-const L2: u32 = {{L2}}u;  // lora2 floats per channel
 
-// hidden[o .. o + n) . lora2[c, o .. o + n)
-fn lora_dot(hb: u32, lb: u32, o: u32, n: u32) -> f32 {
+// hidden[o .. o + n) . lora2[o .. o + n, c]  (the lanes of a subgroup read consecutive channels)
+fn lora_dot(hb: u32, c: u32, o: u32, n: u32) -> f32 {
     var acc = 0.0;
     for (var j = o; j < o + n; j++) {
-        acc += rkv[hb + j] * lora2[lb + j];
+        acc += rkv[hb + j] * lora2[j * C + c];
     }
     return acc;
 }
@@ -36,16 +35,15 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
     let t = wg.y;
     let tc = t * C + c;
     let hb = LORA_BASE + t * LW;
-    let lb = c * L2;
     let k_raw = rkv[TC + tc];
     var v = rkv[2u * TC + tc];
-    let w_in = params[3u * C + c] + lora_dot(hb, lb, 0u, {{DW}}u);
-    let a = sigmoid(params[4u * C + c] + lora_dot(hb, lb, {{OA}}u, {{DA}}u));
-    let g = lora_dot(hb, lb, {{OG}}u, {{DG}}u);
+    let w_in = params[3u * C + c] + lora_dot(hb, c, 0u, {{DW}}u);
+    let a = sigmoid(params[4u * C + c] + lora_dot(hb, c, {{OA}}u, {{DA}}u));
+    let g = lora_dot(hb, c, {{OG}}u, {{DG}}u);
     let kk_raw = k_raw * params[c];
     let kk = kk_raw / max(sqrt(head_sum(kk_raw * kk_raw, i)), 1e-12);
 #if MIX_V
-    let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, lb, {{OV}}u, {{DV}}u));
+    let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, c, {{OV}}u, {{DV}}u));
     v = v + (v_first[tc] - v) * v_gate;
     rkv[2u * TC + tc] = v;
 #else
