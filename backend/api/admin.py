@@ -98,14 +98,21 @@ def routes(server: Server) -> list[web.RouteDef]:
         except ValueError as e:
             raise ApiError(400, str(e), param=field, code="path_not_allowed") from None
 
+    def admin_view(request: web.Request) -> Server:
+        """The server as the model an admin request is about sees it (`?model=NAME`, default: the default
+        model). Always strict: a change must never land on the default model because of a typo."""
+        name = request.query.get("model")
+        if name is not None and server.pool is not None and server.pool.get(name) is None:
+            raise ApiError(404, f"model: '{name}' is not served", param="model", code="model_not_found")
+        return server.route(name)
+
     def model_of(request: web.Request) -> Any:
-        """The model an admin request is about (`?model=NAME`, default: the default model), as one served model
-        whose changes reach every engine of it."""
-        view = server.route(request.query.get("model"))
+        """The model an admin request is about, as one served model whose changes reach every engine of it."""
+        view = admin_view(request)
         return EveryEngine(view.group) if view.group is not None else view.model
 
     def info(request: web.Request) -> dict[str, Any]:
-        view = server.route(request.query.get("model"))
+        view = admin_view(request)
         slots = {"total": view.scheduler.max_batch, "free": view.scheduler.free_slots}
         return {**view.model.describe(), "slots": slots}
 

@@ -143,3 +143,7 @@ def test_loading_and_unloading_a_model_leaves_the_others_stream_intact(two: Live
     assert text_of(two, "gamma") == beta  # the same file under another name, loaded at run time
     r = admin(two, "/api/models/unload", {"name": "alpha"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "default_model"
+    info = httpx.get(f"{two.base}/api/models/info?model=gamma", headers=two.headers).json()  # admin: ?model=
+    assert info["model"]["path"] == str(second_model)
+    r = httpx.get(f"{two.base}/api/models/info?model=beta", headers=two.headers)
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
