@@ -247,10 +247,13 @@ class Config(_Section):
     log: LogSection = LogSection()
 
     @model_validator(mode="after")
-    def _names_unique(self) -> Config:
+    def _one_way_to_name_models(self) -> Config:
         names = [m.name for m in self.models if m.name]
         if dup := next((n for n in names if names.count(n) > 1), None):
             raise ValueError(f"models: the name {dup!r} is given twice")
+        if self.models and self.model != ModelSection():  # it would be ignored without a word
+            raise ValueError("model: [model] is set beside [[models]]; move it into [[models]] (the first one "
+                             "is the default)")  # fmt: skip
         return self
 
     def served(self) -> tuple[ModelSection, ...]:

@@ -31,7 +31,8 @@ def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def two_model_config(second: Path, **extra: Any) -> Config:
-    return Config.from_dict({**TEST_CONFIG, "models": [{"name": "alpha", "path": str(MODEL), **MODEL_SETTINGS},
+    rest = {k: v for k, v in TEST_CONFIG.items() if k != "model"}
+    return Config.from_dict({**rest, "models": [{"name": "alpha", "path": str(MODEL), **MODEL_SETTINGS},
                                                        {"name": "beta", "path": str(second), **MODEL_SETTINGS}],
                              "files": {"allowed_dirs": [str(second.parent)]}, **extra})  # fmt: skip
 

@@ -30,6 +30,11 @@ def test_shipped_config_loads_with_documented_defaults():
         ({"sampler": {"temperature": 9.0}}, "sampler.temperature: must be 0.0..5.0, got 9.0"),
         ({"bnf": {"start_nonterminal": ""}}, "bnf.start_nonterminal"),
         ({"serve": {}}, "serve: unknown field"),
+        ({"models": [{"name": "a"}, {"name": "a"}]}, "models: the name 'a' is given twice"),
+        ({"models": [{"name": "a b"}]}, "models.0.name: 'a b' must be 1-64 letters"),
+        ({"models": [{"max_batch": 0}]}, "models.0.max_batch: must be 1..1024, got 0"),
+        ({"models": [{"name": "a"}], "model": {"max_batch": 4}}, "model: [model] is set beside [[models]]"),
+        ({"gpu_budget_bytes": -1}, "gpu_budget_bytes: must be 0.."),
     ],
 )
 def test_bad_field_is_named_in_the_error(data, message):
