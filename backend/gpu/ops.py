@@ -237,13 +237,12 @@ class Ops:
         at once before and after a scan that does only the state update (three dispatches)."""
         c = params.shape[1]
         ws = self.ws
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         mix_v = layer > 0
         dw, da, dv, dg = (sizes[0], sizes[1], sizes[2] if mix_v else 0, sizes[-1])
         defines = {
             "N": 64, "SG": self._head_sg(64), "C": c, "T_MAX": self.t_max, "S": layout.size,
             "REC": layout.recurrent, "MIX_V": mix_v, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
-            "L2": offsets[-1], "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
+            "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
         }  # fmt: skip
         split = wkv_split()
         heads = c // 64
@@ -283,23 +282,46 @@ class Ops:
         rec: int,
         head_size: int,
         gate: bool,
-    ) -> Dispatch:
-        """RWKV-5/6's recurrence per (head, row); `decay_lora` [C, D]: v6's per-token decay from the
-        LoRA hidden layer in ws.rkv (else `decay` is constant per channel); the gate is r, k, v's fourth."""
+    ) -> list[Dispatch]:
+        """RWKV-5/6's recurrence per (head, row); `decay_lora` [D, C]: v6's per-token decay from the
+        LoRA hidden layer in ws.rkv (else `decay` is constant per channel); the gate is r, k, v's fourth.
+        Short steps: one kernel does it all token by token. Long ones (wkv_split): v6's decay for every
+        token at once (wkv6_pre), the state update alone (wkv6_scan), then bonus, group norm and gate
+        for every token at once (wkv6_post): three dispatches for v6, two for v5."""
         c = u.shape[0]
         ws = self.ws
         defines = {
             "N": head_size, "SG": self._head_sg(head_size), "C": c, "T_MAX": self.t_max, "S": slot_floats,
             "REC": rec, "GATE": gate,
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
-            "D": decay_lora.shape[1] if decay_lora is not None else 0,
+            "D": decay_lora.shape[0] if decay_lora is not None else 0,
         }  # fmt: skip
+        split = wkv_split()
+        heads = c // head_size
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay.buffer, 4: u.buffer}
         bindings |= {5: ln_x.buffer, 6: state, 7: ws.att_out}
-        if decay_lora is not None:
+        scan: dict[int, Binding] = {1: ws.rows, 2: ws.rkv, 6: state, 7: ws.att_out}
+        post: dict[int, Binding] = {2: ws.rkv, 4: u.buffer, 5: ln_x.buffer, 7: ws.att_out}
+        pre: list[Dispatch] = []
+        per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        if decay_lora is None:
+            scan[3] = decay.buffer
+        else:
             bindings[8] = decay_lora.buffer
-        grid: Grid = lambda d: (c // head_size, d.B, 1)  # noqa: E731
-        return self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings, grid)
+            if ws.ffn_k.size < self.t_max * c * 4:
+                raise ValueError(f"{layer}.wkv6: ffn_k cannot hold the decay of {self.t_max} tokens")
+            scan[9] = ws.ffn_k  # free during the time mix: the channel mix writes it next
+            pre_bindings = {2: ws.rkv, 3: decay.buffer, 8: decay_lora.buffer, 9: ws.ffn_k}
+            pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_token)]
+        fused = self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings,
+                               lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
+        return [
+            fused,
+            *pre,
+            self._dispatch(f"{layer}.wkv6.scan", "wkv6_scan.wgsl", defines, scan, per_row),
+            self._dispatch(f"{layer}.wkv6.post", "wkv6_post.wgsl", defines, post, per_token),
+        ]
 
     def wkv4(
         self, layer: int, decay: Tensor, u: Tensor, state: wgpu.GPUBuffer, slot_floats: int, rec: int

@@ -37,7 +37,8 @@ def prepare_layer(t: dict[str, np.ndarray], i: int, version: Version) -> dict[st
 
 def time_mix(layer: Layer) -> list[Dispatch]:
     """r, k, v (and the silu gate) in one dispatch from the token-shifted LayerNorm input; wkv with
-    group norm and gate; output + residual."""
+    group norm and gate (long steps: the state update, then norm and gate for every token); output +
+    residual."""
     ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
     gated = layer.info.version is not Version.V5_0
     c, tc = layer.info.n_embd, ops.t_max * layer.info.n_embd
@@ -45,7 +46,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     lo = layer.layout
     return [
         *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj, ln=layer.ln_input("att")),
-        ops.wkv6(
+        *ops.wkv6(
             i, w("att.decay"), None, w("att.u"), w("att.ln_x"), layer.state, lo.size, lo.recurrent,
             layer.info.head_size, gate=gated,
         ),

@@ -3,7 +3,8 @@
 Per layer, seven dispatches: the mix LoRA's first stage from the token-shifted LayerNorm input;
 its second stage with the five mixes as epilogue; r, k, v, the gate and the decay LoRA's first
 stage in one dispatch; wkv (with the decay LoRA's second stage, group norm and gate); output +
-residual; the channel mix's key and receptance; its value.
+residual; the channel mix's key and receptance; its value. Steps over 64 tokens run wkv as three
+(the decay for every token, the state update alone, then norm and gate for every token).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def prepare_layer(t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     decay_w1 = pad_rows(np.ascontiguousarray(t[f"{att}time_decay_w1"].T))  # [D2 (padded), C]
     names = ("receptance", "key", "value", "gate")
     out[f"{att}proj"] = np.concatenate([*(t[f"{att}{m}.weight"] for m in names), decay_w1])
-    out[f"{att}decay_w2"] = np.ascontiguousarray(pad_rows(t[f"{att}time_decay_w2"]).T)  # [C, D2 (padded)]
+    out[f"{att}decay_w2"] = pad_rows(t[f"{att}time_decay_w2"])  # [D2 (padded), C]: lanes read a row together
     out[f"{att}decay"] = flat(t[f"{att}time_decay"])
     out[f"{att}u"] = flat(t[f"{att}time_faaaa"])
     out[f"{att}output"] = t[f"{att}output.weight"]
@@ -44,7 +45,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
     c, tc = layer.info.n_embd, ops.t_max * layer.info.n_embd
     d1 = w("att.maa_w1").shape[0] // 5
-    d2 = w("att.decay_w2").shape[1]
+    d2 = w("att.decay_w2").shape[0]
     proj = [Segment(c, g, g * tc, c) for g in (R, K, V)] + [
         Segment(c, G, 3 * tc, c, "silu"),
         Segment(d2, W, ws.lora_base, d2, "tanh"),  # the decay LoRA's hidden layer, after r, k, v, g
@@ -56,7 +57,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
         *ops.matmul(f"{i}.maa_w2", ws.lora, w("att.maa_w2"), ws.mix, groups=5, x_row=5 * d1, x_group=d1,
                     bias=w("att.maa5"), mix_delta=(ws.ln_att, ws.delta)),
         *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj),
-        ops.wkv6(
+        *ops.wkv6(
             i, w("att.decay"), w("att.decay_w2"), w("att.u"), w("att.ln_x"), layer.state, lo.size, lo.recurrent,
             layer.info.head_size, gate=True,
         ),
