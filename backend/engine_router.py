@@ -176,7 +176,7 @@ class _HandleSink:
     handles: _Lru
     engine: int
 
-    def put(self, event: Any) -> None:  # on the engine thread: one dict write, under the GIL
+    def put(self, event: Any) -> None:  # on the engine thread (the handle map is locked)
         if isinstance(event, StateSaved):
             self.handles.put(event.handle, self.engine)
         self.sink.put(event)
