@@ -59,10 +59,11 @@ def vec_ln_fused() -> bool:
 
 
 def wkv_split() -> Callable[[StepDims], bool]:
-    """Which steps run RWKV-7's time mix as three kernels (wkv7_pre, _scan, _post) instead of one:
-    those with more than VEC_MAX_TOKENS tokens, where the one kernel's per-token LoRA dots and head
-    sums, done token after token, were 86 % of a 1,024-token prefill on the H200 (bench/NOTES.md
-    entry 13). AI00_WKV=fused or =split forces one form for every step (the oracle tests run both)."""
+    """Which steps run the time mix's recurrence split in passes (wkv7_pre/_scan/_post; wkv6_[pre/]scan/
+    post for v5 and v6) instead of one kernel: those with more than VEC_MAX_TOKENS tokens, where the
+    one kernel's per-token work (LoRA dots, head sums) done token after token was 86 % (v7) and 50 %
+    (v6) of a 1,024-token prefill on the H200 (bench/NOTES.md entry 14). AI00_WKV=fused or =split
+    forces one form for every step (the oracle tests run both)."""
     forced = os.environ.get("AI00_WKV", "")
     if forced not in ("", "fused", "split"):
         raise ValueError(f"AI00_WKV: 'fused' or 'split', got {forced!r}")

@@ -61,8 +61,8 @@ def test_layers_record_few_dispatches(
     vec_one: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Per layer on a GPU's plan: at most 7 dispatches for a decode step with the tiled kernel (the
-    batch-1 issue's budget), 8 for any step but v7's long ones, whose time mix runs as three kernels
-    there (pre, scan, post: its per-token work in parallel); the GEMM adds a LayerNorm dispatch where
+    batch-1 issue's budget), 8 for any step but the long ones of v5.2, v6 and v7, whose recurrence
+    runs split there ([pre,] scan, post: the per-token work in parallel); the GEMM adds a LayerNorm dispatch where
     it cannot compute its input itself, and so does matmul_vec for the big LN-input weights (ln_mix +
     matmul_vec was ~3x faster than the tiled kernel recomputing the LayerNorm on the H200). The CPU
     kernel takes a separate LayerNorm before the big projections at every count (it is faster there),
