@@ -175,7 +175,7 @@ def routes(server: Server) -> list[web.RouteDef]:
             raise ApiError(409, f"name: '{group.name}' is the default model; swap it with POST /api/models/load",
                            param="name", code="default_model")  # fmt: skip
         await unload_group(pool, group)
-        return json_response({"ok": True, "unloaded": group.name})
+        return json_response({"ok": True})
 
     # ---- initial states ----
 

@@ -44,11 +44,13 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | 
      "step over forked states; `calibrate` divides by each choice's likelihood after END_OF_TEXT)",
      s.ChooseRequest, s.ChooseResponse, False),
     # admin (backend/api/admin.py)
-    ("get", "/api/models/info", "The model, its LoRA adapters and initial states", None, a.ModelInfoResponse, False),
-    ("post", "/api/models/load", "Swap to another model once running generations end (409 if busy)",
-     a.ModelLoadRequest, a.ModelInfoResponse, False),
-    ("post", "/api/models/unload", "Always 409: the server serves one model; load another instead", None, a.Ok,
-     False),
+    ("get", "/api/models/info", "The model (`?model=NAME`, as every admin route of a model), its LoRA adapters and "
+     "initial states", None, a.ModelInfoResponse, False),
+    ("post", "/api/models/load", "With a new `name`: serve another model beside the others (its own engines, after "
+     "the gpu_budget_bytes check; answers its name and engines); else swap the named or default model's file once "
+     "its running generations end (409 if busy)", a.ModelLoadRequest, a.ModelInfoResponse, False),
+    ("post", "/api/models/unload", "Stop serving a model; the others' streams go on (409 for the default or the "
+     "only model)", a.ModelUnloadRequest, a.Ok, False),
     ("get", "/api/models/state", "Loaded initial states (`state` of a generation)", None, a.InitialStateList, False),
     ("post", "/api/models/state", "Load an initial state from a tuned-state file or a saved-state handle",
      a.StateLoadRequest, a.InitialStateInfo, False),
