@@ -23,6 +23,7 @@ from backend.api import sse
 from backend.api.edge import to_submit
 from backend.api.guard import ALL_TENANTS, TENANT
 from backend.api.http import PREFIXES, failed_error, json_response, read_json
+from backend.api.openai import routed
 from backend.api.response_store import ResponseStore, Start, Stored
 from backend.api.responses_output import Emit, Output
 from backend.api.responses_prompt import build_prompt
@@ -58,7 +59,7 @@ def routes(server: Server) -> list[web.RouteDef]:
         prev = None
         if req.previous_response_id is not None and (prev := store.get(tenant, req.previous_response_id)) is None:
             raise not_found(req.previous_response_id, "previous_response_id")
-        run = Run(server, req, tenant, prev, f"resp_{uuid.uuid4().hex}")
+        run = Run(answering(server, request, req, prev), req, tenant, prev, f"resp_{uuid.uuid4().hex}")
         await run.start()
         try:
             if req.stream:
@@ -107,6 +108,19 @@ def refuse_unsupported(req: ResponseRequest, max_tokens: int) -> None:
 
 def not_found(response_id: str, param: str) -> ApiError:
     return ApiError(404, f"Response with id '{response_id}' not found.", param=param, code="not_found")
+
+
+def answering(server: Server, request: web.Request, req: ResponseRequest, prev: Stored | None) -> Server:
+    """The model (and engine) that answers: the one `model` names, as for every OpenAI route; a follow-up
+    continues with the model that answered `previous_response_id`, whose state it starts from."""
+    if prev is None:
+        return routed(server, request, req.model, req.user)
+    first = prev.body["model"]
+    view = routed(server, request, first, req.user)
+    if req.model not in (None, first) and routed(server, request, req.model).model_id != view.model_id:
+        raise ApiError(400, f"previous_response_id was answered by {first!r}: a follow-up continues with that "
+                       "model (omit `model` or name it)", param="model", code="model_mismatch")  # fmt: skip
+    return view
 
 
 def drop_states(server: Server, handles: list[str], tenant: str) -> None:

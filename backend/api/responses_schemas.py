@@ -133,7 +133,8 @@ class ResponseRequest(_ResponsesSampler):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(None, description="ignored: the server serves one model")
+    model: str | None = Field(None, description="a served model (GET /v1/models; unknown: the default unless "
+                              "strict_model_names); a follow-up continues with its previous response's model")
     input: str | Annotated[list[InputItem], Field(min_length=1)] = Field(
         description="a user message's text, or items: messages (role + text or input_text parts), function_call "
                     "and function_call_output (a tool loop), reasoning (ignored)"

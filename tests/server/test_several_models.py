@@ -148,3 +148,25 @@ def test_loading_and_unloading_a_model_leaves_the_others_stream_intact(two: Live
     assert info["model"]["path"] == str(second_model)
     r = httpx.get(f"{two.base}/api/models/info?model=beta", headers=two.headers)
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_responses_answer_with_the_named_model_and_follow_ups_keep_it(two: LiveServer, beta_alone: LiveServer):
+    """/v1/responses routes by `model` as the other routes do; a follow-up continues with the model that
+    answered its previous response (its state is that model's), and naming another model is a 400."""
+
+    def respond(live: LiveServer, **body: Any) -> httpx.Response:
+        body = {"input": PROMPT, "max_output_tokens": 8, "temperature": 0, **body}
+        return httpx.post(f"{live.v1}/responses", json=body, headers=live.headers, timeout=120)
+
+    def said(r: httpx.Response) -> str:
+        return "".join(p["text"] for item in r.json()["output"] if item["type"] == "message" for p in item["content"])
+
+    first = respond(two, model="beta")
+    assert first.status_code == 200, first.text
+    assert first.json()["model"] == "beta"
+    assert said(first) == said(respond(beta_alone))  # beta's weights answered
+    follow = respond(two, input="And then?", previous_response_id=first.json()["id"])
+    assert follow.status_code == 200, follow.text
+    assert follow.json()["model"] == "beta"
+    wrong = respond(two, model="alpha", input="And then?", previous_response_id=first.json()["id"])
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "model", wrong.text
