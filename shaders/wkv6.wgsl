@@ -14,7 +14,7 @@
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
 #if DECAY_LORA
-@group(0) @binding(8) var<storage, read> decay_w2: array<f32>;  // [D, C]
+@group(0) @binding(8) var<storage, read> decay_w2: array<f32>;  // [C, D]
 #endif
 
 #include "head_reduce.wgsl"
@@ -68,7 +68,7 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 #if DECAY_LORA
         let hb = LORA_BASE + (row.start + n) * LW;
         for (var q = 0u; q < D; q++) {
-            wd += rkv[hb + q] * decay_w2[q * C + c];
+            wd += rkv[hb + q] * decay_w2[c * D + q];
         }
 #endif
         sh_w[j / 4u][j % 4u] = exp(-exp(wd));

@@ -242,7 +242,7 @@ class Ops:
         defines = {
             "N": 64, "SG": self._head_sg(64), "C": c, "T_MAX": self.t_max, "S": layout.size,
             "REC": layout.recurrent, "MIX_V": mix_v, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
-            "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
+            "L2": sum(sizes), "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
         }  # fmt: skip
         split = wkv_split()
         heads = c // 64
@@ -283,7 +283,7 @@ class Ops:
         head_size: int,
         gate: bool,
     ) -> list[Dispatch]:
-        """RWKV-5/6's recurrence per (head, row); `decay_lora` [D, C]: v6's per-token decay from the
+        """RWKV-5/6's recurrence per (head, row); `decay_lora` [C, D]: v6's per-token decay from the
         LoRA hidden layer in ws.rkv (else `decay` is constant per channel); the gate is r, k, v's fourth.
         Short steps: one kernel does it all token by token. Long ones (wkv_split): v6's decay for every
         token at once (wkv6_pre), the state update alone (wkv6_scan), then bonus, group norm and gate
@@ -294,7 +294,7 @@ class Ops:
             "N": head_size, "SG": self._head_sg(head_size), "C": c, "T_MAX": self.t_max, "S": slot_floats,
             "REC": rec, "GATE": gate,
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
-            "D": decay_lora.shape[0] if decay_lora is not None else 0,
+            "D": decay_lora.shape[1] if decay_lora is not None else 0,
         }  # fmt: skip
         split = wkv_split()
         heads = c // head_size

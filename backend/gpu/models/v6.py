@@ -33,7 +33,7 @@ def prepare_layer(t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     decay_w1 = pad_rows(np.ascontiguousarray(t[f"{att}time_decay_w1"].T))  # [D2 (padded), C]
     names = ("receptance", "key", "value", "gate")
     out[f"{att}proj"] = np.concatenate([*(t[f"{att}{m}.weight"] for m in names), decay_w1])
-    out[f"{att}decay_w2"] = pad_rows(t[f"{att}time_decay_w2"])  # [D2 (padded), C]: lanes read a row together
+    out[f"{att}decay_w2"] = np.ascontiguousarray(pad_rows(t[f"{att}time_decay_w2"]).T)  # [C, D2 (padded)] (see v7)
     out[f"{att}decay"] = flat(t[f"{att}time_decay"])
     out[f"{att}u"] = flat(t[f"{att}time_faaaa"])
     out[f"{att}output"] = t[f"{att}output.weight"]
@@ -45,7 +45,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     ops, ws, i, w = layer.ops, layer.ops.ws, layer.i, layer.w
     c, tc = layer.info.n_embd, ops.t_max * layer.info.n_embd
     d1 = w("att.maa_w1").shape[0] // 5
-    d2 = w("att.decay_w2").shape[0]
+    d2 = w("att.decay_w2").shape[1]
     proj = [Segment(c, g, g * tc, c) for g in (R, K, V)] + [
         Segment(c, G, 3 * tc, c, "silu"),
         Segment(d2, W, ws.lora_base, d2, "tanh"),  # the decay LoRA's hidden layer, after r, k, v, g

@@ -33,8 +33,10 @@ def prepare_layer(t: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     out[f"{att}proj"] = np.concatenate([t[f"{att}{m}.weight"] for m in ("receptance", "key", "value")])
     # the LoRAs' first stages stacked: [Dw + Da (+ Dv) + Dg, C]
     out[f"{att}lora1"] = np.concatenate([t[f"{att}{name}1"].T for name, _, _ in loras_of(i)])
-    # second stages stacked [Dw + Da (+ Dv) + Dg, C]: the kernels' lanes (channels) read a row together
-    out[f"{att}lora2"] = np.ascontiguousarray(np.concatenate([t[f"{att}{name}2"] for name, _, _ in loras_of(i)]))
+    # second stages per channel: row c holds w2[:, c], a2[:, c], (v2[:, c],) g2[:, c]. Each lane reads its own
+    # row (contiguous, so it can load several floats at once); the [D, C] layout, lanes reading one row
+    # together, made decode's wkv7 ~1.7x slower on the H200 (bench/NOTES.md entry 14)
+    out[f"{att}lora2"] = np.ascontiguousarray(np.concatenate([t[f"{att}{name}2"].T for name, _, _ in loras_of(i)], 1))
     out[f"{att}output"] = t[f"{att}output.weight"]
     c = t[f"{att}x_r"].size
     zeros = np.zeros(c, np.float32)
