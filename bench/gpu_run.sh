@@ -55,6 +55,15 @@ recheck)  # after a kernel change: its oracle tests there first, then the 1.6B f
     timeout $(left) python3 -m pytest tests/engine -q -p no:cacheprovider 2>&1 | tail -15 \
         | tee "$tag-engine-tests.txt"
     ;;
+last)  # little device time left: v7 1.6B's figures, then the server at 64 and 256 streams while time lasts
+    timeout $(left) python3 -m bench.engine_speed --model v7:1.6B --out "$tag-speed-v7-1.6B-last.json"
+    bash bench/soak_gpu.sh serve v7:1.6B
+    for n in 64 256; do
+        timeout $(left) python3 -m bench.soak http://127.0.0.1:65531 --streams $n --seconds 60 --warmup 10 \
+            --out "$tag-soak-v7-1.6B-$n-streams.json"
+    done
+    pkill -f "backend --config /tmp/soak/Config.toml"
+    ;;
 speed-1.6B)
     python3 - <<'PY' | tee "$tag-adapter.txt"
 from backend.gpu.device import Gpu
