@@ -52,7 +52,7 @@ KERNELS = {
 
 def vec_ln_fused() -> bool:
     """AI00_VEC_LN=fused: big LN-input weights leave matmul_vec for the tiled kernel with the LN inside,
-    as before the H200 profile of 2026-12-05 (bench/NOTES.md entry 13): there the tiled kernel
+    as before the H200 profile of 2026-12-05 (bench/NOTES.md entry 14): there the tiled kernel
     recomputing the LayerNorm per 4 rows moved ~3x the weight bytes through L2 (ffn.kr 125 GB/s
     against ffn.value's 390), so by default a big weight takes one ln_mix dispatch and matmul_vec."""
     return os.environ.get("AI00_VEC_LN") == "fused"
