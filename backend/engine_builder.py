@@ -96,7 +96,11 @@ class EngineBuilder:
                      gpu.summary.kind, ", ".join(gpu.summary.features) or "none")  # fmt: skip
             self._gpu = (gpu, PipelineCache(gpu.device))
         gpu, pipelines = self._gpu
-        return Engine(info, tensors, max_batch=n_slots, max_step_tokens=m.token_chunk_size + m.max_batch,
+        # the most a step carries: a busy step's chunk beside every slot's decode row, or an idle step's prefill;
+        # logit lines stay what a busy step may ask (one per row, scoring's max_batch): a prefill needs one
+        busy = m.token_chunk_size + m.max_batch
+        return Engine(info, tensors, max_batch=n_slots, max_step_tokens=max(busy, m.max_prefill_chunk),
+                      max_logit_lines=busy,
                       precision=spec.precision, gpu=gpu, pipelines=pipelines,
                       quant=quant, quant_type=spec.quant_type if quant else "int8")  # fmt: skip
 

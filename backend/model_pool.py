@@ -166,6 +166,8 @@ def build_group(config: Config, section: ModelSection, path: Path, tokenizer: An
             tokenizer,
             max_batch=section.max_batch,
             token_chunk_size=section.token_chunk_size,
+            max_prefill_chunk=section.max_prefill_chunk,
+            decode_gap_ms=section.decode_gap_ms,
             prefix_cache=section.prefix_cache,
             max_queue=config.limits.max_queue,
             cache_host_bytes=config.cache.host_budget // n_engines,  # [cache] host_bytes is the server's

@@ -2,8 +2,16 @@
 token budget, run it, and deliver its tokens to the sessions.
 
 Each step carries one decode token for every running session plus prefill chunks of waiting prompts (and
-chooses' rows), up to `token_chunk_size` tokens; a quarter of that budget always goes to prompts. Requests
-are admitted in arrival order, one slot per branch; a finished or cancelled session frees its slot at once.
+chooses' rows), in admission order. How many prompt tokens a step carries is backend/step_budget.py's policy:
+while any stream decodes, as many as keep the step (the gap between two of a stream's tokens) predicted under
+`decode_gap_ms` from the measured durations of recent steps, between a quarter of `token_chunk_size` (so a long
+prompt always progresses) and `token_chunk_size`; while none decodes, up to `max_prefill_chunk` at once. The
+engine is built for max(token_chunk_size + max_batch, max_prefill_chunk) tokens a step, and each token of room
+costs ~(16 n_embd + n_ffn) floats of workspace (gpu/workspace.py): v7 1.6B ~165 KB, so 1,024 tokens ~160 MiB
+(~140 more than 136); 7B ~330 MB; the demo model 20 KB (188 -> 208 MiB at CI's sizes). Its logit lines stay at
+token_chunk_size + max_batch (each is 2 x n_vocab floats with its readback, 512 KiB for the World vocab; a
+prefill step needs one). Requests are admitted in arrival order, one slot per branch; a finished or cancelled
+session frees its slot at once.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from backend.sessions import Session, Status
 from backend.slots import Group, Slots
 from backend.state_cache import StateCache
 from backend.state_registry import StateRegistry
+from backend.step_budget import StepBudget
 from backend.tokenizer import Tokenizer
 
 log = logging.getLogger("ai00.scheduler")
@@ -39,12 +48,15 @@ log = logging.getLogger("ai00.scheduler")
 
 class Planner:
     def __init__(self, tokenizer: Tokenizer, *, max_batch: int, token_chunk_size: int, max_queue: int,
-                 cache: StateCache, registry: StateRegistry, metrics: SchedulerMetrics,
-                 checkpoint_every: int = 512) -> None:  # fmt: skip
+                 cache: StateCache, registry: StateRegistry, metrics: SchedulerMetrics, checkpoint_every: int = 512,
+                 max_prefill_chunk: int = 0, decode_gap_ms: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         self.tokenizer, self.max_batch, self.token_chunk_size, self.max_queue = (
             tokenizer, max_batch, token_chunk_size, max_queue)  # fmt: skip
         self.cache, self.registry, self.metrics = cache, registry, metrics
         self.checkpoint_every = checkpoint_every
+        self.step_budget = StepBudget(token_chunk_size, max_prefill_chunk, decode_gap_ms)
+        self.clock = clock  # what step durations are measured with (tests give a fake one)
         self.turn_ends = TurnEnds(tokenizer) if cache.enabled else None  # 17 ms over the World vocab, once
         self.slots = Slots(max_batch, cache, registry, metrics)
         self.held = False  # a draining admin message waits: admit nothing new
@@ -57,6 +69,7 @@ class Planner:
     @engine.setter
     def engine(self, engine: StepEngine | None) -> None:
         self.slots.engine = engine
+        self.step_budget.times.reset()
 
     # ---- requests in ----
 
@@ -183,8 +196,7 @@ class Planner:
                 rows.append(StepRow(s.slot, (s.out_tokens[-1],), Logits.LAST))
                 owners.append(s)
                 draw(s, len(rows) - 1)
-        # decoding never starves prefill completely: a quarter of the budget is always the prompts'
-        budget = max(self.token_chunk_size - len(rows), max(1, self.token_chunk_size // 4))
+        budget = self.step_budget.prompt_tokens(len(rows), self._engine().max_step_tokens)
         for s in self.slots.running:
             if s.status is not Status.PREFILL or s.branch != 0 or budget <= 0:
                 continue
@@ -213,7 +225,7 @@ class Planner:
         return StepPlan(tuple(rows), tuple(draws)), owners, drawers
 
     def run_step(self, plan: StepPlan, owners: list[Session | ChooseRun], drawers: list[Session]) -> None:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             result = self._engine().step(plan)
         except Exception as e:  # fail this step's sessions, keep serving the rest
@@ -245,11 +257,12 @@ class Planner:
                 except Exception as e:
                     log.exception("chooses %s failed", run.msg.id)
                     self.slots.scoring.end(run, self.slots.free, Failed(run.msg.id, "internal", f"internal error: {e}"))
-        dt = time.perf_counter() - t0
+        dt = self.clock() - t0
         self.metrics.step_seconds.observe(dt)
         self.metrics.step_rows.observe(len(plan.rows))
         self.metrics.step_tokens.observe(plan.n_tokens)
         self._stats.record(len(plan.rows), plan.n_tokens, dt)
+        self.step_budget.record(plan.n_tokens, dt)
 
     def _deliver(self, s: Session, row: StepRow, drawn: dict[Session, Drawn]) -> None:
         """Row of a step's result to its session: more prompt fed, or the GPU's token taken."""

@@ -74,7 +74,8 @@ class _Refused(Exception):
 class Scheduler:
     def __init__(self, engines: EngineSource, tokenizer: Tokenizer, *, max_batch: int, token_chunk_size: int,
                  prefix_cache: int = 0, max_queue: int = 64, cache_host_bytes: int = 0, checkpoint_every: int = 512,
-                 cache_shared: bool = False) -> None:  # fmt: skip
+                 cache_shared: bool = False, max_prefill_chunk: int = 0,
+                 decode_gap_ms: float = 0.0) -> None:  # fmt: skip
         self._engines = engines
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -86,7 +87,8 @@ class Scheduler:
         self.metrics = SchedulerMetrics()
         self.planner = Planner(tokenizer, max_batch=max_batch, token_chunk_size=token_chunk_size,
                                max_queue=max_queue, cache=self.cache, registry=self.registry,
-                               metrics=self.metrics, checkpoint_every=checkpoint_every)  # fmt: skip
+                               metrics=self.metrics, checkpoint_every=checkpoint_every,
+                               max_prefill_chunk=max_prefill_chunk, decode_gap_ms=decode_gap_ms)  # fmt: skip
         # the first load's outcome, handed to the event loop: what the engine source says describes the model,
         # or Failed("load_failed")
         self.started: Future = Future()

@@ -82,6 +82,7 @@ class Engine:
         pipelines: PipelineCache | None = None,
         quant: int = 0,
         quant_type: str = "int8",
+        max_logit_lines: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision: must be one of {PRECISIONS}, got {precision!r}")
@@ -99,8 +100,10 @@ class Engine:
         self.gpu = gpu or Gpu()
         allocated_before = self.gpu.allocated_bytes
         self.pipelines = pipelines or PipelineCache(self.gpu.device)
-        # Logit lines are bounded by the largest buffer one binding may hold.
-        self.max_logit_lines = max(1, min(max_step_tokens, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
+        # Logit lines are bounded by the largest buffer one binding may hold (and by the caller: each is n_vocab
+        # floats twice, with its readback, so a long prefill step's room need not buy a line per token).
+        lines = min(max_step_tokens, max_logit_lines or max_step_tokens)
+        self.max_logit_lines = max(1, min(lines, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
         self.ws = Workspace.allocate(
             self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors),
             draw_bytes=DRAW.itemsize,

@@ -5,6 +5,8 @@ streams, the prefix cache, and typed admin messages. Milliseconds each; server t
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,13 +63,16 @@ class ListSink:
 class Harness:
     def __init__(self, max_batch: int = 4, chunk: int = 16, max_queue: int = 4, prefix_cache: int = 0,
                  max_logit_lines: int | None = None, host_bytes: int = 0, checkpoint_every: int = 512,
-                 shared: bool = False) -> None:  # fmt: skip
-        self.engine = FakeEngine(max_batch + prefix_cache, chunk + max_batch, max_logit_lines)
+                 shared: bool = False, max_prefill_chunk: int = 0, decode_gap_ms: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
+        step_tokens = max(chunk + max_batch, max_prefill_chunk)  # as engine_builder sizes it
+        self.engine = FakeEngine(max_batch + prefix_cache, step_tokens, max_logit_lines or chunk + max_batch)
         self.cache = StateCache(list(range(max_batch, max_batch + prefix_cache)), host_bytes, state_bytes=64,
                                 shared=shared)  # fmt: skip
         self.planner = Planner(_tokenizer(), max_batch=max_batch, token_chunk_size=chunk, max_queue=max_queue,
                                cache=self.cache, registry=StateRegistry(), metrics=SchedulerMetrics(),
-                               checkpoint_every=checkpoint_every)  # fmt: skip
+                               checkpoint_every=checkpoint_every, max_prefill_chunk=max_prefill_chunk,
+                               decode_gap_ms=decode_gap_ms, clock=clock)  # fmt: skip
         self.planner.engine = self.engine
         self.slots = self.planner.slots
 
