@@ -28,6 +28,29 @@ limit=${LIMIT:-560}  # the call's seconds; each step below gets what is left (a 
 left() { local n=$((limit - SECONDS)); echo $((n > 1 ? n : 1)); }
 
 case $phase in
+gemm)  # the GEMM's tiles tuned again (K split inside small tiles), the engine with the winners (AI00_GEMM) beside
+       # web-rwkv-py, the v6/v7 oracle tests on this GPU, then profiles of 64- and 1,024-token steps
+    timeout 240 python3 -m bench.gemm_tune --tokens 8 16 32 64 128 256 1024 --emit /tmp/tiers --tile \
+        16x16x1x4 16x16x1x4x4x2 16x16x1x4x4x4 16x16x1x4x8x2 32x16x2x4x4x4 16x32x2x4x4x4 32x32x4x4 \
+        32x32x4x4x4x2 32x32x4x4x4x4 64x16x4x4x4x2 64x32x4x4x4x2 64x64x4x4x8 64x64x8x4 128x128x8x8x8 \
+        128x64x8x8x8 2>&1 | tee "$tag-gemm-tune-2.txt" | grep -v '"kernel"'
+    export AI00_GEMM=$(cat /tmp/tiers)
+    timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv --chunk 1024 \
+        --out "$tag-speed-1.6B-gemm.json" 2>&1 | grep -v upload
+    timeout 150 python3 -m pytest tests/engine/test_models_vs_oracle.py tests/engine/test_fused_kernel_paths.py -q \
+        -x -p no:cacheprovider -k "V6 or V7 or v6 or v7" 2>&1 | tail -15 | tee "$tag-gemm-tests.txt"
+    for m in v6:1.6B v7:1.6B; do
+        timeout $(left) python3 -m bench.profile_step --model $m --tokens 64 --tokens 1024
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-gemm.txt"
+    ;;
+tune)  # the GEMM's tiles (bench/gemm_tune.py); then the engine as it was before them (.base: a checkout of
+       # 419e9e6 carried beside the tree, if there) at 1.6B, prefill in one 1,024-token step
+    timeout 330 python3 -m bench.gemm_tune 2>&1 | tee "$tag-gemm-tune.txt"
+    if [ -d .base ]; then
+        (cd .base && PYTHONPATH=/tmp/site:$PWD timeout $(left) python3 -m bench.engine_speed --model v6:1.6B \
+            --model v7:1.6B --chunk 1024 --out "$tag-speed-1.6B-base.json")
+    fi
+    ;;
 all)  # one call, most important first, each step bounded by the time left
     python3 -c "from backend.gpu.device import Gpu; g = Gpu(); print(g.summary, sorted(g.features))" \
         | tee "$tag-adapter.txt"

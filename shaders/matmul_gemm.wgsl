@@ -1,70 +1,166 @@
-// Same contract as matmul.wgsl, for many tokens (prefill, batched decode): a 64-row x 64-token
-// tile per workgroup, K in steps of 16 through workgroup memory, 4 x 4 outputs per invocation,
-// so each weight is read once per 64 tokens. Tiles never straddle segments; no LN input.
+// Same contract as matmul.wgsl, for many tokens (prefill, batched decode): a BM-row x BT-token tile per
+// workgroup, K in stages of BK4 vec4s through workgroup memory, TM rows x TN tokens per invocation, so
+// each weight is read once per BT tokens. The tile shape is a define (backend/gpu/matmul.py GemmTile
+// picks it by the step's token count). Tiles never straddle segments; no LN input.
+//
+// Why it is shaped so:
+// - each invocation keeps TM x TN sums and reads TM + TN vec4s of workgroup memory per vec4 of K: the
+//   operand traffic per multiply-add falls as the invocation's tile grows;
+// - workgroup rows are padded by one vec4 (PAD), so the invocations of a subgroup reading rows 80 bytes
+//   apart hit distinct banks (unpadded 64-byte strides made four of them wait on one bank);
+// - the next stage's weights and inputs are loaded into registers while this stage is multiplied, so
+//   the global reads' latency hides behind arithmetic;
+// - consecutive invocations own consecutive rows (ty = li % TYS), so their outputs are written together;
+// - with KS > 1 (few tokens: a step of 16-64 rows has few tiles), KS groups of invocations share a tile,
+//   each multiplying every KS-th stage of K, and sum their partial tiles through workgroup memory at the
+//   end: KS times the invocations on the same weights, and 1/KS of the stages one after another.
 #include "common.wgsl"
 #include "weights.wgsl"
 #include "matmul_common.wgsl"
 
-const BM: u32 = 64u;  // output rows per tile
-const BT: u32 = 64u;  // tokens per tile
-const BK: u32 = 16u;
+const BM: u32 = {{BM}}u;  // output rows per tile
+const BT: u32 = {{BT}}u;  // tokens per tile
+const BK4: u32 = {{BK4}}u;  // vec4s of K per stage
+const PAD: u32 = BK4 + 1u;  // vec4s per row of a workgroup tile
+const TM: u32 = {{TM}}u;  // rows per invocation
+const TN: u32 = {{TN}}u;  // tokens per invocation
+const TYS: u32 = {{TYS}}u;  // invocations along rows: row i of an invocation is ty + i * TYS
+const TXS: u32 = {{TXS}}u;  // invocations along tokens: token j is tx + j * TXS
+const KS: u32 = {{KS}}u;  // groups of invocations splitting K
+const TPG: u32 = TYS * TXS;  // invocations per group
+const NT: u32 = TPG * KS;
 
-var<workgroup> w_tile: array<vec4<f32>, 256>;  // [BM][BK/4]
-var<workgroup> x_tile: array<vec4<f32>, 256>;  // [BT][BK/4]
+var<workgroup> ws: array<vec4<f32>, {{KS}} * {{BM}} * ({{BK4}} + 1)>;  // [KS][BM][PAD] weights of KS stages
+var<workgroup> xs: array<vec4<f32>, {{KS}} * {{BT}} * ({{BK4}} + 1)>;  // [KS][BT][PAD] inputs of KS stages
+#if SPLIT_K
+var<workgroup> partial: array<vec4<f32>, ({{KS}} - 1) * {{BM}} * {{BT}} / 4>;  // groups 1.. KS-1's sums
+#endif
 
-@compute @workgroup_size(256)
+// flat index i of KS stages' [KS][n][BK4] block (n rows or tokens): its place in the padded tiles
+fn slot(i: u32, n: u32) -> u32 {
+    let s = i / (n * BK4);
+    let j = i % (n * BK4);
+    return (s * n + j / BK4) * PAD + j % BK4;
+}
+
+// its place in K, in vec4s from the first of the KS stages
+fn k_of(i: u32, n: u32) -> u32 {
+    return (i / (n * BK4)) * BK4 + i % BK4;
+}
+
+fn load_w(i: u32, o0: u32, k0: u32) -> vec4<f32> {
+    let o = min(o0 + (i % (BM * BK4)) / BK4, NROWS - 1u);
+    return w4(o * K4 + k0 + k_of(i, BM));
+}
+
+fn load_x(i: u32, xb: u32, t0: u32, last: u32, k0: u32) -> vec4<f32> {
+    let t = min(t0 + (i % (BT * BK4)) / BK4, last);
+    return x[xb + t * X_ROW + k0 + k_of(i, BT)];
+}
+
+@compute @workgroup_size({{WGS}})
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let o0 = wg.x * BM;
     let t0 = wg.y * BT;
     let count = dims.{{COUNT}};
+    let last = max(count, 1u) - 1u;
     let xb = x_base(min(o0, NROWS - 1u), 0u);
-    // loader roles: row/token (li / 4) and vec4 column (li % 4) of the 64 x 16 tiles
-    let lr = li / 4u;
-    let lc = li % 4u;
-    let w_row = min(o0 + lr, NROWS - 1u);
-    let x_tok = min(t0 + lr, max(count, 1u) - 1u);
-    // compute roles: 4 rows (ty + 16 i) x 4 tokens (tx + 16 j)
-    let tx = li % 16u;
-    let ty = li / 16u;
-    // acc_i[j]: row ty + 16 i, token tx + 16 j (vectors, not arrays: arrays spill on some drivers)
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < K4; k0 += BK / 4u) {
-        w_tile[li] = w4(w_row * K4 + k0 + lc);
-        x_tile[li] = x[xb + x_tok * X_ROW + k0 + lc];
+    let g = li / TPG;  // this invocation's group: stages g, g + KS, ...
+    let ty = (li % TPG) % TYS;
+    let tx = (li % TPG) / TYS;
+    let wg0 = g * BM * PAD;
+    let xg0 = g * BT * PAD;
+#unroll L LW
+    var pw{{L}} = load_w(li + {{L}}u * NT, o0, 0u);
+#end
+#unroll L LX
+    var px{{L}} = load_x(li + {{L}}u * NT, xb, t0, last, 0u);
+#end
+    // accIa[j]: row ty + I * TYS, token tx + j * TXS (b: tokens 4..7); vectors, not arrays (arrays spill)
+#unroll I TM
+    var acc{{I}}a = vec4<f32>(0.0);
+#if TN8
+    var acc{{I}}b = vec4<f32>(0.0);
+#endif
+#end
+    for (var k0 = 0u; k0 < K4; k0 += KS * BK4) {
+#unroll L LW
+        ws[slot(li + {{L}}u * NT, BM)] = pw{{L}};
+#end
+#unroll L LX
+        xs[slot(li + {{L}}u * NT, BT)] = px{{L}};
+#end
         workgroupBarrier();
-        for (var kc = 0u; kc < BK / 4u; kc++) {
-            let x0 = x_tile[tx * 4u + kc];
-            let x1 = x_tile[(tx + 16u) * 4u + kc];
-            let x2 = x_tile[(tx + 32u) * 4u + kc];
-            let x3 = x_tile[(tx + 48u) * 4u + kc];
-            let w0 = w_tile[ty * 4u + kc];
-            let w1 = w_tile[(ty + 16u) * 4u + kc];
-            let w2 = w_tile[(ty + 32u) * 4u + kc];
-            let w3 = w_tile[(ty + 48u) * 4u + kc];
-            acc0 += vec4<f32>(dot(w0, x0), dot(w0, x1), dot(w0, x2), dot(w0, x3));
-            acc1 += vec4<f32>(dot(w1, x0), dot(w1, x1), dot(w1, x2), dot(w1, x3));
-            acc2 += vec4<f32>(dot(w2, x0), dot(w2, x1), dot(w2, x2), dot(w2, x3));
-            acc3 += vec4<f32>(dot(w3, x0), dot(w3, x1), dot(w3, x2), dot(w3, x3));
+        if (k0 + KS * BK4 < K4) {
+#unroll L LW
+            pw{{L}} = load_w(li + {{L}}u * NT, o0, k0 + KS * BK4);
+#end
+#unroll L LX
+            px{{L}} = load_x(li + {{L}}u * NT, xb, t0, last, k0 + KS * BK4);
+#end
+        }
+        for (var kc = 0u; kc < BK4; kc++) {
+            let x0 = xs[xg0 + tx * PAD + kc];
+            let x1 = xs[xg0 + (tx + TXS) * PAD + kc];
+            let x2 = xs[xg0 + (tx + 2u * TXS) * PAD + kc];
+            let x3 = xs[xg0 + (tx + 3u * TXS) * PAD + kc];
+#if TN8
+            let x4 = xs[xg0 + (tx + 4u * TXS) * PAD + kc];
+            let x5 = xs[xg0 + (tx + 5u * TXS) * PAD + kc];
+            let x6 = xs[xg0 + (tx + 6u * TXS) * PAD + kc];
+            let x7 = xs[xg0 + (tx + 7u * TXS) * PAD + kc];
+#endif
+#unroll I TM
+            let w{{I}} = ws[wg0 + (ty + {{I}}u * TYS) * PAD + kc];
+            acc{{I}}a += vec4<f32>(dot(w{{I}}, x0), dot(w{{I}}, x1), dot(w{{I}}, x2), dot(w{{I}}, x3));
+#if TN8
+            acc{{I}}b += vec4<f32>(dot(w{{I}}, x4), dot(w{{I}}, x5), dot(w{{I}}, x6), dot(w{{I}}, x7));
+#endif
+#end
         }
         workgroupBarrier();
     }
-    store4(o0 + ty, t0 + tx, count, acc0);
-    store4(o0 + ty + 16u, t0 + tx, count, acc1);
-    store4(o0 + ty + 32u, t0 + tx, count, acc2);
-    store4(o0 + ty + 48u, t0 + tx, count, acc3);
+#if SPLIT_K
+    // groups 1.. KS-1 leave their sums; group 0 adds them and writes the outputs
+    let p0 = (li % TPG) * TM * (TN / 4u);
+    let pstride = TPG * TM * (TN / 4u);
+    if (g > 0u) {
+#unroll I TM
+        partial[(g - 1u) * pstride + p0 + {{I}}u * (TN / 4u)] = acc{{I}}a;
+#if TN8
+        partial[(g - 1u) * pstride + p0 + {{I}}u * 2u + 1u] = acc{{I}}b;
+#endif
+#end
+    }
+    workgroupBarrier();
+    if (g > 0u) {
+        return;
+    }
+    for (var h = 0u; h + 1u < KS; h++) {
+#unroll I TM
+        acc{{I}}a += partial[h * pstride + p0 + {{I}}u * (TN / 4u)];
+#if TN8
+        acc{{I}}b += partial[h * pstride + p0 + {{I}}u * 2u + 1u];
+#endif
+#end
+    }
+#endif
+#unroll I TM
+    store4(o0 + ty + {{I}}u * TYS, t0 + tx, count, acc{{I}}a);
+#if TN8
+    store4(o0 + ty + {{I}}u * TYS, t0 + tx + 4u * TXS, count, acc{{I}}b);
+#endif
+#end
 }
 
-// row o, tokens t, t + 16, t + 32, t + 48
+// row o, tokens t, t + TXS, t + 2 TXS, t + 3 TXS
 fn store4(o: u32, t: u32, count: u32, acc: vec4<f32>) {
     if (o >= NROWS) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
-        if (t + 16u * j < count) {
-            finish(o, t + 16u * j, acc[j]);
+        if (t + TXS * j < count) {
+            finish(o, t + TXS * j, acc[j]);
         }
     }
 }

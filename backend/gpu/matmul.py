@@ -20,8 +20,50 @@ import wgpu
 from backend.gpu.device import Gpu
 from backend.gpu.op_types import Binding, Grid, StepDims, Tensor, ceil_div
 
-VEC_MAX_TOKENS = 64  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
+VEC_MAX_TOKENS = 64  # steps up to this many tokens run the recurrence fused (wkv_split)
+GEMV_MAX_TOKENS = 16  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
 ACTIVATIONS = {None: 0, "sigmoid": 1, "tanh": 2, "relu_sq": 3, "silu": 4}
+
+
+@dataclass(frozen=True)
+class GemmTile:
+    """matmul_gemm.wgsl's shape: a bm-row x bt-token tile per workgroup, tm x tn outputs per invocation,
+    K in stages of bk4 vec4s, ks groups of invocations splitting K. Big tiles read each weight fewer times
+    and spend less workgroup-memory traffic per multiply-add; small ones, and K split inside the tile, give
+    a step of few tokens enough invocations to fill the GPU."""
+
+    bm: int
+    bt: int
+    tm: int
+    tn: int
+    bk4: int = 4
+    ks: int = 1
+
+    def __post_init__(self) -> None:
+        threads, group = self.threads, self.threads // self.ks
+        if self.tn not in (4, 8) or self.bm % self.tm or self.bt % self.tn or not 32 <= threads <= 256:
+            raise ValueError(f"GEMM tile {self}: tn 4 or 8, tm | bm, tn | bt, 32..256 invocations")
+        if (self.bm * self.bk4) % group or (self.bt * self.bk4) % group:
+            raise ValueError(f"GEMM tile {self}: a stage's bm x bk4 and bt x bk4 vec4s must split over {group}")
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bt // self.tn) * self.ks
+
+    def fits(self, k: int) -> bool:
+        """Whether K (floats) is a whole number of the tile's ks x bk4-vec4 steps."""
+        return (k // 4) % (self.ks * self.bk4) == 0
+
+    def defines(self) -> dict[str, int | bool]:
+        group = self.threads // self.ks
+        return {"BM": self.bm, "BT": self.bt, "BK4": self.bk4, "TM": self.tm, "TN": self.tn, "TN8": self.tn == 8,
+                "TYS": self.bm // self.tm, "TXS": self.bt // self.tn, "KS": self.ks, "SPLIT_K": self.ks > 1,
+                "LW": self.bm * self.bk4 // group, "LX": self.bt * self.bk4 // group}  # fmt: skip
+
+    @classmethod
+    def parse(cls, text: str) -> GemmTile:
+        """'BMxBTxTMxTN[xBK4[xKS]]', as AI00_GEMM names tiles."""
+        return cls(*(int(v) for v in text.split("x")))
 
 
 @dataclass(frozen=True)
@@ -34,6 +76,14 @@ class MatmulKernel:
     ln_input_small_only: bool = False  # ... but only for small weights (see KERNELS)
     min_count: int = 0  # used when the step's count lies in [min_count, max_count]
     max_count: int = 1 << 30
+    tile: GemmTile | None = None  # the GEMM's shape
+
+    def defines(self) -> dict[str, int | bool]:
+        return {} if self.tile is None else self.tile.defines()
+
+
+def gemm_kernel(tile: GemmTile, min_count: int = 0, max_count: int = 1 << 30) -> MatmulKernel:
+    return MatmulKernel("matmul_gemm.wgsl", tile.bm, tile.bt, tile.threads, False, False, min_count, max_count, tile)
 
 
 # tiled: 64 lanes share a row (coalesced, portable); vec: a 32-wide subgroup per row (GPUs with
@@ -45,7 +95,7 @@ class MatmulKernel:
 KERNELS = {
     "tiled": MatmulKernel("matmul.wgsl", 4, 8, 64, True),
     "vec": MatmulKernel("matmul_vec.wgsl", 8, 8, 256, False),
-    "gemm": MatmulKernel("matmul_gemm.wgsl", 64, 64, 256, False),
+    "gemm": gemm_kernel(GemmTile(64, 64, 4, 4)),
     "rows": MatmulKernel("matmul_rows.wgsl", 64, 8, 64, True, ln_input_small_only=True),
 }
 
@@ -72,9 +122,35 @@ def wkv_split() -> Callable[[StepDims], bool]:
     return lambda d: d.T > VEC_MAX_TOKENS
 
 
+# The GEMM's tile by the step's token count: (fewest tokens, tile), the GEMV-shaped kernel below the first.
+# From `python -m bench.gemm_tune` on the H100 (bench/results/h100-2026-12-05-gemm-tune*.txt, NOTES entry 17):
+# the fastest tile per count over the 1.6B and 7B models' projection shapes.
+GEMM_TIERS: tuple[tuple[int, GemmTile], ...] = (
+    (GEMV_MAX_TOKENS + 1, GemmTile(16, 16, 1, 4)),
+    (65, GemmTile(32, 32, 4, 4)),
+    (129, GemmTile(64, 64, 4, 4, bk4=8)),
+    (257, GemmTile(128, 128, 8, 8, bk4=8)),
+)
+
+
+def gemm_tiers() -> tuple[tuple[int, GemmTile], ...]:
+    """GEMM_TIERS, or AI00_GEMM's 'MIN:BMxBTxTMxTN[xBK4[xKS]],MIN:...' (to tune a GPU without editing code)."""
+    text = os.environ.get("AI00_GEMM")
+    if not text:
+        return GEMM_TIERS
+    try:
+        tiers = tuple((int(m), GemmTile.parse(t)) for m, t in (part.split(":") for part in text.split(",")))
+    except ValueError as e:
+        raise ValueError(f"AI00_GEMM: 'MIN:BMxBTxTMxTN[xBK4],...' with valid tiles, got {text!r}: {e}") from e
+    if not tiers or [m for m, _ in tiers] != sorted({m for m, _ in tiers}) or tiers[0][0] < 2:
+        raise ValueError(f"AI00_GEMM: increasing token counts from 2 up, got {text!r}")
+    return tiers
+
+
 def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
-    """Which kernels serve which token counts on this adapter. AI00_MATMUL overrides it: one kernel
-    ("tiled") for every count, or two ("tiled,gemm") split at VEC_MAX_TOKENS as on a GPU."""
+    """Which kernels serve which token counts on this adapter: the GEMV-shaped kernel below the first GEMM
+    tier, then one GEMM tile per tier. AI00_MATMUL overrides the kernels: one ("tiled") for every count,
+    or two ("tiled,gemm"): the first below the first GEMM tier, the GEMM's tiers above, as on a GPU."""
     forced = os.environ.get("AI00_MATMUL")
     if forced:
         names = forced.split(",")
@@ -88,7 +164,13 @@ def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
             return _ln_input_override([KERNELS["rows"]])
         small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
         large = KERNELS["gemm"]
-    return _ln_input_override([replace(small, max_count=VEC_MAX_TOKENS), replace(large, min_count=VEC_MAX_TOKENS + 1)])
+    tiers = gemm_tiers()
+    plan = [replace(small, max_count=tiers[0][0] - 1)]
+    if large.tile is None:  # a forced non-GEMM kernel for the large counts
+        return _ln_input_override([*plan, replace(large, min_count=tiers[0][0])])
+    ends = [m - 1 for m, _ in tiers[1:]] + [1 << 30]
+    plan += [gemm_kernel(tile, m, end) for (m, tile), end in zip(tiers, ends, strict=True)]
+    return _ln_input_override(plan)
 
 
 def _ln_input_override(plan: list[MatmulKernel]) -> list[MatmulKernel]:
@@ -217,6 +299,20 @@ def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
         return grid(d) if kernel.min_count <= n <= kernel.max_count else (0, 0, 0)
 
     return gated
+
+
+def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel:
+    """The GEMM kernel with its tile fitted to a weight: 64 rows where bigger tiles would straddle stacked
+    projections (zero-padded to 64 rows, layers.py), K unsplit in 4-vec4 stages where K is no whole number
+    of the tile's steps (a LoRA dimension)."""
+    tile = kernel.tile
+    if tile is None:
+        return kernel
+    if tile.bm > 64 and straddles(kernel, segments):
+        tile = replace(tile, bm=64, tm=max(1, tile.tm * 64 // tile.bm))
+    if not tile.fits(k):
+        tile = replace(tile, bk4=4, ks=1)
+    return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
 
 
 def straddles(kernel: MatmulKernel, segments: Sequence[Segment]) -> bool:

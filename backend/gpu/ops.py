@@ -21,6 +21,7 @@ from backend.gpu.matmul import (
     StorePrev,
     clip_segments,
     count_grid,
+    gemm_fitted,
     grid_for,
     matmul_plan,
     row_slices,
@@ -147,7 +148,7 @@ class Ops:
                 out.append(self.ln_mix(f"{name}.ln_mix", ln, x, count_grid(kernel, count, self._ln_grid)))
             for part in row_slices(w, self.gpu.max_binding_bytes):
                 clipped = clip_segments(segments, part.row0, part.rows)
-                defines = base | {"NROWS": part.rows, "ROW0": part.row0, "WGS": kernel.threads}
+                defines = base | kernel.defines() | {"NROWS": part.rows, "ROW0": part.row0, "WGS": kernel.threads}
                 defines |= segment_defines(clipped, x_base // 4, None if fused else x_group // 4)
                 bindings: dict[int, Binding] = {0: self.ws.dims, 1: self.ws.x if fused else x, 2: part.weight, 3: y}
                 if fused:
@@ -170,6 +171,8 @@ class Ops:
         with the LN input inside (see matmul.vec_ln_fused)."""
         vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
         ln_tiled = ln is not None and (small or vec_ln_fused())
+        if gemm:
+            kernel = gemm_fitted(kernel, w.shape[1], segments)
         if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)) or (gemm and small):
             kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
         if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any

@@ -2,7 +2,8 @@
 
 On a CPU adapter the engine runs the CPU-shaped matmul; the GPU's own kernels (the tiled GEMV that
 computes its LayerNorm input itself, and the GEMM with a separate ln_mix before it) are forced here
-with AI00_MATMUL, as on a GPU: the tiled one up to 64 tokens, the GEMM above.
+with AI00_MATMUL, as on a GPU: the tiled one up to 16 tokens, the GEMM above; each GEMM tile with
+AI00_GEMM.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from backend.gpu.engine import Engine
+from backend.gpu.matmul import GEMM_TIERS, GemmTile
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.tools.logits import logits_for
@@ -39,6 +41,35 @@ def test_gpu_kernels_match_reference_at_every_position(
     engine = device.engine(case, max_step_tokens=128)
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
     assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}")
+
+
+# every tile the engine picks on a GPU (GEMM_TIERS), K split inside a tile, and a tile whose 128 rows
+# straddle stacked projections (cut to 64 rows for them)
+GEMM_TILES = sorted({t for _, t in GEMM_TIERS} | {GemmTile(16, 16, 1, 4, ks=4)}, key=str)
+GEMM_PATHS = [(Version.V7, t, 7 if t.bt <= 32 else 64) for t in GEMM_TILES] + [  # small tiles part-filled
+    (Version.V6, GemmTile(128, 64, 8, 4), 64), (Version.V6, GemmTile(32, 32, 4, 4, 4, 2), 7)
+]
+
+
+def tile_text(t: GemmTile) -> str:
+    return f"{t.bm}x{t.bt}x{t.tm}x{t.tn}x{t.bk4}x{t.ks}"
+
+
+@pytest.mark.parametrize(("version", "tile", "chunk"), GEMM_PATHS, ids=str)
+def test_every_gemm_tile_matches_reference(
+    device: Device, cases: dict[Version, Case], version: Version, tile: GemmTile, chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """One GEMM tile for every step of 2 tokens or more (AI00_GEMM), over the 100-token prompt whose first
+    64 positions the reference covers: small tiles at chunk 7 (part of a tile, many steps), big ones at
+    64 (a big tile's work for 7 tokens, 15 times over, takes minutes on lavapipe)."""
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    monkeypatch.setenv("AI00_GEMM", f"2:{tile_text(tile)}")
+    case = cases[version]
+    prompt = case.prompt + case.prompt[:36]
+    engine = device.engine(case, max_step_tokens=128)
+    ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
+    assert_close(ours, case.ref.logits, f"{version} gemm {tile_text(tile)}, chunk {chunk}")
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
@@ -103,17 +134,20 @@ def test_gpu_kernels_read_stored_weights_as_the_cpu_kernel_does(
     device: Device, cases: dict[Version, Case], version: Version, precision: str, quant_type: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """fp16, int8 and NF4 weights unpacked eight at a time (the tiled kernel's 16-byte loads) give what
-    the CPU kernel's four-at-a-time reads give, up to summation order."""
+    """fp16, int8 and NF4 weights unpacked eight at a time (the tiled kernel's 16-byte loads) and through
+    the GEMM's tiles give what the CPU kernel's four-at-a-time reads give, up to summation order."""
     case = cases[version]
     prompt, logits = case.prompt[:24], {}
-    for plan in ("rows", "tiled,gemm"):
+    paths = (("rows", "rows", ""), ("tiled", "tiled,gemm", ""), ("gemm", "tiled,gemm", "2:32x32x4x4x4x2"))
+    for name, plan, gemm in paths:
         monkeypatch.setenv("AI00_MATMUL", plan)
+        monkeypatch.setenv("AI00_GEMM", gemm)
         engine = Engine(case.info, case.tensors, max_batch=2, max_step_tokens=64, precision=precision,
                         gpu=device.gpu, pipelines=device.pipelines, quant=case.info.n_layer if quant_type else 0,
                         quant_type=quant_type or "int8")  # fmt: skip
-        logits[plan] = logits_for(engine, prompt, chunk=6)
-    assert_close(logits["tiled,gemm"], logits["rows"], f"{version} {precision} {quant_type or 'plain'}")
+        logits[name] = logits_for(engine, prompt, chunk=6)
+    assert_close(logits["tiled"], logits["rows"], f"{version} {precision} {quant_type or 'plain'}")
+    assert_close(logits["gemm"], logits["rows"], f"{version} {precision} {quant_type or 'plain'} through the GEMM")
 
 
 def test_weights_over_the_binding_limit_are_bound_in_slices(

@@ -1,0 +1,180 @@
+"""The GEMM's tiles on this adapter: each candidate checked against numpy, then timed on real projection shapes.
+
+    python -m bench.gemm_tune [--tokens 16 32 64 128 256 1024] [--shape 2048x2048 ...] [--tile 64x64x4x4 ...]
+
+For every token count and weight shape (fp16 rows x K, the 1.6B and 7B models' projections by default) it
+times matmul_gemm.wgsl with each tile (backend/gpu/matmul.py GemmTile), the GEMV-shaped kernel the engine
+uses for few tokens (matmul_vec.wgsl where subgroups are 32 wide, else matmul.wgsl), and the GEMM as it
+was before tiles were a define (bench/gemm_v1.wgsl, 64 x 64, unpadded, no prefetch). It prints one JSON
+line per (tokens, shape, kernel): microseconds per dispatch, TFLOP/s and the weight bytes' GB/s, then the
+best kernels per token count summed over the shapes, and the winners as AI00_GEMM's text: what
+GEMM_TIERS should say (--emit FILE writes it, for a run after this one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import wgpu
+
+from backend.gpu.device import Gpu
+from backend.gpu.matmul import KERNELS, GemmTile, MatmulKernel, Segment, gemm_kernel, segment_defines
+from backend.gpu.op_types import ceil_div
+from backend.gpu.pipelines import SHADER_DIR, binding_layout, specialise
+
+SHAPES = ("2048x2048", "7168x2048", "2048x7168", "4096x4096", "14336x4096", "4096x14336")
+TILES = ("64x64x4x4", "64x64x8x4", "64x32x4x4", "32x32x4x4", "64x16x4x4", "32x16x2x4", "16x16x1x4",
+         "128x64x8x4", "128x128x8x8", "64x128x4x8", "128x64x8x8", "64x64x4x4x8", "128x128x8x8x8")  # fmt: skip
+V1 = MatmulKernel("gemm_v1.wgsl", 64, 64, 256, False)
+
+
+def build(device: wgpu.GPUDevice, shader_dir: Path, kernel: MatmulKernel, rows: int, k: int) -> tuple:
+    defines = {"K4": k // 4, "X_ROW": k // 4, "COUNT": "T", "MUL_BASE": 0, "W_F16": True, "MIX_C": rows,
+               "NROWS": rows, "ROW0": 0, "WGS": kernel.threads} | kernel.defines()  # fmt: skip
+    defines |= segment_defines([Segment(rows)], 0, 0)
+    source = specialise(kernel.shader, defines, shader_dir)
+    module = device.create_shader_module(code=source)
+    layout = device.create_bind_group_layout(entries=binding_layout(source))
+    pipeline = device.create_compute_pipeline(
+        layout=device.create_pipeline_layout(bind_group_layouts=[layout]),
+        compute={"module": module, "entry_point": "main"},
+    )
+    return pipeline, layout
+
+
+def run(gpu: Gpu, pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup, grid: tuple, times: int,
+        sync: wgpu.GPUBuffer) -> float:  # fmt: skip
+    """Seconds per dispatch of `times` dispatches in one pass (waited for by a small readback)."""
+    start = time.perf_counter()
+    enc = gpu.device.create_command_encoder()
+    cp = enc.begin_compute_pass()
+    cp.set_pipeline(pipeline)
+    cp.set_bind_group(0, group)
+    for _ in range(times):
+        cp.dispatch_workgroups(*grid)
+    cp.end()
+    gpu.queue.submit([enc.finish()])
+    gpu.read(sync, 16)
+    return (time.perf_counter() - start) / times
+
+
+@dataclass
+class Case:
+    """One weight shape and token count on the GPU, with numpy's product to check against."""
+
+    rows: int
+    k: int
+    tokens: int
+    bufs: dict[int, wgpu.GPUBuffer]
+    want: np.ndarray
+
+
+def case(gpu: Gpu, w: np.ndarray, w_buf: wgpu.GPUBuffer, tokens: int) -> Case:
+    rows, k = w.shape
+    x = np.random.default_rng(tokens).standard_normal((tokens, k)).astype(np.float32)
+    dims = gpu.device.create_buffer_with_data(data=np.array([tokens, 0, 1, 0], np.uint32).tobytes(),
+                                              usage=wgpu.BufferUsage.UNIFORM)  # fmt: skip
+    bufs = {0: dims, 1: gpu.upload(x, "x"), 2: w_buf, 3: gpu.empty(tokens * rows * 4, "y")}
+    return Case(rows, k, tokens, bufs, x @ w.astype(np.float32).T)
+
+
+def measure(gpu: Gpu, shader_dir: Path, kernel: MatmulKernel, c: Case, sync: wgpu.GPUBuffer,
+            budget_s: float) -> tuple[float, float]:  # fmt: skip
+    """(seconds per dispatch, max relative error against numpy) for one kernel and case."""
+    pipeline, layout = build(gpu.device, shader_dir, kernel, c.rows, c.k)
+    entries = [{"binding": i, "resource": {"buffer": b}} for i, b in c.bufs.items()]
+    group = gpu.device.create_bind_group(layout=layout, entries=entries)
+    grid = (ceil_div(c.rows, kernel.rows), ceil_div(c.tokens, kernel.tokens), 1)
+    run(gpu, pipeline, group, grid, 1, sync)
+    got = gpu.read(c.bufs[3], c.tokens * c.rows * 4).reshape(c.tokens, c.rows)
+    err = float(np.abs(got - c.want).max() / (np.abs(c.want).max() + 1e-9))
+    once = run(gpu, pipeline, group, grid, 2, sync)
+    times = max(2, min(500, int(budget_s / max(once, 1e-6))))
+    return min(run(gpu, pipeline, group, grid, times, sync) for _ in range(2)), err
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[16, 32, 64, 128, 256, 1024])
+    parser.add_argument("--shape", nargs="+", default=list(SHAPES), help="ROWSxK of an fp16 weight")
+    parser.add_argument("--tile", nargs="+", default=list(TILES), help="BMxBTxTMxTN[xBK4]")
+    parser.add_argument("--budget", type=float, default=0.03, help="seconds of dispatches per timing")
+    parser.add_argument("--emit", default=None, help="write the winners as AI00_GEMM's text to this file")
+    args = parser.parse_args()
+    gpu = Gpu()
+    print(f"# {gpu.summary.name} ({gpu.summary.backend}), subgroup {gpu.subgroup_size}", flush=True)
+    gemv = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
+    candidates = {"gemv": gemv, "gemm_v1": V1} | {t: gemm_kernel(GemmTile.parse(t)) for t in args.tile}
+    best: dict[int, dict[str, float]] = {}
+    shapes_done: dict[tuple[int, str], int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shader_dir = Path(tmp)
+        for f in SHADER_DIR.iterdir():
+            if f.suffix == ".wgsl":
+                shutil.copy(f, shader_dir / f.name)
+        shutil.copy(Path(__file__).with_name("gemm_v1.wgsl"), shader_dir / "gemm_v1.wgsl")
+        sync = gpu.upload(np.zeros(4, np.float32), "sync")
+        for shape in args.shape:
+            rows, k = (int(v) for v in shape.split("x"))
+            w = (np.random.default_rng(rows + k).standard_normal((rows, k), np.float32) * k**-0.5).astype(np.float16)
+            w_buf = gpu.upload(w, "w")
+            for tokens in args.tokens:
+                c = case(gpu, w, w_buf, tokens)
+                for name, kernel in candidates.items():
+                    if name == "gemv" and tokens > 64:
+                        continue
+                    try:
+                        seconds, err = measure(gpu, shader_dir, kernel, c, sync, args.budget)
+                    except Exception as e:  # a tile this adapter cannot build (workgroup memory, say)
+                        print(json.dumps({"tokens": tokens, "shape": shape, "kernel": name, "error": str(e)[:200]}))
+                        continue
+                    ok = err < 2e-3
+                    flops = 2 * rows * k * tokens
+                    print(json.dumps({"tokens": tokens, "shape": shape, "kernel": name, "us": round(seconds * 1e6, 1),
+                                      "tflops": round(flops / seconds / 1e12, 2),
+                                      "weight_gbs": round(rows * k * 2 / seconds / 1e9), "max_rel_err": f"{err:.1e}",
+                                      "ok": ok}), flush=True)  # fmt: skip
+                    if ok:
+                        total = best.setdefault(tokens, {})
+                        total[name] = total.get(name, 0.0) + seconds
+                        shapes_done[(tokens, name)] = shapes_done.get((tokens, name), 0) + 1
+                c.bufs[1].destroy()
+                c.bufs[3].destroy()
+            w_buf.destroy()
+    winners = []
+    for tokens, totals in sorted(best.items()):
+        ranked = sorted((s, n) for n, s in totals.items() if shapes_done[(tokens, n)] == len(args.shape))
+        summary = {n: round(s * 1e6, 1) for s, n in ranked[:5]}
+        print(json.dumps({"tokens": tokens, "best_us_over_shapes": summary}), flush=True)
+        winners.append((tokens, next(n for _, n in ranked if n != "gemm_v1")))
+    tiers = tiers_of(winners)
+    print(f"AI00_GEMM={tiers}")
+    if args.emit:
+        Path(args.emit).write_text(tiers + "\n")
+
+
+def tiers_of(winners: list[tuple[int, str]]) -> str:
+    """AI00_GEMM's text for the best kernel at each measured count: count c_i's tile serves the counts after
+    c_(i-1) up to c_i (the first from half its count), the GEMV-shaped kernel below the first tile."""
+    tiers: list[tuple[int, str]] = []
+    previous = max(1, winners[0][0] // 2) if winners else 1  # below the first count measured: the GEMV
+    for tokens, name in winners:
+        if name == "gemv" and not tiers:
+            previous = tokens
+            continue
+        name = name if name != "gemv" else tiers[-1][1]  # gemv winning after a tile: keep the tile
+        if not tiers or tiers[-1][1] != name:
+            tiers.append((previous + 1, name))
+        previous = tokens
+    return ",".join(f"{m}:{t}" for m, t in tiers) or f"{previous + 1}:64x64x4x4"
+
+
+if __name__ == "__main__":
+    main()
