@@ -102,8 +102,8 @@ class ModelSection(_Section):
     quant_type: Literal["none", "int8", "nf4"] = "none"
     max_batch: Annotated[int, _range(1, 1024)] = 8  # concurrent sessions (state slots)
     token_chunk_size: Annotated[int, _range(1, 8192)] = 128  # prompt tokens a step carries beside running streams
-    # prompt tokens a step carries when no stream decodes (never less than token_chunk_size); each token of room
-    # costs GPU memory (workspace ~(16 n_embd + n_ffn) floats, and a logit line + readback where the GPU binds it)
+    # prompt tokens a step carries when no stream decodes, if predicted within ten decode gaps (never less than
+    # token_chunk_size); each token of room costs ~(16 n_embd + n_ffn) floats of GPU workspace
     max_prefill_chunk: Annotated[int, _range(1, 8192)] = 1024
     # longest gap between two tokens of a running stream that prefill beside it may cause (the step is paced from
     # measured step times, never under token_chunk_size // 4 prompt tokens); 0: a fixed token_chunk_size

@@ -4,10 +4,12 @@ long prompts, and the model of step time it paces by.
 Every decoding stream gets one token per step, so the gap between two of its tokens is one step's duration. A
 step beside running streams therefore carries only as much prefill as keeps the step predicted under
 `decode_gap_ms`: never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses) nor
-more than `token_chunk_size`. With no stream decoding nothing waits on the step's length, and prompts get up to
-`max_prefill_chunk` tokens at once (a GPU prefills a 1,024-token step many times faster per token than eight
-128-token steps). `decode_gap_ms = 0` turns the pacing off: `token_chunk_size` less the decode rows, a quarter
-of it at least, as before.
+more than `token_chunk_size`. With no stream decoding, nothing waits on the step but a request that may arrive
+meanwhile: prompts get up to `max_prefill_chunk` tokens at once (a GPU prefills a 1,024-token step many times
+faster per token than eight 128-token steps), as long as the step is predicted to take at most IDLE_GAPS
+decode gaps (1 s by default), never less than `token_chunk_size` (on lavapipe, where 128 tokens take seconds,
+that is what it gets). `decode_gap_ms = 0` turns the pacing off: `token_chunk_size` less the decode rows, a
+quarter of it at least, beside streams, and `max_prefill_chunk` alone, whatever the steps cost.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 WINDOW = 32  # steps the fit remembers: it follows a change of speed within ~WINDOW / 2 steps
 WARMUP = 2  # steps of a new engine left out of the fit (first use of its pipelines, driver caches)
+IDLE_GAPS = 10  # an idle step's time, in decode gaps: what a request arriving during it may wait for its turn
 
 
 class StepTimes:
@@ -83,10 +86,16 @@ class StepBudget:
     def prompt_tokens(self, decoding: int, step_limit: int) -> int:
         """Prompt tokens beside `decoding` one-token rows, in a step of at most `step_limit` tokens."""
         if not decoding:
-            return min(self.idle_chunk, step_limit)
+            return min(self._idle(), step_limit)
         cap = max(self.chunk - decoding, self.floor)
         share = cap if not self.gap_s else self._paced(decoding, cap)
         return max(0, min(share, step_limit - decoding))
+
+    def _idle(self) -> int:
+        if not self.gap_s or self.idle_chunk == self.chunk:
+            return self.idle_chunk
+        fits = self.times.tokens_within(IDLE_GAPS * self.gap_s)
+        return self.chunk if fits is None else min(max(fits, self.chunk), self.idle_chunk)
 
     def _paced(self, decoding: int, cap: int) -> int:
         fits = self.times.tokens_within(self.gap_s)

@@ -65,13 +65,28 @@ def prefill_shares(h: Harness, n_streams: int, steps: int) -> list[int]:
 
 def test_a_prompt_alone_is_prefilled_in_max_prefill_chunk_steps() -> None:
     h = harness(Clock(0.01, 0.001), chunk=16, max_prefill_chunk=64, decode_gap_ms=50)
-    sink = h.submit("long", prompt(200, 7), params=GREEDY)
+    sink = h.submit("long", prompt(400, 7), params=GREEDY)
     sizes = []
     while not tokens_of(sink):
         sizes.append(h.step().n_tokens)
-    assert sizes == [64, 64, 64, 8]  # not 13 steps of 16: nothing decodes, so nothing waits on a step's length
+    # token_chunk_size until a step was measured (the first WARMUP are not), then 64: nothing decodes, so
+    # nothing waits on a step's length but a newcomer, and 74 ms is far under ten 50 ms gaps
+    assert sizes[: WARMUP + 1] == [16] * (WARMUP + 1) and set(sizes[WARMUP + 1 : -1]) == {64}
     h.run()
-    assert tokens_of(sink) == expected_output(prompt(200, 7), 4)
+    assert tokens_of(sink) == expected_output(prompt(400, 7), 4)
+
+
+def test_a_prefill_step_alone_is_held_to_ten_decode_gaps() -> None:
+    # 10 ms + 10 ms a token: 49 tokens fill the 500 ms a request arriving meanwhile may wait
+    h = harness(Clock(0.01, 0.01), chunk=16, max_prefill_chunk=256, decode_gap_ms=50)
+    h.submit("long", prompt(600, 7), params=GREEDY)
+    assert [h.step().n_tokens for _ in range(8)][-3:] == [49, 49, 49]
+
+
+def test_a_prefill_step_alone_is_never_under_token_chunk_size() -> None:
+    h = harness(Clock(1.0, 0.01), chunk=16, max_prefill_chunk=256, decode_gap_ms=50)
+    h.submit("long", prompt(300, 7), params=GREEDY)
+    assert {h.step().n_tokens for _ in range(8)} == {16}  # over 500 ms at any size: the old budget, no less
 
 
 def test_beside_running_streams_a_prefill_step_is_sized_to_keep_the_decode_gap() -> None:
