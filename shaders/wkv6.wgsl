@@ -1,8 +1,9 @@
-// RWKV-5/6 time mixing for one (head h, row b). State S [N(key i), N(value j)] per head:
+// RWKV-5/6 time mixing for one (head h, row b), token after token (wkv6_state.wgsl for S):
 //   y_j = sum_i r_i (u_i k_i v_j + S_ij);   S_ij = k_i v_j + w_i S_ij,   w = exp(-exp(decay))
-// then group norm over the head and (GATE) the silu gate. Invocation j owns channel c = h N + j and
-// state column j as 16 vec4 over i (unrolled: constant indices stay in registers). DECAY_LORA (v6):
-// decay = decay[c] + hidden[t] . decay_w2[c], the second stage of the decay LoRA, done here.
+// then the output (wkv6_output.wgsl): group norm over the head and (GATE) the silu gate. For steps of
+// up to 64 tokens; longer ones run the split form (wkv6_pre, wkv6_scan, wkv6_post). Invocation j owns
+// channel c = h N + j and state column j. DECAY_LORA (v6): the decay's LoRA second stage per token
+// (wkv6_decay.wgsl), done here.
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -17,33 +18,17 @@
 @group(0) @binding(8) var<storage, read> decay_w2: array<f32>;  // [C, D]
 #endif
 
+const BUFFERS: u32 = 1u;  // one token's r, k, w in workgroup memory at a time
+
 #include "head_reduce.wgsl"
+#include "wkv6_common.wgsl"
+#include "wkv6_decay.wgsl"
+#include "wkv6_state.wgsl"
+#include "wkv_group_norm.wgsl"
+#include "wkv6_output.wgsl"
 
-const N: u32 = 64u;
-const C: u32 = {{C}}u;
-const TC: u32 = {{T_MAX}}u * {{C}}u;
-const S: u32 = {{S}}u;
-const REC: u32 = {{REC}}u;
-const LORA_BASE: u32 = {{LORA_BASE}}u;
-const LW: u32 = {{LW}}u;  // hidden floats per token in rkv
-const D: u32 = {{D}}u;
-
-var<workgroup> sh_r: array<vec4<f32>, 16>;
-var<workgroup> sh_k: array<vec4<f32>, 16>;
 var<workgroup> sh_u: array<vec4<f32>, 16>;
-var<workgroup> sh_w: array<vec4<f32>, 16>;
 var<workgroup> row_len: u32;
-
-fn load4(at: u32) -> vec4<f32> {  // S[i .. i+4, j] sits N floats apart
-    return vec4<f32>(state[at], state[at + N], state[at + 2u * N], state[at + 3u * N]);
-}
-
-fn store4(at: u32, v: vec4<f32>) {
-    state[at] = v.x;
-    state[at + N] = v.y;
-    state[at + 2u * N] = v.z;
-    state[at + 3u * N] = v.w;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -54,44 +39,26 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
     }
     let len = workgroupUniformLoad(&row_len);
     let c = h * N + j;
-    let base = row.slot * S + REC + h * N * N + j;  // S[h, i, j] at base + i * N
+    let at = state_column(row.slot, h, j);
     var s: array<vec4<f32>, 16>;
-#unroll I 16
-    s[{{I}}] = load4(base + {{I}}u * 4u * N);
-#end
+    load_state(&s, at);
     sh_u[j / 4u][j % 4u] = u[c];
     for (var n = 0u; n < len; n++) {
-        let tc = (row.start + n) * C + c;
-        sh_r[j / 4u][j % 4u] = rkv[tc];
-        sh_k[j / 4u][j % 4u] = rkv[TC + tc];
-        var wd = decay[c];
-#if DECAY_LORA
-        let hb = LORA_BASE + (row.start + n) * LW;
-        for (var q = 0u; q < D; q++) {
-            wd += rkv[hb + q] * decay_w2[c * D + q];
-        }
-#endif
-        sh_w[j / 4u][j % 4u] = exp(-exp(wd));
+        let t = row.start + n;
+        let tc = t * C + c;
+        share_rk(0u, j, rkv[tc], rkv[TC + tc]);
+        share_w(0u, j, decay_w(t, c));
         let v = rkv[2u * TC + tc];
         workgroupBarrier();
         var y = 0.0;
 #unroll I 16
         {
-            let kv = sh_k[{{I}}] * v;
-            y += dot(sh_r[{{I}}], sh_u[{{I}}] * kv + s[{{I}}]);
-            s[{{I}}] = kv + sh_w[{{I}}] * s[{{I}}];
+            let kv = sh_k[0][{{I}}] * v;
+            y += dot(sh_r[0][{{I}}], sh_u[{{I}}] * kv + s[{{I}}]);
+            s[{{I}}] = update(s[{{I}}], sh_w[0][{{I}}], kv);
         }
 #end
-        let mean = head_sum(y, j) / f32(N);
-        let d = y - mean;
-        let variance = head_sum(d * d, j) / f32(N);
-        var o = d * inverseSqrt(variance + 64e-5) * ln_x[c] + ln_x[C + c];
-#if GATE
-        o *= rkv[3u * TC + tc];
-#endif
-        out[tc] = o;
+        out[tc] = time_mix_output(y, tc, c, j);
     }
-#unroll I 16
-    store4(base + {{I}}u * 4u * N, s[{{I}}]);
-#end
+    store_state(at, &s);
 }

@@ -1,10 +1,10 @@
-// RWKV-5/6 time mixing for long steps, part 2 of 3: the state recurrence alone, per (head h, row b),
-// token after token:  y_j = sum_i r_i S_ij;  S_ij = k_i v_j + w_i S_ij  (y before the bonus
-// v_j sum_i r_i u_i k_i and the group norm, which wkv6_post adds for every token at once).
-// Invocation j owns state column j as 16 vec4 over i (registers). r, k and w go through workgroup
-// memory, double-buffered so one barrier per token suffices; the next token's loads are issued before
-// this token's arithmetic so their latency hides behind it. DECAY_LORA (v6): w per token from
-// wkv6_pre; else (v5) exp(-exp(decay[c])) for every token.
+// RWKV-5/6 time mixing for long steps, part 2 of 3: the state recurrence alone (wkv6_state.wgsl), per
+// (head h, row b), token after token:  y_j = sum_i r_i S_ij;  S_ij = k_i v_j + w_i S_ij  (y before the
+// bonus v_j sum_i r_i u_i k_i and the group norm, which wkv6_post adds for every token at once).
+// Invocation j owns state column j. r, k and w are double-buffered in workgroup memory so one barrier
+// per token suffices; the next token's loads are issued before this token's arithmetic so their
+// latency hides behind it. DECAY_LORA (v6): w per token from wkv6_pre; else (v5) the same for every
+// token (wkv6_decay.wgsl).
 #include "common.wgsl"
 
 @group(0) @binding(1) var<storage, read> rows: array<Row>;
@@ -17,11 +17,14 @@
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;  // [T_MAX, C] y
 
-const N: u32 = 64u;
-const C: u32 = {{C}}u;
-const TC: u32 = {{T_MAX}}u * {{C}}u;
-const S: u32 = {{S}}u;
-const REC: u32 = {{REC}}u;
+const BUFFERS: u32 = 2u;  // token n's r, k, w in buffer n & 1
+
+#include "wkv6_common.wgsl"
+#include "wkv6_state.wgsl"
+#if DECAY_LORA
+#else
+#include "wkv6_decay.wgsl"
+#endif
 
 struct Inputs {
     r: f32,
@@ -38,21 +41,7 @@ fn inputs(tc: u32) -> Inputs {
 #endif
 }
 
-var<workgroup> sh_r: array<array<vec4<f32>, 16>, 2>;
-var<workgroup> sh_k: array<array<vec4<f32>, 16>, 2>;
-var<workgroup> sh_w: array<array<vec4<f32>, 16>, 2>;
 var<workgroup> row_len: u32;
-
-fn load4(at: u32) -> vec4<f32> {  // S[i .. i+4, j] sits N floats apart
-    return vec4<f32>(state[at], state[at + N], state[at + 2u * N], state[at + 3u * N]);
-}
-
-fn store4(at: u32, v: vec4<f32>) {
-    state[at] = v.x;
-    state[at + N] = v.y;
-    state[at + 2u * N] = v.z;
-    state[at + 3u * N] = v.w;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -63,26 +52,23 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
     }
     let len = workgroupUniformLoad(&row_len);
     let c = h * N + j;
-    let base = row.slot * S + REC + h * N * N + j;  // S[h, i, j] at base + i * N
+    let at = state_column(row.slot, h, j);
     var s: array<vec4<f32>, 16>;
-#unroll I 16
-    s[{{I}}] = load4(base + {{I}}u * 4u * N);
-#end
+    load_state(&s, at);
 #if DECAY_LORA
 #else
-    let w = exp(-exp(decay[c]));  // constant: both halves once, read by every token
-    sh_w[0][j / 4u][j % 4u] = w;
-    sh_w[1][j / 4u][j % 4u] = w;
+    let w = decay_w(row.start, c);  // constant: both halves once, read by every token
+    share_w(0u, j, w);
+    share_w(1u, j, w);
 #endif
     var next = inputs(row.start * C + c);
     for (var n = 0u; n < len; n++) {
         let p = n & 1u;
         let tc = (row.start + n) * C + c;
         let cur = next;
-        sh_r[p][j / 4u][j % 4u] = cur.r;
-        sh_k[p][j / 4u][j % 4u] = cur.k;
+        share_rk(p, j, cur.r, cur.k);
 #if DECAY_LORA
-        sh_w[p][j / 4u][j % 4u] = cur.w;
+        share_w(p, j, cur.w);
 #endif
         workgroupBarrier();
         if (n + 1u < len) {
@@ -91,11 +77,9 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         var y = 0.0;
 #unroll I 16
         y += dot(sh_r[p][{{I}}], s[{{I}}]);
-        s[{{I}}] = sh_k[p][{{I}}] * cur.v + sh_w[p][{{I}}] * s[{{I}}];
+        s[{{I}}] = update(s[{{I}}], sh_w[p][{{I}}], sh_k[p][{{I}}] * cur.v);
 #end
         out[tc] = y;
     }
-#unroll I 16
-    store4(base + {{I}}u * 4u * N, s[{{I}}]);
-#end
+    store_state(at, &s);
 }

@@ -1,9 +1,8 @@
-// RWKV-7 time mixing for one (head h, row b): runs the row's tokens through the
-// generalised delta rule and writes the gated, group-normed output.
-// State S [N(value i), N(key j)] per head:  S = S diag(w) + (S (-kk)) (kk*a)^T + v k^T;  y = S r
-// Invocation i owns channel c = h N + i and state row i as 16 vec4 (unrolled: constant indices stay
-// in registers). It also does the second stage of the w, a, v-mix and g LoRAs for its channel
-// (a dot product with the token's hidden layer, which the projection dispatch wrote after r, k, v).
+// RWKV-7 time mixing for one (head h, row b), token after token: each token's inputs
+// (wkv7_inputs.wgsl), the generalised delta rule on the state (wkv7_state.wgsl), then the gated,
+// group-normed output (wkv7_output.wgsl). For steps of up to 64 tokens; longer ones run the same
+// three parts as one kernel each (wkv7_pre, wkv7_scan, wkv7_post), so that only the state update
+// goes token by token. Invocation i owns channel c = h N + i and state row i.
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -16,32 +15,15 @@
 @group(0) @binding(9) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
 
+const BUFFERS: u32 = 1u;  // one token's vectors in workgroup memory at a time
+
 #include "head_reduce.wgsl"
+#include "wkv7_common.wgsl"
+#include "wkv7_inputs.wgsl"
+#include "wkv7_state.wgsl"
+#include "wkv_group_norm.wgsl"
+#include "wkv7_output.wgsl"
 
-const N: u32 = 64u;
-const C: u32 = {{C}}u;
-const TC: u32 = {{T_MAX}}u * {{C}}u;
-const S4: u32 = {{S}}u / 4u;
-const REC4: u32 = {{REC}}u / 4u;
-const LORA_BASE: u32 = {{LORA_BASE}}u;
-const LW: u32 = {{LW}}u;  // hidden floats per token in rkv
-const L2: u32 = {{L2}}u;  // lora2 floats per channel
-
-// hidden[o .. o + n) . lora2[c, o .. o + n)
-fn lora_dot(hb: u32, c: u32, o: u32, n: u32) -> f32 {
-    let lb = c * L2;
-    var acc = 0.0;
-    for (var j = o; j < o + n; j++) {
-        acc += rkv[hb + j] * lora2[lb + j];
-    }
-    return acc;
-}
-
-var<workgroup> sh_r: array<vec4<f32>, 16>;
-var<workgroup> sh_w: array<vec4<f32>, 16>;
-var<workgroup> sh_k: array<vec4<f32>, 16>;
-var<workgroup> sh_kk: array<vec4<f32>, 16>;
-var<workgroup> sh_b: array<vec4<f32>, 16>;
 var<workgroup> row_len: u32;
 
 @compute @workgroup_size(64)
@@ -53,53 +35,18 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
     }
     let len = workgroupUniformLoad(&row_len);
     let c = h * N + i;
-    let base = row.slot * S4 + REC4 + (h * N + i) * 16u;
+    let at = state_row(row.slot, c);
     var s: array<vec4<f32>, 16>;
-#unroll J 16
-    s[{{J}}] = state[base + {{J}}u];
-#end
+    load_state(&s, at);
     for (var n = 0u; n < len; n++) {
-        let tc = (row.start + n) * C + c;
+        let t = row.start + n;
+        let tc = t * C + c;
         let r = rkv[tc];
-        let k_raw = rkv[TC + tc];
-        var v = rkv[2u * TC + tc];
-        let hb = LORA_BASE + (row.start + n) * LW;
-        let w_in = params[3u * C + c] + lora_dot(hb, c, 0u, {{DW}}u);
-        let a = sigmoid(params[4u * C + c] + lora_dot(hb, c, {{OA}}u, {{DA}}u));
-        let g = lora_dot(hb, c, {{OG}}u, {{DG}}u);
-        let kk_raw = k_raw * params[c];
-        let kk = kk_raw / max(sqrt(head_sum(kk_raw * kk_raw, i)), 1e-12);
-        let k = k_raw * (1.0 + (a - 1.0) * params[C + c]);
-#if MIX_V
-        let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, c, {{OV}}u, {{DV}}u));
-        v = v + (v_first[tc] - v) * v_gate;
-#else
-        v_first[tc] = v;
-#endif
-        sh_r[i / 4u][i % 4u] = r;
-        sh_w[i / 4u][i % 4u] = exp(-0.606531 * sigmoid(w_in));  // 0.606531 = exp(-0.5)
-        sh_k[i / 4u][i % 4u] = k;
-        sh_kk[i / 4u][i % 4u] = kk;
-        sh_b[i / 4u][i % 4u] = kk * a;
+        let x = token_inputs(t, c, i);
+        share_token(0u, i, r, x.w, x.k, x.kk, x.b);
         workgroupBarrier();
-        var sa = 0.0;
-#unroll J 16
-        sa -= dot(s[{{J}}], sh_kk[{{J}}]);
-#end
-        var y = 0.0;
-#unroll J 16
-        s[{{J}}] = s[{{J}}] * sh_w[{{J}}] + sa * sh_b[{{J}}] + v * sh_k[{{J}}];
-        y += dot(s[{{J}}], sh_r[{{J}}]);
-#end
-        // group norm over the head, then the r.k bonus, then the gate
-        let mean = head_sum(y, i) / f32(N);
-        let d = y - mean;
-        let variance = head_sum(d * d, i) / f32(N);
-        var o = d * inverseSqrt(variance + 64e-5) * ln_x[c] + ln_x[C + c];
-        o += head_sum(r * k * params[2u * C + c], i) * v;
-        out[tc] = o * g;
+        let y = delta_rule(&s, 0u, x.v);
+        out[tc] = time_mix_output(y, r, x.k, x.v, x.g, c, i);
     }
-#unroll J 16
-    state[base + {{J}}u] = s[{{J}}];
-#end
+    store_state(at, &s);
 }

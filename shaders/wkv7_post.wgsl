@@ -1,5 +1,5 @@
-// RWKV-7 time mixing for long steps, part 3 of 3: for every token at once, y's group norm over the
-// head, the r.k bonus and the gate. One workgroup per (head h, token t); invocation i owns channel
+// RWKV-7 time mixing for long steps, part 3 of 3: the output (wkv7_output.wgsl: group norm, bonus,
+// gate) for every token at once. One workgroup per (head h, token t); invocation i owns channel
 // c = h N + i; y (from wkv7_scan) is replaced in place by the time mix's output.
 #include "common.wgsl"
 
@@ -10,20 +10,13 @@
 @group(0) @binding(11) var<storage, read_write> out: array<f32>;  // [T_MAX, C]: y in, output out
 
 #include "head_reduce.wgsl"
-
-const N: u32 = 64u;
-const C: u32 = {{C}}u;
-const TC: u32 = {{T_MAX}}u * {{C}}u;
+#include "wkv7_common.wgsl"
+#include "wkv_group_norm.wgsl"
+#include "wkv7_output.wgsl"
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let c = wg.x * N + i;
     let tc = wg.y * C + c;
-    let y = out[tc];
-    let mean = head_sum(y, i) / f32(N);
-    let d = y - mean;
-    let variance = head_sum(d * d, i) / f32(N);
-    var o = d * inverseSqrt(variance + 64e-5) * ln_x[c] + ln_x[C + c];
-    o += head_sum(rkv[tc] * rkv[TC + tc] * params[2u * C + c], i) * rkv[2u * TC + tc];
-    out[tc] = o * ext[2u * TC + tc];
+    out[tc] = time_mix_output(out[tc], rkv[tc], rkv[TC + tc], rkv[2u * TC + tc], ext[2u * TC + tc], c, i);
 }

@@ -1,0 +1,47 @@
+// RWKV-7's per-token inputs to the recurrence for channel c (lane i of its head), none of which depends
+// on the state: the second stages of the w, a, v-mix and g LoRAs (dot products with the token's hidden
+// layer, which the projection dispatch wrote after r, k, v in rkv), the decay w, kk normalised over the
+// head, k's in-context replacement and the mix of v with layer 0's. wkv7.wgsl computes them token by
+// token, wkv7_pre.wgsl for all tokens at once. The includer binds rkv, lora2, v_first and params and
+// includes head_reduce.wgsl and wkv7_common.wgsl.
+
+// hidden[o .. o + n) . lora2[c, o .. o + n)
+fn lora_dot(hb: u32, c: u32, o: u32, n: u32) -> f32 {
+    let lb = c * L2;
+    var acc = 0.0;
+    for (var j = o; j < o + n; j++) {
+        acc += rkv[hb + j] * lora2[lb + j];
+    }
+    return acc;
+}
+
+struct TokenInputs {
+    w: f32,   // decay
+    k: f32,   // key after the in-context replacement
+    kk: f32,  // removal key k * k_k, normalised over the head
+    b: f32,   // kk * a, what the removal writes back
+    v: f32,   // value, mixed with layer 0's (layer 0: as projected, and kept in v_first)
+    g: f32,   // output gate
+}
+
+// Token t's inputs for channel c, lane i (every lane of the head calls it: head sums inside).
+fn token_inputs(t: u32, c: u32, i: u32) -> TokenInputs {
+    let tc = t * C + c;
+    let hb = LORA_BASE + t * LW;
+    let k_raw = rkv[TC + tc];
+    var v = rkv[2u * TC + tc];
+    let w_in = params[3u * C + c] + lora_dot(hb, c, 0u, {{DW}}u);
+    let a = sigmoid(params[4u * C + c] + lora_dot(hb, c, {{OA}}u, {{DA}}u));
+    let g = lora_dot(hb, c, {{OG}}u, {{DG}}u);
+    let kk_raw = k_raw * params[c];
+    let kk = kk_raw / max(sqrt(head_sum(kk_raw * kk_raw, i)), 1e-12);
+    let k = k_raw * (1.0 + (a - 1.0) * params[C + c]);
+#if MIX_V
+    let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, c, {{OV}}u, {{DV}}u));
+    v = v + (v_first[tc] - v) * v_gate;
+#else
+    v_first[tc] = v;
+#endif
+    let w = exp(-0.606531 * sigmoid(w_in));  // 0.606531 = exp(-0.5)
+    return TokenInputs(w, k, kk, kk * a, v, g);
+}
