@@ -15,6 +15,23 @@ fn lora_dot(hb: u32, c: u32, o: u32, n: u32) -> f32 {
     return acc;
 }
 
+// the four LoRA second stages of one token and channel, before their biases
+struct LoraDots {
+    w: f32,
+    a: f32,
+    v: f32,  // layer 0: unused
+    g: f32,
+}
+
+fn lora_dots(t: u32, c: u32) -> LoraDots {
+    let hb = LORA_BASE + t * LW;
+    var v = 0.0;
+#if MIX_V
+    v = lora_dot(hb, c, {{OV}}u, {{DV}}u);
+#endif
+    return LoraDots(lora_dot(hb, c, 0u, {{DW}}u), lora_dot(hb, c, {{OA}}u, {{DA}}u), v, lora_dot(hb, c, {{OG}}u, {{DG}}u));
+}
+
 struct TokenInputs {
     w: f32,   // decay
     k: f32,   // key after the in-context replacement
@@ -26,22 +43,25 @@ struct TokenInputs {
 
 // Token t's inputs for channel c, lane i (every lane of the head calls it: head sums inside).
 fn token_inputs(t: u32, c: u32, i: u32) -> TokenInputs {
+    return inputs_from(t, c, i, lora_dots(t, c));
+}
+
+// The same from the LoRA dots already taken (wkv7_pre takes them for several tokens at once).
+fn inputs_from(t: u32, c: u32, i: u32, d: LoraDots) -> TokenInputs {
     let tc = t * C + c;
-    let hb = LORA_BASE + t * LW;
     let k_raw = rkv[TC + tc];
     var v = rkv[2u * TC + tc];
-    let w_in = params[3u * C + c] + lora_dot(hb, c, 0u, {{DW}}u);
-    let a = sigmoid(params[4u * C + c] + lora_dot(hb, c, {{OA}}u, {{DA}}u));
-    let g = lora_dot(hb, c, {{OG}}u, {{DG}}u);
+    let w_in = params[3u * C + c] + d.w;
+    let a = sigmoid(params[4u * C + c] + d.a);
     let kk_raw = k_raw * params[c];
     let kk = kk_raw / max(sqrt(head_sum(kk_raw * kk_raw, i)), 1e-12);
     let k = k_raw * (1.0 + (a - 1.0) * params[C + c]);
 #if MIX_V
-    let v_gate = sigmoid(params[5u * C + c] + lora_dot(hb, c, {{OV}}u, {{DV}}u));
+    let v_gate = sigmoid(params[5u * C + c] + d.v);
     v = v + (v_first[tc] - v) * v_gate;
 #else
     v_first[tc] = v;
 #endif
     let w = exp(-0.606531 * sigmoid(w_in));  // 0.606531 = exp(-0.5)
-    return TokenInputs(w, k, kk, kk * a, v, g);
+    return TokenInputs(w, k, kk, kk * a, v, d.g);
 }

@@ -21,7 +21,8 @@ from backend.gpu.device import Gpu
 from backend.gpu.op_types import Binding, Grid, StepDims, Tensor, ceil_div
 
 VEC_MAX_TOKENS = 64  # steps up to this many tokens run the recurrence fused (wkv_split)
-GEMV_MAX_TOKENS = 16  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
+PRE_TT = 8  # tokens per workgroup of the split recurrence's LoRA pass (wkv7_pre, wkv6_pre): rows read once for 8
+GEMV_MAX_TOKENS = 8  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
 ACTIVATIONS = {None: 0, "sigmoid": 1, "tanh": 2, "relu_sq": 3, "silu": 4}
 
 
@@ -123,12 +124,15 @@ def wkv_split() -> Callable[[StepDims], bool]:
 
 
 # The GEMM's tile by the step's token count: (fewest tokens, tile), the GEMV-shaped kernel below the first.
-# From `python -m bench.gemm_tune` on the H100 (bench/results/h100-2026-12-05-gemm-tune*.txt, NOTES entry 17):
-# the fastest tile per count over the 1.6B and 7B models' projection shapes.
+# From `python -m bench.gemm_tune` on the H100 (bench/results/h100-2026-12-05-gemm-tune-2.txt, NOTES entry 17):
+# the fastest tile per count over the 1.6B and 7B models' projection shapes. Few tokens want small tiles
+# with K split inside them (enough invocations on a 2k-row weight), many want big ones (less traffic).
 GEMM_TIERS: tuple[tuple[int, GemmTile], ...] = (
-    (GEMV_MAX_TOKENS + 1, GemmTile(16, 16, 1, 4)),
-    (65, GemmTile(32, 32, 4, 4)),
-    (129, GemmTile(64, 64, 4, 4, bk4=8)),
+    (GEMV_MAX_TOKENS + 1, GemmTile(32, 16, 2, 4, bk4=4, ks=4)),
+    (17, GemmTile(16, 32, 2, 4, bk4=4, ks=4)),
+    (33, GemmTile(64, 32, 4, 4, bk4=4, ks=2)),
+    (65, GemmTile(64, 64, 4, 4, bk4=8)),
+    (129, GemmTile(64, 64, 8, 4)),
     (257, GemmTile(128, 128, 8, 8, bk4=8)),
 )
 
@@ -206,6 +210,7 @@ class LnInput:
     prev_offset: int  # x_prev's offset inside a slot's layer state
     out: wgpu.GPUBuffer | None  # [t_max, C] xx, for the kernels after (the shift store, v6's mix)
     delta: wgpu.GPUBuffer | None = None  # [t_max, C] prev - xx (v6)
+    out_written: bool = False  # another kernel of the layer writes `out`: a kernel with the LN inside need not
 
 
 @dataclass(frozen=True)
@@ -301,18 +306,26 @@ def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
     return gated
 
 
-def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel:
-    """The GEMM kernel with its tile fitted to a weight: 64 rows where bigger tiles would straddle stacked
-    projections (zero-padded to 64 rows, layers.py), K unsplit in 4-vec4 stages where K is no whole number
-    of the tile's steps (a LoRA dimension)."""
+SMALL_GEMM_MIN_TOKENS = 129  # a small weight (LoRA stage) takes the GEMM from here; below, its tiles are too few
+
+
+def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel | None:
+    """The GEMM kernel with its tile fitted to a weight, or None where none fits: rows halved (down to 16)
+    until tiles stay inside segments (stacked projections are zero-padded to 64 rows, layers.py; a LoRA's
+    stages to 16 or 32), K unsplit in 4-vec4 stages where K is no whole number of the tile's steps."""
     tile = kernel.tile
     if tile is None:
         return kernel
-    if tile.bm > 64 and straddles(kernel, segments):
-        tile = replace(tile, bm=64, tm=max(1, tile.tm * 64 // tile.bm))
+    while straddles(replace(kernel, rows=tile.bm), segments):
+        if tile.bm <= 16:
+            return None
+        tile = replace(tile, bm=tile.bm // 2, tm=max(1, tile.tm // 2))
     if not tile.fits(k):
         tile = replace(tile, bk4=4, ks=1)
-    return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
+    try:
+        return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
+    except ValueError:  # a cut tile with too few invocations
+        return None
 
 
 def straddles(kernel: MatmulKernel, segments: Sequence[Segment]) -> bool:

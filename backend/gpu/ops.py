@@ -15,6 +15,8 @@ import wgpu
 from backend.gpu.device import Gpu
 from backend.gpu.matmul import (
     KERNELS,
+    PRE_TT,
+    SMALL_GEMM_MIN_TOKENS,
     LnInput,
     MatmulKernel,
     Segment,
@@ -165,27 +167,30 @@ class Ops:
         kernel: MatmulKernel, w: Tensor, segments: Sequence[Segment], ln: LnInput | None, small: bool
     ) -> MatmulKernel:
         """The plan's kernel, or the tiled one over the same counts where it cannot serve this matmul:
-        the GEMM's tiles would straddle segments (or a small weight would not fill them); matmul_vec
-        reads fp16/f32 rows 16 bytes at a time (quantized rows go through w4()) and takes no LN input:
-        a big weight gets an ln_mix dispatch before it, a small one (a LoRA stage) the tiled kernel
-        with the LN input inside (see matmul.vec_ln_fused)."""
+        no GEMM tile fits the segments, or a small weight (a LoRA stage) would fill too few tiles (below
+        SMALL_GEMM_MIN_TOKENS); matmul_vec reads fp16/f32 rows 16 bytes at a time (quantized rows go
+        through w4()) and takes no LN input: a big weight gets an ln_mix dispatch before it, a small one
+        the tiled kernel with the LN input inside (see matmul.vec_ln_fused)."""
         vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
         ln_tiled = ln is not None and (small or vec_ln_fused())
+        tiled = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
         if gemm:
-            kernel = gemm_fitted(kernel, w.shape[1], segments)
-        if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)) or (gemm and small):
-            kernel = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+            fitted = None if small and kernel.min_count < SMALL_GEMM_MIN_TOKENS else gemm_fitted(
+                kernel, w.shape[1], segments)  # fmt: skip
+            kernel = fitted or tiled
+        if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)):
+            kernel = tiled
         if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any
             kernel = replace(KERNELS["rows"], min_count=kernel.min_count, max_count=kernel.max_count)
         return kernel
 
     def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
-        return {"LN": True, "LN_OUT": ln.out is not None, "LN_DELTA": ln.delta is not None,
+        return {"LN": True, "LN_OUT": ln.out is not None and not ln.out_written, "LN_DELTA": ln.delta is not None,
                 "S4": ln.slot_floats // 4, "PREV4": ln.prev_offset // 4}  # fmt: skip
 
     def _ln_bindings(self, ln: LnInput) -> dict[int, Binding]:
         bindings: dict[int, Binding] = {7: self.ws.tokens, 8: ln.params.buffer, 11: ln.state}
-        if ln.out is not None:
+        if ln.out is not None and not ln.out_written:
             bindings[9] = ln.out
         if ln.delta is not None:
             bindings[10] = ln.delta
@@ -246,6 +251,7 @@ class Ops:
             "N": 64, "SG": self._head_sg(64), "C": c, "T_MAX": self.t_max, "S": layout.size,
             "REC": layout.recurrent, "MIX_V": mix_v, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "L2": sum(sizes), "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
+            "PRE_TT": PRE_TT,
         }  # fmt: skip
         split = wkv_split()
         heads = c // 64
@@ -257,13 +263,14 @@ class Ops:
             raise ValueError(f"{layer}.wkv7: ffn_k cannot hold kk, kk * a and g for {self.t_max} tokens")
         ext = ws.ffn_k  # free during the time mix: the channel mix writes it next
         per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        per_block: Grid = lambda d: (heads, _ceil(d.T, PRE_TT), 1) if split(d) else (0, 0, 0)  # noqa: E731
         per_row: Grid = lambda d: (heads, d.B, 1) if split(d) else (0, 0, 0)  # noqa: E731
-        pre = {2: ws.rkv, 3: lora2.buffer, 6: ws.v_first, 7: params.buffer, 9: ext}
+        pre = {0: ws.dims, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first, 7: params.buffer, 9: ext}
         scan = {1: ws.rows, 2: ws.rkv, 9: ext, 10: state, 11: ws.att_out}
         post = {2: ws.rkv, 7: params.buffer, 8: ln_x.buffer, 9: ext, 11: ws.att_out}
         return [
             fused,
-            self._dispatch(f"{layer}.wkv7.pre", "wkv7_pre.wgsl", defines, pre, per_token),
+            self._dispatch(f"{layer}.wkv7.pre", "wkv7_pre.wgsl", defines, pre, per_block),
             self._dispatch(f"{layer}.wkv7.scan", "wkv7_scan.wgsl", defines, scan, per_row),
             self._dispatch(f"{layer}.wkv7.post", "wkv7_post.wgsl", defines, post, per_token),
         ]
@@ -297,7 +304,7 @@ class Ops:
             "N": head_size, "SG": self._head_sg(head_size), "C": c, "T_MAX": self.t_max, "S": slot_floats,
             "REC": rec, "GATE": gate,
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
-            "D": decay_lora.shape[1] if decay_lora is not None else 0,
+            "D": decay_lora.shape[1] if decay_lora is not None else 0, "PRE_TT": PRE_TT,
         }  # fmt: skip
         split = wkv_split()
         heads = c // head_size
@@ -315,8 +322,9 @@ class Ops:
             if ws.ffn_k.size < self.t_max * c * 4:
                 raise ValueError(f"{layer}.wkv6: ffn_k cannot hold the decay of {self.t_max} tokens")
             scan[9] = ws.ffn_k  # free during the time mix: the channel mix writes it next
-            pre_bindings = {2: ws.rkv, 3: decay.buffer, 8: decay_lora.buffer, 9: ws.ffn_k}
-            pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_token)]
+            pre_bindings = {0: ws.dims, 2: ws.rkv, 3: decay.buffer, 8: decay_lora.buffer, 9: ws.ffn_k}
+            per_block: Grid = lambda d: (heads, _ceil(d.T, PRE_TT), 1) if split(d) else (0, 0, 0)  # noqa: E731
+            pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_block)]
         fused = self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings,
                                lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         return [

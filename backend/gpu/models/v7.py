@@ -79,7 +79,7 @@ def time_mix(layer: Layer) -> list[Dispatch]:
     ln = layer.ln_input("att")
     return [
         *ops.matmul(f"{i}.proj", ws.mix, w("att.proj"), ws.rkv, segments=proj, ln=ln),
-        *ops.matmul(f"{i}.lora1", ws.mix, w("att.lora1"), ws.rkv, segments=first, ln=replace(ln, out=None),
+        *ops.matmul(f"{i}.lora1", ws.mix, w("att.lora1"), ws.rkv, segments=first, ln=replace(ln, out_written=True),
                     small=True),
         *ops.wkv7(i, w("att.params"), w("att.ln_x"), w("att.lora2"), sizes, layer.state, layer.layout),
         *ops.matmul(f"{i}.output", ws.att_out, w("att.output"), ws.x, add=True, store_prev=layer.store_prev("att")),
