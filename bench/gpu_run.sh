@@ -28,15 +28,16 @@ limit=${LIMIT:-560}  # the call's seconds; each step below gets what is left (a 
 left() { local n=$((limit - SECONDS)); echo $((n > 1 ? n : 1)); }
 
 case $phase in
-engine)  # after a kernel change: 1.6B beside web-rwkv-py, profiles (prefill 16/64/1,024 tokens both wkv forms,
-         # 64 decode rows), the v6/v7 oracle tests on this GPU
+engine)  # after a kernel change: 1.6B beside web-rwkv-py, profiles (prefill 16/64/1,024 tokens, 64 decode rows;
+         # each short step also with the recurrence split), the v6/v7 oracle tests on this GPU
     timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv --chunk 1024 \
         --out "$tag-speed-1.6B-engine.json" 2>&1 | grep -v upload
     for m in v6:1.6B v7:1.6B; do
         timeout $(left) python3 -m bench.profile_step --model $m --tokens 16 --tokens 64 --tokens 1024
         AI00_WKV=split timeout $(left) python3 -m bench.profile_step --model $m --tokens 16 --tokens 64
         timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
-    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-engine.txt" | grep "^=="
+        AI00_WKV=split timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-engine.txt" | grep -A3 "^=="
     timeout 150 python3 -m pytest tests/engine/test_models_vs_oracle.py tests/engine/test_fused_kernel_paths.py -q \
         -x -p no:cacheprovider -k "V6 or V7 or v6 or v7" 2>&1 | tail -4 | tee "$tag-engine-tests.txt"
     ;;
