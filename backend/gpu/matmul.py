@@ -5,8 +5,9 @@ A weight may stack several projections that read the same K-wide input (`Segment
 LoRA's first stage, say); each segment reads its own group of the input and writes its own place
 with its own activation, so they cost one dispatch. The input is either a buffer or (`LnInput`)
 the token-shifted mix of LayerNorm(x), computed inside the kernel. The kernel is picked by the
-step's token count (matmul_plan); kernels that cannot take an input form get an equivalent path
-(the GEMM gets a separate ln_mix dispatch before it, over the same token counts).
+step's token count (matmul_plan: the GEMV-shaped kernel for few tokens, then one GEMM tile per tier of
+counts); kernels that cannot take an input form get an equivalent path (the GEMM gets a separate ln_mix
+dispatch before it, over the same token counts).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def gemm_kernel(tile: GemmTile, min_count: int = 0, max_count: int = 1 << 30) ->
 
 
 # tiled: 64 lanes share a row (coalesced, portable); vec: a 32-wide subgroup per row (GPUs with
-# 32-lane subgroups); gemm: 64 x 64 tiles through workgroup memory; rows: one invocation per row
+# 32-lane subgroups); gemm: tiles through workgroup memory, shaped by the step's token count (GEMM_TIERS;
+# the entry here is the tile AI00_MATMUL=...,gemm names alone); rows: one invocation per row
 # (CPU drivers such as lavapipe: no barriers, sequential reads). A kernel with the LN input
 # recomputes it for every output row it owns: on a GPU that is L1 traffic beside the weights, on a
 # CPU plain work (a 2k-row projection of v7 0.1B took 4x as long as ln_mix + plain matmul on
@@ -326,6 +328,29 @@ def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> Ma
         return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
     except ValueError:  # a cut tile with too few invocations
         return None
+
+
+def kernel_for(
+    kernel: MatmulKernel, w: Tensor, segments: Sequence[Segment], ln: LnInput | None, small: bool
+) -> MatmulKernel:
+    """The plan's kernel, or the tiled one over the same counts where it cannot serve this matmul:
+    no GEMM tile fits the segments, or a small weight (a LoRA stage) would fill too few tiles (below
+    SMALL_GEMM_MIN_TOKENS); matmul_vec reads fp16/f32 rows 16 bytes at a time (quantized rows go
+    through w4()) and takes no LN input: a big weight gets an ln_mix dispatch before it, a small one
+    the tiled kernel with the LN input inside (see matmul.vec_ln_fused)."""
+    vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
+    ln_tiled = ln is not None and (small or vec_ln_fused())
+    tiled = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
+    if gemm:
+        fitted = None if small and kernel.min_count < SMALL_GEMM_MIN_TOKENS else gemm_fitted(
+            kernel, w.shape[1], segments)  # fmt: skip
+        kernel = fitted or tiled
+    if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)):
+        kernel = tiled
+    if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any
+        kernel = replace(KERNELS["rows"], min_count=kernel.min_count, max_count=kernel.max_count)
+    return kernel
+
 
 
 def straddles(kernel: MatmulKernel, segments: Sequence[Segment]) -> bool:

@@ -7,29 +7,23 @@ only the workgroup counts depending on the step's sizes. No wgpu calls happen he
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
 from backend.gpu.matmul import (
-    KERNELS,
     PRE_TT,
-    SMALL_GEMM_MIN_TOKENS,
     LnInput,
-    MatmulKernel,
     Segment,
     StorePrev,
     clip_segments,
     count_grid,
-    gemm_fitted,
     grid_for,
+    kernel_for,
     matmul_plan,
     row_slices,
     segment_defines,
-    straddles,
-    vec_ln_fused,
     wkv_split,
 )
 from backend.gpu.models.info import StateLayout
@@ -144,7 +138,7 @@ class Ops:
             base |= {"PS": store_prev.slot_floats, "PREV": store_prev.prev_offset, "PC": rows}
         out: list[Dispatch] = []
         for kernel in self.matmul_kernels:
-            kernel = self._kernel_for(kernel, w, segments, ln, small)
+            kernel = kernel_for(kernel, w, segments, ln, small)
             fused = ln is not None and kernel.ln_input and (small or not kernel.ln_input_small_only)
             if ln is not None and not fused:  # the kernel reads the mixes a separate ln_mix wrote
                 out.append(self.ln_mix(f"{name}.ln_mix", ln, x, count_grid(kernel, count, self._ln_grid)))
@@ -161,28 +155,6 @@ class Ops:
                 grid = grid_for(kernel, part.rows, count)
                 out.append(self._dispatch(name, kernel.shader, defines, bindings, grid))
         return out
-
-    @staticmethod
-    def _kernel_for(
-        kernel: MatmulKernel, w: Tensor, segments: Sequence[Segment], ln: LnInput | None, small: bool
-    ) -> MatmulKernel:
-        """The plan's kernel, or the tiled one over the same counts where it cannot serve this matmul:
-        no GEMM tile fits the segments, or a small weight (a LoRA stage) would fill too few tiles (below
-        SMALL_GEMM_MIN_TOKENS); matmul_vec reads fp16/f32 rows 16 bytes at a time (quantized rows go
-        through w4()) and takes no LN input: a big weight gets an ln_mix dispatch before it, a small one
-        the tiled kernel with the LN input inside (see matmul.vec_ln_fused)."""
-        vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
-        ln_tiled = ln is not None and (small or vec_ln_fused())
-        tiled = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
-        if gemm:
-            fitted = None if small and kernel.min_count < SMALL_GEMM_MIN_TOKENS else gemm_fitted(
-                kernel, w.shape[1], segments)  # fmt: skip
-            kernel = fitted or tiled
-        if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)):
-            kernel = tiled
-        if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any
-            kernel = replace(KERNELS["rows"], min_count=kernel.min_count, max_count=kernel.max_count)
-        return kernel
 
     def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
         return {"LN": True, "LN_OUT": ln.out is not None and not ln.out_written, "LN_DELTA": ln.delta is not None,

@@ -12,8 +12,18 @@ from tests.engine.conftest import Case, Device
 LENGTHS = (1, 5, 17, 30)  # one decode-sized row, three prefill chunks
 
 
-@pytest.mark.parametrize("version", [Version.V4, Version.V5_2, Version.V6, Version.V7], ids=str)
-def test_mixed_batch_equals_each_sequence_alone(device: Device, cases: dict[Version, Case], version: Version) -> None:
+PLANS = [(v, "") for v in (Version.V4, Version.V5_2, Version.V6, Version.V7)] + [
+    (v, "tiled,gemm") for v in (Version.V6, Version.V7)
+]
+
+
+@pytest.mark.parametrize(("version", "plan"), PLANS, ids=str)
+def test_mixed_batch_equals_each_sequence_alone(
+    device: Device, cases: dict[Version, Case], version: Version, plan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On lavapipe's plan, and on a GPU's (AI00_MATMUL=tiled,gemm): there the rows alone take the GEMV
+    (1, 5 tokens) and two GEMM tiles (17, 30), the batch of 53 a third tile."""
+    monkeypatch.setenv("AI00_MATMUL", plan)
     case = cases[version]
     engine = device.engine(case, max_batch=4, max_step_tokens=64)
     seqs = [case.prompt[i * 3 : i * 3 + 3 + n] for i, n in enumerate(LENGTHS)]

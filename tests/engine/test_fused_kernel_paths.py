@@ -73,21 +73,24 @@ def test_every_gemm_tile_matches_reference(
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
-def test_lora_stages_through_the_gemm_match_reference(
-    device: Device, cases: dict[Version, Case], version: Version, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("chunk", [SMALL_GEMM_MIN_TOKENS + 11, 512])
+def test_long_steps_match_reference(
+    device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Steps of SMALL_GEMM_MIN_TOKENS or more run the LoRAs' first stages (v6's maa_w1 with its LayerNorm
-    delta, v7's lora1 reading the mixes proj's ln_mix wrote) through a GEMM tile cut to their rows."""
+    """One long prompt step on a GPU's plan: the GEMM tiers for many tokens (the biggest from 257), the
+    recurrence split, and the LoRAs' first stages (v6's maa_w1 with its LayerNorm delta, v7's lora1
+    reading the mixes proj's ln_mix wrote) through a GEMM tile cut to their rows, from
+    SMALL_GEMM_MIN_TOKENS. The reference covers the first 64 positions."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
     case = cases[version]
-    prompt = (case.prompt * 3)[:SMALL_GEMM_MIN_TOKENS + 11]
-    engine = device.engine(case, max_step_tokens=len(prompt))
+    prompt = (case.prompt * (chunk // len(case.prompt) + 1))[:chunk]
+    engine = device.engine(case, max_step_tokens=chunk)
     lora = "lora1" if version is Version.V7 else "maa_w1"
-    step = StepDims(len(prompt), 1, 1)
+    step = StepDims(chunk, 1, 1)
     gemms = [d for d in engine.dispatches if d.name == f"0.{lora}" and all(d.grid(step))]
     assert [d.pipeline.label for d in gemms] == ["matmul_gemm.wgsl"]
-    ours = logits_for(engine, prompt, len(prompt))[: len(case.prompt)]
-    assert_close(ours, case.ref.logits, f"{version} LoRA stages through the GEMM")
+    ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
+    assert_close(ours, case.ref.logits, f"{version} one {chunk}-token step")
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
