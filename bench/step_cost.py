@@ -1,20 +1,33 @@
-"""What one decode step costs the host, measured on any machine (no GPU needed: lavapipe runs it).
+"""What one step costs the host, measured on any machine (no GPU needed: lavapipe runs it).
 
     python -m bench.step_cost [--model v6:1.6B --model v7:1.6B --model v6:7B --model v7:7B] [--rows 1 8 64]
+                              [--prefill 1024] [--repeat 5] [--prefill-repeat 1]
 
 Builds random-init models of real shapes (World vocab, fp16) and prints one JSON object per line:
-    {"model": "v6:1.6B", "rows": 1, "dispatches": N, "dispatches_per_layer": X, "host_us": Y, ...}
+    {"model": "v6:1.6B", "rows": 1, "tokens": 1, "dispatches": N, "dispatches_per_layer": X, "host_us": Y, ...}
+A `--rows N` step is a decode step: N rows of one token each, every one drawn. A `--prefill T` step is
+one row of T prompt tokens whose last line is drawn (Logits.LAST), as a prompt's last chunk.
 `dispatches` counts every dispatch the step records (embedding, layers, head, sampler);
 `dispatches_per_layer` those of the layers alone, per layer. `host_us` is the median wall time from
 the plan to the step submitted (tables, one input write, the draws, submit), which is what sits
 between two decode steps: the step's command buffer was recorded while the GPU ran the step before
-(Engine.record_ahead). `record_us` is that recording, off the critical path; `*_cpu_us` the same as
-this thread's CPU time (a busy machine inflates wall times). The engine builds a GPU's dispatch list
-for steps of up to 64 tokens (every projection computes its LayerNorm input itself) with the
-CPU-shaped kernels that lavapipe runs fast (AI00_MATMUL=rows AI00_LN_INPUT=all unless set; the
-GPU's own tiled kernel takes minutes a step there); `plan` names it. The device's work runs between
-measurements, not during them. Lavapipe runs the device work on these CPUs, so a 64-row step of a
-7B model takes minutes: use --rows and --model to pick.
+(Engine.record_ahead). `record_us` is that recording, off the critical path for decode steps;
+`*_cpu_us` the same as this thread's CPU time (a busy machine inflates wall times). A step of new
+sizes is recorded on the spot (Engine.step records ahead only decode-shaped steps), so a prefill
+step's host time on the critical path is `record_us` + `host_us`: `critical_us` (= `host_us` for
+decode steps).
+The steps run CPU-shaped kernels that lavapipe runs fast (AI00_MATMUL=rows AI00_LN_INPUT=all unless
+set: every projection computes its LayerNorm input itself; the GPU's own kernels take minutes a
+step there); `plan` names the matmul kernel that served the step and the time mix's form (wkv
+"fused" up to 64 tokens, "split" above: wkv_split, the same on a GPU). A GPU's dispatch list is
+longer: its GEMV and GEMM take big LN-input weights after an ln_mix dispatch. `gpu_dispatches`
+counts it: the engine built a second time under `--gpu-plan` (default vec,gemm, the H100's and
+H200's plan), counted, never run.
+The device's work runs between measurements, not during them. Lavapipe runs it on these CPUs, so a
+64-row step of a 7B model, or a 1,024-token step of a 1.6B one, takes minutes: use --rows,
+--prefill, --model and --prefill-repeat (measured submits of a prefill step, each followed by the
+whole step on the device; 0 records only) to pick. The host's work depends on the layer count, not
+the width, so a narrow model of the same depth (v7:24x128) measures it in seconds a step.
 """
 
 from __future__ import annotations
@@ -29,11 +42,12 @@ import time
 import numpy as np
 
 from backend.gpu.device import Gpu
-from backend.gpu.engine import Engine
+from backend.gpu.engine import Engine, StepKey
 from backend.gpu.loader import canonical_shapes
+from backend.gpu.matmul import VEC_MAX_TOKENS, matmul_plan, wkv_split
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
-from backend.gpu.step_types import Draw, StepPlan, StepRow
+from backend.gpu.step_types import Draw, Logits, StepPlan, StepRow
 from backend.tools import demo_model
 from bench.engine_speed import SIZES, model_info
 
@@ -66,48 +80,102 @@ def decode_plan(rows: int) -> StepPlan:
     return StepPlan(step_rows, draws)
 
 
+def prefill_plan(tokens: int) -> StepPlan:
+    """One row of `tokens` prompt tokens, its last line drawn greedily on the GPU: a prompt's last chunk."""
+    prompt = tuple(1 + i % 1000 for i in range(tokens))
+    return StepPlan((StepRow(0, prompt, Logits.LAST),), (Draw(0, 0, 0.5, temperature=0.0),))
+
+
+def plan_name(gpu: Gpu, dims: StepDims) -> str:
+    """The matmul kernel serving a step of these sizes, its LN-input rule, and the time mix's form."""
+    kernel = next(k for k in matmul_plan(gpu) if k.min_count <= dims.T <= k.max_count)
+    tile = f" {kernel.tile.bm}x{kernel.tile.bt}" if kernel.tile else ""
+    ln = "small weights" if kernel.ln_input_small_only else "all" if kernel.ln_input else "none (ln_mix)"
+    wkv = "split" if wkv_split()(dims) else "fused"
+    return f"{kernel.shader}{tile} ln_input={ln} wkv={wkv}"
+
+
 def median_us(values: list[float]) -> float:
     return round(statistics.median(values) * 1e6, 1)
 
 
-def host_costs(engine: Engine, plan: StepPlan, repeat: int) -> dict[str, float]:
-    """Median costs of submit() (recorded ahead) and of recording ahead; each step is collected
-    (untimed) before the next starts, so the device never runs during a measurement."""
-    engine.step(plan)  # warm-up; leaves a recording of these sizes
-    wall, cpu, rec_wall, rec_cpu = [], [], [], []
+def host_costs(engine: Engine, plan: StepPlan, warm_up: StepPlan, repeat: int, submits: int) -> dict[str, float]:
+    """Median costs of recording the step ahead (`repeat` times, after one untimed; nothing runs on the
+    device) and of submit() with the step recorded ahead (`submits` times); each submitted step is
+    collected (untimed) before anything else is timed, so the device never runs during a measurement.
+    `warm_up` runs first, a step with the same kernels (the first use of a pipeline cost the submit
+    ~30 ms of CPU on lavapipe); with no submits, nothing runs on the device and host_us is None."""
+    if submits:
+        engine.collect(engine.submit(warm_up))
+    key = StepKey(StepDims(plan.n_tokens, len(plan.draws), len(plan.rows)), len(plan.draws), 0)  # all drawn
+    engine.record_ahead(key)
+    rec_wall, rec_cpu, wall, cpu = [], [], [], []
     for _ in range(repeat):
+        w, c = time.perf_counter(), time.thread_time()
+        engine.record_ahead(key)
+        rec_wall.append(time.perf_counter() - w)
+        rec_cpu.append(time.thread_time() - c)
+    for _ in range(submits):
         w, c = time.perf_counter(), time.thread_time()
         pending = engine.submit(plan)
         wall.append(time.perf_counter() - w)
         cpu.append(time.thread_time() - c)
+        assert pending.key == key, "the step was recorded on the spot, not ahead"
         engine.collect(pending)  # the device first: on lavapipe it shares these CPUs
-        w, c = time.perf_counter(), time.thread_time()
-        engine.record_ahead(pending.key)
-        rec_wall.append(time.perf_counter() - w)
-        rec_cpu.append(time.thread_time() - c)
-    return {"host_us": median_us(wall), "host_cpu_us": median_us(cpu),
+        engine.record_ahead(key)
+    return {"host_us": median_us(wall) if wall else None, "host_cpu_us": median_us(cpu) if cpu else None,
             "record_us": median_us(rec_wall), "record_cpu_us": median_us(rec_cpu)}  # fmt: skip
 
 
-def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dict]:
+def gpu_plan_counts(engine_args: dict, kernels: str, gpu: Gpu, dims: list[StepDims]) -> list[dict]:
+    """Dispatches of steps of these sizes under a GPU's matmul plan (AI00_MATMUL=`kernels`, the kernels'
+    own LN-input rule): the engine is built and counted, never run (its kernels take minutes here)."""
+    saved = {name: os.environ.pop(name, None) for name in ("AI00_MATMUL", "AI00_LN_INPUT")}
+    os.environ["AI00_MATMUL"] = kernels
+    try:
+        engine = Engine(**engine_args, gpu=gpu)
+        per_layer = [round(engine.layer_dispatch_count(d) / engine.info.n_layer, 2) for d in dims]
+        return [{"gpu_plan": plan_name(gpu, d), "gpu_dispatches": engine.dispatch_count(d, d.R),
+                 "gpu_dispatches_per_layer": n} for d, n in zip(dims, per_layer, strict=True)]  # fmt: skip
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def measure(spec: str, row_counts: list[int], prefills: list[int], repeat: int, prefill_repeat: int,
+            gpu_plan: str, gpu: Gpu) -> list[dict]:  # fmt: skip
     version_name, size = spec.split(":")
     n_layer, n_embd = SIZES[size] if size in SIZES else map(int, size.split("x"))  # v7:24x128: layers x width
     version = Version(version_name)
     info = model_info(version, n_layer, n_embd)
-    engine = Engine(info, random_tensors(version, n_layer, n_embd), max_batch=max(row_counts),
-                    max_step_tokens=max(row_counts), precision="fp16", gpu=gpu)  # fmt: skip
+    steps = [(rows, decode_plan(rows), decode_plan(rows), repeat) for rows in row_counts]
+    # a prefill's warm-up: a step as short as takes the same kernels (the split wkv form from 65 tokens)
+    warm_tokens = [min(tokens, VEC_MAX_TOKENS + 1) for tokens in prefills]
+    steps += [(1, prefill_plan(t), prefill_plan(w), prefill_repeat) for t, w in zip(prefills, warm_tokens, strict=True)]
+    dims = [StepDims(plan.n_tokens, len(plan.draws), rows) for rows, plan, _, _ in steps]
+    engine_args = {"info": info, "tensors": random_tensors(version, n_layer, n_embd), "precision": "fp16",
+                   "max_batch": max(row_counts, default=1), "max_step_tokens": max(row_counts + prefills)}  # fmt: skip
+    on_gpu = gpu_plan_counts(engine_args, gpu_plan, gpu, dims) if gpu_plan else [{} for _ in dims]
+    engine = Engine(**engine_args, gpu=gpu)
     out = []
-    for rows in row_counts:
+    for (rows, plan, warm_up, submits), d, gpu_counts in zip(steps, dims, on_gpu, strict=True):
         for slot in range(rows):
             engine.reset_slot(slot)
-        dims = StepDims(rows, rows, rows)
         record = {
             "model": spec,
             "rows": rows,
-            "plan": f"{os.environ.get('AI00_MATMUL', '')} ln_input={os.environ.get('AI00_LN_INPUT', '')}",
-            "dispatches": engine.dispatch_count(dims, rows),
-            "dispatches_per_layer": round(engine.layer_dispatch_count(dims) / n_layer, 2),
-        } | host_costs(engine, decode_plan(rows), repeat)
+            "tokens": plan.n_tokens,
+            "plan": plan_name(gpu, d),
+            "dispatches": engine.dispatch_count(d, len(plan.draws)),
+            "dispatches_per_layer": round(engine.layer_dispatch_count(d) / n_layer, 2),
+        } | host_costs(engine, plan, warm_up, repeat, submits)
+        ahead = d.T == d.B  # Engine.step records ahead only decode-shaped steps
+        if record["host_us"] is not None:
+            record["critical_us"] = record["host_us"] if ahead else round(record["host_us"] + record["record_us"], 1)
+        record |= gpu_counts
         print(json.dumps(record), flush=True)
         out.append(record)
     del engine
@@ -117,14 +185,19 @@ def measure(spec: str, row_counts: list[int], repeat: int, gpu: Gpu) -> list[dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=[], help="VERSION:SIZE, e.g. v6:1.6B or v7:24x128")
-    parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--repeat", type=int, default=5, help="measured steps per row count (median)")
+    parser.add_argument("--rows", type=int, nargs="*", default=[1, 8, 64], help="decode steps of N rows")
+    parser.add_argument("--prefill", type=int, nargs="*", default=[], help="one-row steps of T prompt tokens")
+    parser.add_argument("--repeat", type=int, default=5, help="measured recordings, and decode submits (median)")
+    parser.add_argument("--prefill-repeat", type=int, default=1, help="measured submits of a prefill step (0: none)")
+    parser.add_argument("--gpu-plan", default="vec,gemm", help="AI00_MATMUL of a GPU to count dispatches for, '' none")
     args = parser.parse_args()
+    if not args.rows and not args.prefill:
+        parser.error("nothing to measure: give --rows or --prefill")
     os.environ.setdefault("AI00_MATMUL", "rows")
     os.environ.setdefault("AI00_LN_INPUT", "all")
     gpu = Gpu()
     for spec in args.model or DEFAULT_MODELS:
-        measure(spec, args.rows, args.repeat, gpu)
+        measure(spec, args.rows, args.prefill, args.repeat, args.prefill_repeat, args.gpu_plan, gpu)
 
 
 if __name__ == "__main__":
