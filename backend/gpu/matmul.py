@@ -319,15 +319,25 @@ def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> Ma
     if tile is None:
         return kernel
     while straddles(replace(kernel, rows=tile.bm), segments):
-        if tile.bm <= 16:
+        tile = _half_rows(tile)
+        if tile is None:
             return None
-        tile = replace(tile, bm=tile.bm // 2, tm=max(1, tile.tm // 2))
     if not tile.fits(k):
         tile = replace(tile, bk4=4, ks=1)
-    try:
-        return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
-    except ValueError:  # a cut tile with too few invocations
+    return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
+
+
+def _half_rows(tile: GemmTile) -> GemmTile | None:
+    """The tile with half its rows: each invocation's rows kept (half the invocations), else halved too;
+    None below 16 rows or where neither is a valid tile."""
+    if tile.bm <= 16:
         return None
+    for tm in (tile.tm, max(1, tile.tm // 2)):
+        try:
+            return replace(tile, bm=tile.bm // 2, tm=tm)
+        except ValueError:
+            continue
+    return None
 
 
 def kernel_for(

@@ -2,8 +2,7 @@
 
 On a CPU adapter the engine runs the CPU-shaped matmul; the GPU's own kernels (the tiled GEMV that
 computes its LayerNorm input itself, and the GEMM with a separate ln_mix before it) are forced here
-with AI00_MATMUL, as on a GPU: the tiled one up to 16 tokens, the GEMM above; each GEMM tile with
-AI00_GEMM.
+with AI00_MATMUL, as on a GPU: the tiled one up to 8 tokens, the GEMM's tiers above.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from backend.gpu.engine import Engine
-from backend.gpu.matmul import GEMM_TIERS, SMALL_GEMM_MIN_TOKENS, GemmTile
+from backend.gpu.matmul import SMALL_GEMM_MIN_TOKENS
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.tools.logits import logits_for
@@ -21,9 +20,11 @@ from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_
 FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 
 
-# every fused version through each kernel; the slow GEMM-on-lavapipe path for the two with LoRAs
+# every fused version through each kernel; the GEMM's tiers for 9-16, 33-64 and 65-128 tokens for the two
+# with LoRAs (17-32 in test_batch_invariance, 129 up in test_long_steps_match_reference; each tile alone
+# against numpy in test_gemm_tiles)
 PATHS = [(v, "tiled,gemm", 7) for v in FUSED_VERSIONS] + [(v, "rows", 7) for v in FUSED_VERSIONS] + [
-    (v, "tiled,gemm", 100) for v in (Version.V6, Version.V7)
+    (v, "tiled,gemm", chunk) for v in (Version.V6, Version.V7) for chunk in (16, 64, 100)
 ]
 
 
@@ -32,7 +33,7 @@ def test_gpu_kernels_match_reference_at_every_position(
     device: Device, cases: dict[Version, Case], version: Version, plan: str, chunk: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """chunk 7 runs the tiled kernel (LN input inside), 100 the GEMM (ln_mix first); the CPU kernel
+    """chunk 7 runs the tiled kernel (LN input inside), 16 and more the GEMM (ln_mix first); the CPU kernel
     with the LN input for every weight (AI00_LN_INPUT=all, as bench.step_cost builds it) too."""
     monkeypatch.setenv("AI00_MATMUL", plan)
     monkeypatch.setenv("AI00_LN_INPUT", "all")
@@ -41,35 +42,6 @@ def test_gpu_kernels_match_reference_at_every_position(
     engine = device.engine(case, max_step_tokens=128)
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
     assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}")
-
-
-# every tile the engine picks on a GPU (GEMM_TIERS), K split inside a tile, and a tile whose 128 rows
-# straddle stacked projections (cut to 64 rows for them)
-GEMM_TILES = sorted({t for _, t in GEMM_TIERS}, key=str)
-GEMM_PATHS = [(Version.V7, t, 7 if t.bt <= 32 else 64) for t in GEMM_TILES] + [  # small tiles part-filled
-    (Version.V6, GemmTile(128, 64, 8, 4), 64), (Version.V6, GemmTile(32, 32, 4, 4, 4, 2), 7)
-]
-
-
-def tile_text(t: GemmTile) -> str:
-    return f"{t.bm}x{t.bt}x{t.tm}x{t.tn}x{t.bk4}x{t.ks}"
-
-
-@pytest.mark.parametrize(("version", "tile", "chunk"), GEMM_PATHS, ids=str)
-def test_every_gemm_tile_matches_reference(
-    device: Device, cases: dict[Version, Case], version: Version, tile: GemmTile, chunk: int,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    """One GEMM tile for every step of 2 tokens or more (AI00_GEMM), over the 100-token prompt whose first
-    64 positions the reference covers: small tiles at chunk 7 (part of a tile, many steps), big ones at
-    64 (a big tile's work for 7 tokens, 15 times over, takes minutes on lavapipe)."""
-    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
-    monkeypatch.setenv("AI00_GEMM", f"2:{tile_text(tile)}")
-    case = cases[version]
-    prompt = case.prompt + case.prompt[:36]
-    engine = device.engine(case, max_step_tokens=128)
-    ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
-    assert_close(ours, case.ref.logits, f"{version} gemm {tile_text(tile)}, chunk {chunk}")
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)

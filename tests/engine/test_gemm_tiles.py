@@ -1,0 +1,79 @@
+"""Every GEMM tile the engine can pick computes x @ W.T, on shapes that leave every tile part-filled.
+
+The layer graphs run the tiles of GEMM_TIERS against the reference model in test_fused_kernel_paths.py,
+each at the step size its tier serves; this holds each tile alone (and the cut forms the engine derives
+for stacked projections and LoRA stages) against numpy, in a second instead of a model run per tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import wgpu
+
+from backend.gpu.matmul import GEMM_TIERS, GemmTile, Segment, gemm_fitted, gemm_kernel, segment_defines
+from backend.gpu.op_types import ceil_div
+from tests.engine.conftest import Device
+
+TILES = sorted({t for _, t in GEMM_TIERS} | {GemmTile(16, 16, 1, 4, ks=4), GemmTile(128, 64, 8, 4)}, key=str)
+
+
+def run_gemm(device: Device, tile: GemmTile, w: np.ndarray, x: np.ndarray, segments: list[Segment],
+             act_rows: int = 0) -> np.ndarray:  # fmt: skip
+    """y [groups, T, rows of the group] for x [groups, T, K] (each segment reads its x group)."""
+    gpu = device.gpu
+    rows, k = w.shape
+    tokens = x.shape[1]
+    kernel = gemm_fitted(gemm_kernel(tile), k, segments)
+    assert kernel is not None
+    defines = {"K4": k // 4, "X_ROW": k // 4, "COUNT": "T", "MUL_BASE": 0, "W_F16": True, "MIX_C": rows,
+               "NROWS": rows, "ROW0": 0, "WGS": kernel.threads} | kernel.defines()  # fmt: skip
+    defines |= segment_defines(segments, 0, tokens * k // 4)
+    pipeline = device.pipelines.get("matmul_gemm.wgsl", defines)
+    dims = gpu.device.create_buffer_with_data(
+        data=np.array([tokens, 0, 1, 0], np.uint32).tobytes(), usage=wgpu.BufferUsage.UNIFORM
+    )
+    y = gpu.empty(rows * tokens * 4)
+    bufs = {0: dims, 1: gpu.upload(x.astype(np.float32)), 2: gpu.upload(w), 3: y}
+    group = gpu.device.create_bind_group(
+        layout=pipeline.layout, entries=[{"binding": i, "resource": {"buffer": b}} for i, b in bufs.items()]
+    )
+    enc = gpu.device.create_command_encoder()
+    cp = enc.begin_compute_pass()
+    cp.set_pipeline(pipeline.pipeline)
+    cp.set_bind_group(0, group)
+    cp.dispatch_workgroups(ceil_div(rows, kernel.rows), ceil_div(tokens, kernel.tokens), 1)
+    cp.end()
+    gpu.queue.submit([enc.finish()])
+    return gpu.read(y, rows * tokens * 4)
+
+
+@pytest.mark.parametrize("tile", TILES, ids=str)
+@pytest.mark.parametrize("tokens", [3, 37, 130])
+def test_tile_computes_the_product(device: Device, tile: GemmTile, tokens: int) -> None:
+    """200 rows and 37 or 130 tokens: partial row and token tiles; K = 192 splits into every tile's steps."""
+    rng = np.random.default_rng(tokens)
+    w = (rng.standard_normal((200, 192)) / 14).astype(np.float16)
+    x = rng.standard_normal((1, tokens, 192)).astype(np.float32)
+    got = run_gemm(device, tile, w, x, [Segment(200)]).reshape(tokens, 200)
+    np.testing.assert_allclose(got, x[0] @ w.astype(np.float32).T, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile", TILES, ids=str)
+def test_tile_cut_to_stacked_segments_reads_each_segments_input(device: Device, tile: GemmTile) -> None:
+    """Three projections of 64, 32 and 48 rows, each reading its own input group and writing its own
+    place (a LoRA's stages): the tile is cut to 16 rows so none straddles two (gemm_fitted)."""
+    rng = np.random.default_rng(1)
+    sizes, tokens, k = (64, 32, 48), 21, 64
+    w = (rng.standard_normal((sum(sizes), k)) / 8).astype(np.float16)
+    x = rng.standard_normal((3, tokens, k)).astype(np.float32)
+    segments, base = [], 0
+    for g, n in enumerate(sizes):
+        segments.append(Segment(n, g, base, n))
+        base += tokens * n
+    got = run_gemm(device, tile, w, x, segments)
+    start, at = 0, 0
+    for g, n in enumerate(sizes):
+        want = x[g] @ w[start : start + n].astype(np.float32).T
+        np.testing.assert_allclose(got[at : at + tokens * n].reshape(tokens, n), want, rtol=1e-4, atol=1e-4)
+        start, at = start + n, at + tokens * n
