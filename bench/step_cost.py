@@ -19,7 +19,7 @@ decode steps).
 The steps run CPU-shaped kernels that lavapipe runs fast (AI00_MATMUL=rows AI00_LN_INPUT=all unless
 set: every projection computes its LayerNorm input itself; the GPU's own kernels take minutes a
 step there); `plan` names the matmul kernel that served the step and the time mix's form (wkv
-"fused" up to 64 tokens, "split" above: wkv_split, the same on a GPU). A GPU's dispatch list is
+"fused" up to 8 tokens, "split" above: wkv_split, the same on a GPU). A GPU's dispatch list is
 longer: its GEMV and GEMM take big LN-input weights after an ln_mix dispatch. `gpu_dispatches`
 counts it: the engine built a second time under `--gpu-plan` (default vec,gemm, the H100's and
 H200's plan), counted, never run.
@@ -44,7 +44,7 @@ import numpy as np
 from backend.gpu.device import Gpu
 from backend.gpu.engine import Engine, StepKey
 from backend.gpu.loader import canonical_shapes
-from backend.gpu.matmul import VEC_MAX_TOKENS, matmul_plan, wkv_split
+from backend.gpu.matmul import WKV_FUSED_MAX_TOKENS, matmul_plan, wkv_split
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Draw, Logits, StepPlan, StepRow
@@ -153,7 +153,7 @@ def measure(spec: str, row_counts: list[int], prefills: list[int], repeat: int, 
     info = model_info(version, n_layer, n_embd)
     steps = [(rows, decode_plan(rows), decode_plan(rows), repeat) for rows in row_counts]
     # a prefill's warm-up: a step as short as takes the same kernels (the split wkv form from 65 tokens)
-    warm_tokens = [min(tokens, VEC_MAX_TOKENS + 1) for tokens in prefills]
+    warm_tokens = [min(tokens, WKV_FUSED_MAX_TOKENS + 1) for tokens in prefills]
     steps += [(1, prefill_plan(t), prefill_plan(w), prefill_repeat) for t, w in zip(prefills, warm_tokens, strict=True)]
     dims = [StepDims(plan.n_tokens, len(plan.draws), rows) for rows, plan, _, _ in steps]
     engine_args = {"info": info, "tensors": random_tensors(version, n_layer, n_embd), "precision": "fp16",

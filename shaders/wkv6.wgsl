@@ -1,8 +1,8 @@
 // RWKV-5/6 time mixing for one (head h, row b), token after token (wkv6_state.wgsl for S):
 //   y_j = sum_i r_i (u_i k_i v_j + S_ij);   S_ij = k_i v_j + w_i S_ij,   w = exp(-exp(decay))
 // then the output (wkv6_output.wgsl): group norm over the head and (GATE) the silu gate. For steps of
-// up to 64 tokens; longer ones run the split form (wkv6_pre, wkv6_scan, wkv6_post). Invocation j owns
-// channel c = h N + j and state column j. DECAY_LORA (v6): the decay's LoRA second stage per token
+// up to 8 tokens (matmul.WKV_FUSED_MAX_TOKENS); longer ones run the split form (wkv6_pre, wkv6_scan,
+// wkv6_post). Invocation j owns channel c = h N + j and state column j. DECAY_LORA (v6): the decay's LoRA second stage per token
 // (wkv6_decay.wgsl), done here.
 #include "common.wgsl"
 

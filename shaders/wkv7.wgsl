@@ -1,8 +1,8 @@
 // RWKV-7 time mixing for one (head h, row b), token after token: each token's inputs
 // (wkv7_inputs.wgsl), the generalised delta rule on the state (wkv7_state.wgsl), then the gated,
-// group-normed output (wkv7_output.wgsl). For steps of up to 64 tokens; longer ones run the same
-// three parts as one kernel each (wkv7_pre, wkv7_scan, wkv7_post), so that only the state update
-// goes token by token. Invocation i owns channel c = h N + i and state row i.
+// group-normed output (wkv7_output.wgsl). For steps of up to 8 tokens (matmul.WKV_FUSED_MAX_TOKENS);
+// longer ones run the same three parts as one kernel each (wkv7_pre, wkv7_scan, wkv7_post), so that
+// only the state update goes token by token. Invocation i owns channel c = h N + i and state row i.
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;

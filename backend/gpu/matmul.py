@@ -21,7 +21,7 @@ import wgpu
 from backend.gpu.device import Gpu
 from backend.gpu.op_types import Binding, Grid, StepDims, Tensor, ceil_div
 
-VEC_MAX_TOKENS = 64  # steps up to this many tokens run the recurrence fused (wkv_split)
+WKV_FUSED_MAX_TOKENS = 8  # steps up to this many tokens run the recurrence in one kernel (wkv_split)
 PRE_TT = 8  # tokens per workgroup of the split recurrence's LoRA pass (wkv7_pre, wkv6_pre): rows read once for 8
 GEMV_MAX_TOKENS = 8  # steps up to this many tokens use the GEMV-shaped kernels, larger ones the GEMM
 ACTIVATIONS = {None: 0, "sigmoid": 1, "tanh": 2, "relu_sq": 3, "silu": 4}
@@ -113,16 +113,19 @@ def vec_ln_fused() -> bool:
 
 def wkv_split() -> Callable[[StepDims], bool]:
     """Which steps run the time mix's recurrence split in passes (wkv7_pre/_scan/_post; wkv6_[pre/]scan/
-    post for v5 and v6) instead of one kernel: those with more than VEC_MAX_TOKENS tokens, where the
-    one kernel's per-token work (LoRA dots, head sums) done token after token was 86 % (v7) and 50 %
-    (v6) of a 1,024-token prefill on the H200 (bench/NOTES.md entry 14). AI00_WKV=fused or =split
-    forces one form for every step (the oracle tests run both)."""
+    post for v5 and v6) instead of one kernel: those with more than WKV_FUSED_MAX_TOKENS tokens and some
+    row of more than one (decode rows alone keep the one kernel, each row's token in parallel). The one
+    kernel does each token's LoRA dots and head sums token after token: 86 % (v7) and 50 % (v6) of a
+    1,024-token prefill on the H200 (bench/NOTES.md entry 14), and on the H200 of entry 17 v7's 16- and
+    64-token steps took 39 and 106 ms with it against 23 and 26 split (v6: 21/37 against 22/25; 64
+    decode rows the same either way). AI00_WKV=fused or =split forces one form for every step (the
+    oracle tests run both)."""
     forced = os.environ.get("AI00_WKV", "")
     if forced not in ("", "fused", "split"):
         raise ValueError(f"AI00_WKV: 'fused' or 'split', got {forced!r}")
     if forced:
         return lambda d: forced == "split"
-    return lambda d: d.T > VEC_MAX_TOKENS
+    return lambda d: d.T > WKV_FUSED_MAX_TOKENS and d.T > d.B
 
 
 # The GEMM's tile by the step's token count: (fewest tokens, tile), the GEMV-shaped kernel below the first.

@@ -1,5 +1,5 @@
 """RWKV-5/6's time mix in both forms, each forced where the default picks the other: one kernel token
-by token (the default up to 64 tokens a step) and, for longer steps, a pre pass for v6's per-token
+by token (the default up to WKV_FUSED_MAX_TOKENS a step) and, for longer steps, a pre pass for v6's per-token
 decay, a scan of the state update alone and a post pass with bonus, group norm and gate."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from backend.gpu.engine import Engine
+from backend.gpu.matmul import WKV_FUSED_MAX_TOKENS
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.tools.logits import logits_for
@@ -45,8 +46,9 @@ def wkv_kernels_run(engine: Engine, tokens: int) -> list[str]:
 def test_wkv6_split_form_runs_only_for_long_steps(
     device: Device, cases: dict[Version, Case], version: Version, pre: list[str]
 ) -> None:
-    """By default a step of 64 tokens runs the one kernel, a step of 65 the scan and post (after v6's pre)."""
+    """By default a step of WKV_FUSED_MAX_TOKENS runs the one kernel, one token more the scan and post (after
+    v6's pre)."""
     engine = device.engine(cases[version], max_step_tokens=128)
     n_layer = cases[version].info.n_layer
-    assert wkv_kernels_run(engine, 64) == ["wkv6"] * n_layer
-    assert wkv_kernels_run(engine, 65) == [*pre, "wkv6.scan", "wkv6.post"] * n_layer
+    assert wkv_kernels_run(engine, WKV_FUSED_MAX_TOKENS) == ["wkv6"] * n_layer
+    assert wkv_kernels_run(engine, WKV_FUSED_MAX_TOKENS + 1) == [*pre, "wkv6.scan", "wkv6.post"] * n_layer

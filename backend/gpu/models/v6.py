@@ -3,7 +3,7 @@
 Per layer, seven dispatches: the mix LoRA's first stage from the token-shifted LayerNorm input;
 its second stage with the five mixes as epilogue; r, k, v, the gate and the decay LoRA's first
 stage in one dispatch; wkv (with the decay LoRA's second stage, group norm and gate); output +
-residual; the channel mix's key and receptance; its value. Steps over 64 tokens run wkv as three
+residual; the channel mix's key and receptance; its value. Steps over 8 tokens run wkv as three
 (the decay for every token, the state update alone, then norm and gate for every token).
 """
 
