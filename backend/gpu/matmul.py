@@ -150,7 +150,7 @@ def gemm_tiers() -> tuple[tuple[int, GemmTile], ...]:
     try:
         tiers = tuple((int(m), GemmTile.parse(t)) for m, t in (part.split(":") for part in text.split(",")))
     except ValueError as e:
-        raise ValueError(f"AI00_GEMM: 'MIN:BMxBTxTMxTN[xBK4],...' with valid tiles, got {text!r}: {e}") from e
+        raise ValueError(f"AI00_GEMM: 'MIN:BMxBTxTMxTN[xBK4[xKS]],...' with valid tiles, got {text!r}: {e}") from e
     if not tiers or [m for m, _ in tiers] != sorted({m for m, _ in tiers}) or tiers[0][0] < 2:
         raise ValueError(f"AI00_GEMM: increasing token counts from 2 up, got {text!r}")
     return tiers
@@ -326,7 +326,10 @@ def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> Ma
         if tile is None:
             return None
     if not tile.fits(k):
-        tile = replace(tile, bk4=4, ks=1)
+        try:
+            tile = replace(tile, bk4=4, ks=1)
+        except ValueError:  # a cut tile whose unsplit form has too few rows for its invocations
+            return None
     return gemm_kernel(tile, kernel.min_count, kernel.max_count) if tile != kernel.tile else kernel
 
 
@@ -365,9 +368,8 @@ def kernel_for(
     return kernel
 
 
-
 def straddles(kernel: MatmulKernel, segments: Sequence[Segment]) -> bool:
-    """The GEMM's 64-row tiles and the tiled kernel's 4-row blocks must not cross a segment boundary."""
+    """The GEMM's tiles and the tiled kernel's 4-row blocks must not cross a segment boundary."""
     if kernel.shader not in ("matmul_gemm.wgsl", "matmul.wgsl"):
         return False
     ends = [sum(s.rows for s in segments[: i + 1]) for i in range(len(segments) - 1)]
