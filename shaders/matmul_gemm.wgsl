@@ -11,7 +11,7 @@
 // - the next stage's weights and inputs are loaded into registers while this stage is multiplied, so
 //   the global reads' latency hides behind arithmetic;
 // - consecutive invocations own consecutive rows (ty = li % TYS), so their outputs are written together;
-// - with KS > 1 (few tokens: a step of 16-64 rows has few tiles), KS groups of invocations share a tile,
+// - with KS > 1 (a step of 9-64 tokens has few tiles on a 2k-row weight), KS groups of invocations share a tile,
 //   each multiplying every KS-th stage of K, and sum their partial tiles through workgroup memory at the
 //   end: KS times the invocations on the same weights, and 1/KS of the stages one after another.
 #include "common.wgsl"
