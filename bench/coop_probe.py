@@ -50,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>) {{
 
 
 def dispatch(device: wgpu.GPUDevice, pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup,
-             grid: tuple[int, int], times: int, sync: wgpu.GPUBuffer) -> None:  # fmt: skip
+             grid: tuple[int, ...], times: int, sync: wgpu.GPUBuffer) -> None:  # fmt: skip
     """`times` dispatches in one pass, waited for (a small readback after them)."""
     enc = device.create_command_encoder()
     cp = enc.begin_compute_pass()

@@ -28,6 +28,7 @@ from backend.gpu.device import Gpu
 from backend.gpu.matmul import KERNELS, GemmTile, MatmulKernel, Segment, gemm_kernel, segment_defines
 from backend.gpu.op_types import ceil_div
 from backend.gpu.pipelines import SHADER_DIR, binding_layout, specialise
+from bench.coop_probe import dispatch
 
 SHAPES = ("2048x2048", "7168x2048", "2048x7168", "4096x4096", "14336x4096", "4096x14336")
 TILES = ("64x64x4x4", "64x64x8x4", "64x32x4x4", "32x32x4x4", "64x16x4x4", "32x16x2x4", "16x16x1x4",
@@ -51,17 +52,9 @@ def build(device: wgpu.GPUDevice, shader_dir: Path, kernel: MatmulKernel, rows: 
 
 def run(gpu: Gpu, pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup, grid: tuple, times: int,
         sync: wgpu.GPUBuffer) -> float:  # fmt: skip
-    """Seconds per dispatch of `times` dispatches in one pass (waited for by a small readback)."""
+    """Seconds per dispatch of `times` dispatches in one pass (coop_probe.dispatch: waited by a readback)."""
     start = time.perf_counter()
-    enc = gpu.device.create_command_encoder()
-    cp = enc.begin_compute_pass()
-    cp.set_pipeline(pipeline)
-    cp.set_bind_group(0, group)
-    for _ in range(times):
-        cp.dispatch_workgroups(*grid)
-    cp.end()
-    gpu.queue.submit([enc.finish()])
-    gpu.read(sync, 16)
+    dispatch(gpu.device, pipeline, group, grid, times, sync)
     return (time.perf_counter() - start) / times
 
 
