@@ -50,15 +50,15 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         share_w(0u, j, decay_w(t, c));
         let v = rkv[2u * TC + tc];
         workgroupBarrier();
-        var y = 0.0;
+        var y4 = vec4<f32>(0.0);  // a vector accumulator: 16 dependent multiply-adds, not 16 dots' 64
 #unroll I 16
         {
             let kv = sh_k[0][{{I}}] * v;
-            y += dot(sh_r[0][{{I}}], sh_u[{{I}}] * kv + s[{{I}}]);
+            y4 += sh_r[0][{{I}}] * (sh_u[{{I}}] * kv + s[{{I}}]);
             s[{{I}}] = update(s[{{I}}], sh_w[0][{{I}}], kv);
         }
 #end
-        out[tc] = time_mix_output(y, tc, c, j);
+        out[tc] = time_mix_output(y4.x + y4.y + y4.z + y4.w, tc, c, j);
     }
     store_state(at, &s);
 }

@@ -74,12 +74,17 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         if (n + 1u < len) {
             next = inputs(tc + C);
         }
-        var y = 0.0;
-#unroll I 16
-        y += dot(sh_r[p][{{I}}], s[{{I}}]);
-        s[{{I}}] = update(s[{{I}}], sh_w[p][{{I}}], sh_k[p][{{I}}] * cur.v);
+        // y in two vec4 accumulators (even and odd I): 8 dependent multiply-adds, not 16 dots' 64
+        var y0 = vec4<f32>(0.0);
+        var y1 = vec4<f32>(0.0);
+#unroll I 8
+        y0 += sh_r[p][2u * {{I}}u] * s[2u * {{I}}u];
+        y1 += sh_r[p][2u * {{I}}u + 1u] * s[2u * {{I}}u + 1u];
+        s[2u * {{I}}u] = update(s[2u * {{I}}u], sh_w[p][2u * {{I}}u], sh_k[p][2u * {{I}}u] * cur.v);
+        s[2u * {{I}}u + 1u] = update(s[2u * {{I}}u + 1u], sh_w[p][2u * {{I}}u + 1u], sh_k[p][2u * {{I}}u + 1u] * cur.v);
 #end
-        out[tc] = y;
+        let y4 = y0 + y1;
+        out[tc] = y4.x + y4.y + y4.z + y4.w;
     }
     store_state(at, &s);
 }
