@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import wgpu
@@ -49,15 +50,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>) {{
 """
 
 
+Step = tuple[wgpu.GPUComputePipeline, wgpu.GPUBindGroup, tuple[int, ...]]
+
+
 def dispatch(device: wgpu.GPUDevice, pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup,
-             grid: tuple[int, ...], times: int, sync: wgpu.GPUBuffer) -> None:  # fmt: skip
-    """`times` dispatches in one pass, waited for (a small readback after them)."""
+             grid: tuple[int, ...], times: int, sync: wgpu.GPUBuffer, then: Sequence[Step] = ()) -> None:  # fmt: skip
+    """`times` dispatches in one pass (each followed by the `then` dispatches: a GEMM's reduce, say),
+    waited for (a small readback after them)."""
     enc = device.create_command_encoder()
     cp = enc.begin_compute_pass()
-    cp.set_pipeline(pipeline)
-    cp.set_bind_group(0, group)
     for _ in range(times):
-        cp.dispatch_workgroups(*grid)
+        for p, g, size in ((pipeline, group, grid), *then):
+            cp.set_pipeline(p)
+            cp.set_bind_group(0, g)
+            cp.dispatch_workgroups(*size)
     cp.end()
     device.queue.submit([enc.finish()])
     device.queue.read_buffer(sync)

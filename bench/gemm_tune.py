@@ -1,11 +1,15 @@
 """The GEMM's tiles on this adapter: each candidate checked against numpy, then timed on real projection shapes.
 
     python -m bench.gemm_tune [--tokens 16 32 64 128 256 1024] [--shape 2048x2048 ...] [--tile 64x64x4x4 ...]
+                              [--slices 2 4 8]
 
 For every token count and weight shape (fp16 rows x K, the 1.6B and 7B models' projections by default) it
 times matmul_gemm.wgsl with each tile (backend/gpu/matmul.py GemmTile), the GEMV-shaped kernel the engine
 uses for few tokens (matmul_vec.wgsl where subgroups are 32 wide, else matmul.wgsl), and the GEMM as it
-was before tiles were a define (bench/gemm_v1.wgsl, 64 x 64, unpadded, no prefetch). It prints one JSON
+was before tiles were a define (bench/gemm_v1.wgsl, 64 x 64, unpadded, no prefetch). Each tile also runs with
+K sliced over workgroups: "TILE/sN" N slices and "TILE/rule" as many as the engine's rule gives that shape
+(matmul.k_slices; the same as "TILE" where it gives 1), each followed by its matmul_reduce.wgsl pass
+(timed with it). The winners are taken among the rule's variants, since that is what the engine runs. It prints one JSON
 line per (tokens, shape, kernel): microseconds per dispatch, TFLOP/s and the weight bytes' GB/s, then the
 best kernels per token count summed over the shapes, and the winners as AI00_GEMM's text: what
 GEMM_TIERS should say (--emit FILE writes it, for a run after this one).
@@ -18,43 +22,57 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
-from backend.gpu.matmul import KERNELS, GemmTile, MatmulKernel, Segment, gemm_kernel, segment_defines
+from backend.gpu.matmul import (
+    KERNELS,
+    PART_FLOATS_MAX,
+    GemmTile,
+    MatmulKernel,
+    Segment,
+    gemm_kernel,
+    k_slices,
+    segment_defines,
+)
 from backend.gpu.op_types import ceil_div
 from backend.gpu.pipelines import SHADER_DIR, binding_layout, specialise
 from bench.coop_probe import dispatch
 
 SHAPES = ("2048x2048", "7168x2048", "2048x7168", "4096x4096", "14336x4096", "4096x14336")
-TILES = ("64x64x4x4", "64x64x8x4", "64x32x4x4", "32x32x4x4", "64x16x4x4", "32x16x2x4", "16x16x1x4",
-         "128x64x8x4", "128x128x8x8", "64x128x4x8", "128x64x8x8", "64x64x4x4x8", "128x128x8x8x8")  # fmt: skip
+TILES = ("32x16x2x4x4x4", "16x32x2x4x4x4", "64x32x4x4x4x2", "64x64x4x4x8", "64x64x8x4", "128x128x8x8x8",
+         "32x32x4x4", "64x64x4x4", "128x64x8x4", "64x128x4x8", "128x64x8x8")  # fmt: skip
 V1 = MatmulKernel("gemm_v1.wgsl", 64, 64, 256, False)
 
 
-def build(device: wgpu.GPUDevice, shader_dir: Path, kernel: MatmulKernel, rows: int, k: int) -> tuple:
+def build(device: wgpu.GPUDevice, shader_dir: Path, kernel: MatmulKernel, rows: int, k: int,
+          shader: str | None = None) -> tuple:  # fmt: skip
+    """(pipeline, layout, bindings) of the kernel on a rows x K weight, or of `shader` (its reduce) with its
+    defines."""
+    threads = kernel.threads if shader is None else 64
     defines = {"K4": k // 4, "X_ROW": k // 4, "COUNT": "T", "MUL_BASE": 0, "W_F16": True, "MIX_C": rows,
-               "NROWS": rows, "ROW0": 0, "WGS": kernel.threads} | kernel.defines()  # fmt: skip
+               "NROWS": rows, "ROW0": 0, "WGS": threads} | kernel.defines(k)  # fmt: skip
     defines |= segment_defines([Segment(rows)], 0, 0)
-    source = specialise(kernel.shader, defines, shader_dir)
+    source = specialise(shader or kernel.shader, defines, shader_dir)
     module = device.create_shader_module(code=source)
-    layout = device.create_bind_group_layout(entries=binding_layout(source))
+    entries = binding_layout(source)
+    layout = device.create_bind_group_layout(entries=entries)
     pipeline = device.create_compute_pipeline(
         layout=device.create_pipeline_layout(bind_group_layouts=[layout]),
         compute={"module": module, "entry_point": "main"},
     )
-    return pipeline, layout
+    return pipeline, layout, {e["binding"] for e in entries}
 
 
 def run(gpu: Gpu, pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup, grid: tuple, times: int,
-        sync: wgpu.GPUBuffer) -> float:  # fmt: skip
+        sync: wgpu.GPUBuffer, then: tuple = ()) -> float:  # fmt: skip
     """Seconds per dispatch of `times` dispatches in one pass (coop_probe.dispatch: waited by a readback)."""
     start = time.perf_counter()
-    dispatch(gpu.device, pipeline, group, grid, times, sync)
+    dispatch(gpu.device, pipeline, group, grid, times, sync, then)
     return (time.perf_counter() - start) / times
 
 
@@ -74,37 +92,60 @@ def case(gpu: Gpu, w: np.ndarray, w_buf: wgpu.GPUBuffer, tokens: int) -> Case:
     x = np.random.default_rng(tokens).standard_normal((tokens, k)).astype(np.float32)
     dims = gpu.device.create_buffer_with_data(data=np.array([tokens, 0, 1, 0], np.uint32).tobytes(),
                                               usage=wgpu.BufferUsage.UNIFORM)  # fmt: skip
-    bufs = {0: dims, 1: gpu.upload(x, "x"), 2: w_buf, 3: gpu.empty(tokens * rows * 4, "y")}
+    bufs = {0: dims, 1: gpu.upload(x, "x"), 2: w_buf, 3: gpu.empty(tokens * rows * 4, "y"),
+            14: gpu.empty(8 * tokens * rows * 4, "part")}  # fmt: skip
     return Case(rows, k, tokens, bufs, x @ w.astype(np.float32).T)
 
 
 def measure(gpu: Gpu, shader_dir: Path, kernel: MatmulKernel, c: Case, sync: wgpu.GPUBuffer,
             budget_s: float) -> tuple[float, float]:  # fmt: skip
-    """(seconds per dispatch, max relative error against numpy) for one kernel and case."""
-    pipeline, layout = build(gpu.device, shader_dir, kernel, c.rows, c.k)
-    entries = [{"binding": i, "resource": {"buffer": b}} for i, b in c.bufs.items()]
-    group = gpu.device.create_bind_group(layout=layout, entries=entries)
-    grid = (ceil_div(c.rows, kernel.rows), ceil_div(c.tokens, kernel.tokens), 1)
-    run(gpu, pipeline, group, grid, 1, sync)
+    """(seconds per dispatch, with its reduce where K is sliced; max relative error against numpy) for one
+    kernel and case."""
+
+    def bind(shader: str | None) -> tuple:
+        pipeline, layout, bindings = build(gpu.device, shader_dir, kernel, c.rows, c.k, shader)
+        entries = [{"binding": i, "resource": {"buffer": b}} for i, b in c.bufs.items() if i in bindings]
+        return pipeline, gpu.device.create_bind_group(layout=layout, entries=entries)
+
+    pipeline, group = bind(None)
+    grid = (ceil_div(c.rows, kernel.rows), ceil_div(c.tokens, kernel.tokens), kernel.slices)
+    then = () if kernel.slices == 1 else ((*bind("matmul_reduce.wgsl"), (ceil_div(c.rows, 64), c.tokens, 1)),)
+    run(gpu, pipeline, group, grid, 1, sync, then)
     got = gpu.read(c.bufs[3], c.tokens * c.rows * 4).reshape(c.tokens, c.rows)
     err = float(np.abs(got - c.want).max() / (np.abs(c.want).max() + 1e-9))
-    once = run(gpu, pipeline, group, grid, 2, sync)
+    once = run(gpu, pipeline, group, grid, 2, sync, then)
     times = max(2, min(500, int(budget_s / max(once, 1e-6))))
-    return min(run(gpu, pipeline, group, grid, times, sync) for _ in range(2)), err
+    return min(run(gpu, pipeline, group, grid, times, sync, then) for _ in range(2)), err
+
+
+def variants(tiles: dict[str, MatmulKernel], slices: list[int], rows: int, k: int, tokens: int) -> dict:
+    """Each tile unsliced, with each forced slice count K allows, and with the engine's rule ("/rule")."""
+    out: dict[str, MatmulKernel] = {}
+    for name, kernel in tiles.items():
+        out[name] = kernel
+        tile = kernel.tile
+        assert tile is not None
+        for s in slices:
+            if (k // 4) % (s * tile.ks * tile.bk4) == 0:
+                out[f"{name}/s{s}"] = replace(kernel, slices=s)
+        at_count = replace(kernel, min_count=tokens, max_count=tokens)
+        out[f"{name}/rule"] = replace(kernel, slices=k_slices(at_count, rows, k, tokens, PART_FLOATS_MAX))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 32, 64, 128, 256, 1024])
     parser.add_argument("--shape", nargs="+", default=list(SHAPES), help="ROWSxK of an fp16 weight")
-    parser.add_argument("--tile", nargs="+", default=list(TILES), help="BMxBTxTMxTN[xBK4]")
+    parser.add_argument("--tile", nargs="+", default=list(TILES), help="BMxBTxTMxTN[xBK4[xKS]]")
+    parser.add_argument("--slices", type=int, nargs="*", default=[2, 4, 8], help="forced K slices to time")
     parser.add_argument("--budget", type=float, default=0.03, help="seconds of dispatches per timing")
     parser.add_argument("--emit", default=None, help="write the winners as AI00_GEMM's text to this file")
     args = parser.parse_args()
     gpu = Gpu()
     print(f"# {gpu.summary.name} ({gpu.summary.backend}), subgroup {gpu.subgroup_size}", flush=True)
     gemv = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
-    candidates = {"gemv": gemv, "gemm_v1": V1} | {t: gemm_kernel(GemmTile.parse(t)) for t in args.tile}
+    tiles = {t: gemm_kernel(GemmTile.parse(t)) for t in args.tile}
     best: dict[int, dict[str, float]] = {}
     shapes_done: dict[tuple[int, str], int] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,6 +161,7 @@ def main() -> None:
             w_buf = gpu.upload(w, "w")
             for tokens in args.tokens:
                 c = case(gpu, w, w_buf, tokens)
+                candidates = {"gemv": gemv, "gemm_v1": V1} | variants(tiles, args.slices, rows, k, tokens)
                 for name, kernel in candidates.items():
                     if name == "gemv" and tokens > 64:
                         continue
@@ -130,7 +172,8 @@ def main() -> None:
                         continue
                     ok = err < 2e-3
                     flops = 2 * rows * k * tokens
-                    print(json.dumps({"tokens": tokens, "shape": shape, "kernel": name, "us": round(seconds * 1e6, 1),
+                    print(json.dumps({"tokens": tokens, "shape": shape, "kernel": name, "slices": kernel.slices,
+                                      "us": round(seconds * 1e6, 1),
                                       "tflops": round(flops / seconds / 1e12, 2),
                                       "weight_gbs": round(rows * k * 2 / seconds / 1e9), "max_rel_err": f"{err:.1e}",
                                       "ok": ok}), flush=True)  # fmt: skip
@@ -138,15 +181,16 @@ def main() -> None:
                         total = best.setdefault(tokens, {})
                         total[name] = total.get(name, 0.0) + seconds
                         shapes_done[(tokens, name)] = shapes_done.get((tokens, name), 0) + 1
-                c.bufs[1].destroy()
-                c.bufs[3].destroy()
+                for b in (1, 3, 14):
+                    c.bufs[b].destroy()
             w_buf.destroy()
     winners = []
     for tokens, totals in sorted(best.items()):
         ranked = sorted((s, n) for n, s in totals.items() if shapes_done[(tokens, n)] == len(args.shape))
         summary = {n: round(s * 1e6, 1) for s, n in ranked[:5]}
         print(json.dumps({"tokens": tokens, "best_us_over_shapes": summary}), flush=True)
-        winners.append((tokens, next(n for _, n in ranked if n != "gemm_v1")))
+        # the engine runs each tile with the rule's slices: the winner among those (and the GEMV)
+        winners.append((tokens, next(n for _, n in ranked if n == "gemv" or n.endswith("/rule")).removesuffix("/rule")))
     tiers = tiers_of(winners)
     print(f"AI00_GEMM={tiers}")
     if args.emit:

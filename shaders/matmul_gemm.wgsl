@@ -13,7 +13,11 @@
 // - consecutive invocations own consecutive rows (ty = li % TYS), so their outputs are written together;
 // - with KS > 1 (a step of 9-64 tokens has few tiles on a 2k-row weight), KS groups of invocations share a tile,
 //   each multiplying every KS-th stage of K, and sum their partial tiles through workgroup memory at the
-//   end: KS times the invocations on the same weights, and 1/KS of the stages one after another.
+//   end: KS times the invocations on the same weights, and 1/KS of the stages one after another;
+// - with SLICES > 1 (a weight of few tiles, such as a 2k-row projection of a 7k-wide K, at few tokens),
+//   workgroup z multiplies only slice z of K and leaves its raw sums in `part` [SLICES, count, NROWS];
+//   matmul_reduce.wgsl adds the slices in order and applies the epilogue. SLICES times the workgroups,
+//   for one more dispatch and SLICES x count x NROWS floats written and read back.
 #include "common.wgsl"
 #include "weights.wgsl"
 #include "matmul_common.wgsl"
@@ -29,6 +33,11 @@ const TXS: u32 = {{TXS}}u;  // invocations along tokens: token j is tx + j * TXS
 const KS: u32 = {{KS}}u;  // groups of invocations splitting K
 const TPG: u32 = TYS * TXS;  // invocations per group
 const NT: u32 = TPG * KS;
+const SLICE_K4: u32 = {{SLICE_K4}}u;  // vec4s of K per workgroup z (K4 unless SLICED)
+
+#if SLICED
+@group(0) @binding(14) var<storage, read_write> part: array<f32>;  // [SLICES, count, NROWS] raw sums
+#endif
 
 var<workgroup> ws: array<vec4<f32>, {{KS}} * {{BM}} * ({{BK4}} + 1)>;  // [KS][BM][PAD] weights of KS stages
 var<workgroup> xs: array<vec4<f32>, {{KS}} * {{BT}} * ({{BK4}} + 1)>;  // [KS][BT][PAD] inputs of KS stages
@@ -70,11 +79,13 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let tx = (li % TPG) / TYS;
     let wg0 = g * BM * PAD;
     let xg0 = g * BT * PAD;
+    let kb = wg.z * SLICE_K4;  // this workgroup's slice of K: [kb, ke)
+    let ke = kb + SLICE_K4;
 #unroll L LW
-    var pw{{L}} = load_w(li + {{L}}u * NT, o0, 0u);
+    var pw{{L}} = load_w(li + {{L}}u * NT, o0, kb);
 #end
 #unroll L LX
-    var px{{L}} = load_x(li + {{L}}u * NT, xb, t0, last, 0u);
+    var px{{L}} = load_x(li + {{L}}u * NT, xb, t0, last, kb);
 #end
     // accIa[j]: row ty + I * TYS, token tx + j * TXS (b: tokens 4..7); vectors, not arrays (arrays spill)
 #unroll I TM
@@ -83,7 +94,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var acc{{I}}b = vec4<f32>(0.0);
 #endif
 #end
-    for (var k0 = 0u; k0 < K4; k0 += KS * BK4) {
+    for (var k0 = kb; k0 < ke; k0 += KS * BK4) {
 #unroll L LW
         ws[slot(li + {{L}}u * NT, BM)] = pw{{L}};
 #end
@@ -91,7 +102,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         xs[slot(li + {{L}}u * NT, BT)] = px{{L}};
 #end
         workgroupBarrier();
-        if (k0 + KS * BK4 < K4) {
+        if (k0 + KS * BK4 < ke) {
 #unroll L LW
             pw{{L}} = load_w(li + {{L}}u * NT, o0, k0 + KS * BK4);
 #end
@@ -146,21 +157,25 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     }
 #endif
 #unroll I TM
-    store4(o0 + ty + {{I}}u * TYS, t0 + tx, count, acc{{I}}a);
+    store4(o0 + ty + {{I}}u * TYS, t0 + tx, count, wg.z, acc{{I}}a);
 #if TN8
-    store4(o0 + ty + {{I}}u * TYS, t0 + tx + 4u * TXS, count, acc{{I}}b);
+    store4(o0 + ty + {{I}}u * TYS, t0 + tx + 4u * TXS, count, wg.z, acc{{I}}b);
 #endif
 #end
 }
 
-// row o, tokens t, t + TXS, t + 2 TXS, t + 3 TXS
-fn store4(o: u32, t: u32, count: u32, acc: vec4<f32>) {
+// row o, tokens t, t + TXS, t + 2 TXS, t + 3 TXS: finished, or (SLICED) slice z's raw sums
+fn store4(o: u32, t: u32, count: u32, z: u32, acc: vec4<f32>) {
     if (o >= NROWS) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
         if (t + TXS * j < count) {
+#if SLICED
+            part[(z * count + t + TXS * j) * NROWS + o] = acc[j];
+#else
             finish(o, t + TXS * j, acc[j]);
+#endif
         }
     }
 }

@@ -108,7 +108,9 @@ class Engine:
             self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors),
             draw_bytes=DRAW.itemsize,
         )  # fmt: skip
-        self.ops = Ops(self.gpu, self.pipelines, self.ws, max_step_tokens)
+        # the largest stacked weights (r, k, v, g; the channel mix's key and receptance) may slice K
+        part_rows = max(4 * info.n_embd, info.n_embd + info.n_ffn)
+        self.ops = Ops(self.gpu, self.pipelines, self.ws, max_step_tokens, part_rows)
         self.states = StatePool(self.gpu, info, max_batch)
         # one mapped staging buffer for every step's logits (no allocation per step)
         self.readback = self.gpu.empty(

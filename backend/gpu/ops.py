@@ -7,6 +7,7 @@ only the workgroup counts depending on the step's sizes. No wgpu calls happen he
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import wgpu
@@ -15,13 +16,17 @@ from backend.gpu.device import Gpu
 from backend.gpu.matmul import (
     PRE_TT,
     LnInput,
+    MatmulKernel,
     Segment,
     StorePrev,
     clip_segments,
     count_grid,
     grid_for,
+    k_slices,
     kernel_for,
     matmul_plan,
+    part_floats,
+    reduce_grid,
     row_slices,
     segment_defines,
     wkv_split,
@@ -44,9 +49,14 @@ def _resource(binding: Binding) -> dict:
 
 
 class Ops:
-    def __init__(self, gpu: Gpu, cache: PipelineCache, ws: Workspace, t_max: int) -> None:
+    def __init__(self, gpu: Gpu, cache: PipelineCache, ws: Workspace, t_max: int, part_rows: int = 0) -> None:
+        """`part_rows`: the most rows a weight whose GEMM may slice K has (0: no slicing): sizes `part`."""
         self.gpu, self.cache, self.ws, self.t_max = gpu, cache, ws, t_max
         self.matmul_kernels = matmul_plan(gpu)
+        sliceable = part_rows and any(k.tile is not None for k in self.matmul_kernels)
+        self.part_floats = part_floats(t_max, part_rows) if sliceable else 0
+        # [slices, count, rows] raw sums of a K-sliced GEMM, for matmul_reduce.wgsl (one at a time)
+        self.part = gpu.empty(self.part_floats * 4, "gemm_part") if sliceable else None
 
     def upload(self, array: np.ndarray, f16: bool, label: str, quant: str = "") -> Tensor:
         if quant:
@@ -139,12 +149,15 @@ class Ops:
         out: list[Dispatch] = []
         for kernel in self.matmul_kernels:
             kernel = kernel_for(kernel, w, segments, ln, small)
+            if kernel.tile is not None and self.part is not None:
+                rows_max = max(p.rows for p in row_slices(w, self.gpu.max_binding_bytes))
+                kernel = replace(kernel, slices=k_slices(kernel, rows_max, k, self.t_max, self.part_floats))
             fused = ln is not None and kernel.ln_input and (small or not kernel.ln_input_small_only)
             if ln is not None and not fused:  # the kernel reads the mixes a separate ln_mix wrote
                 out.append(self.ln_mix(f"{name}.ln_mix", ln, x, count_grid(kernel, count, self._ln_grid)))
             for part in row_slices(w, self.gpu.max_binding_bytes):
                 clipped = clip_segments(segments, part.row0, part.rows)
-                defines = base | kernel.defines() | {"NROWS": part.rows, "ROW0": part.row0, "WGS": kernel.threads}
+                defines = base | kernel.defines(k) | {"NROWS": part.rows, "ROW0": part.row0, "WGS": kernel.threads}
                 defines |= segment_defines(clipped, x_base // 4, None if fused else x_group // 4)
                 bindings: dict[int, Binding] = {0: self.ws.dims, 1: self.ws.x if fused else x, 2: part.weight, 3: y}
                 if fused:
@@ -153,8 +166,25 @@ class Ops:
                 bindings |= self._epilogue_bindings(bias, mul, part.scales, store_prev, mix_delta)
                 defines["TOKENS"] = fused or store_prev is not None
                 grid = grid_for(kernel, part.rows, count)
-                out.append(self._dispatch(name, kernel.shader, defines, bindings, grid))
+                if kernel.slices > 1:
+                    out += self._sliced_gemm(name, kernel, defines, bindings, part.rows, count)
+                else:
+                    out.append(self._dispatch(name, kernel.shader, defines, bindings, grid))
         return out
+
+    def _sliced_gemm(
+        self, name: str, kernel: MatmulKernel, defines: Defines, bindings: dict[int, Binding], rows: int, count: str
+    ) -> list[Dispatch]:
+        """A GEMM whose K is sliced over workgroups: the slices' raw sums into `part` (no epilogue), then
+        matmul_reduce.wgsl adds them and applies the epilogue the plain GEMM would have."""
+        assert self.part is not None
+        plain = {"BIAS": False, "MUL": False, "ADD": False, "MIX_DELTA": False, "STORE_PREV": False, "TOKENS": False}
+        gemm_bindings = {b: bindings[b] for b in (0, 1, 2, 3, 6) if b in bindings} | {14: self.part}
+        reduce_bindings = {b: v for b, v in bindings.items() if b not in (2, 6)} | {14: self.part}
+        reduce_defines = {k: v for k, v in defines.items() if k != "WGS"} | {"WGS": 64}
+        gemm = self._dispatch(name, kernel.shader, defines | plain, gemm_bindings, grid_for(kernel, rows, count))
+        reduce = reduce_grid(kernel, rows, count)
+        return [gemm, self._dispatch(f"{name}.reduce", "matmul_reduce.wgsl", reduce_defines, reduce_bindings, reduce)]
 
     def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
         return {"LN": True, "LN_OUT": ln.out is not None and not ln.out_written, "LN_DELTA": ln.delta is not None,

@@ -90,7 +90,9 @@ def test_layers_record_few_dispatches(
     it cannot compute its input itself, and so does matmul_vec for the big LN-input weights (ln_mix +
     matmul_vec was ~3x faster than the tiled kernel recomputing the LayerNorm on the H200). The CPU
     kernel takes a separate LayerNorm before the big projections at every count (it is faster there),
-    unless AI00_LN_INPUT=all (bench.step_cost's GPU-shaped list)."""
+    unless AI00_LN_INPUT=all (bench.step_cost's GPU-shaped list). K sliced over workgroups is off here: it
+    adds one reduce dispatch per sliced GEMM (test_k_slices_add_one_reduce_per_sliced_gemm)."""
+    monkeypatch.setenv("AI00_GEMM_SLICES", "1")
     case = cases[version]
     n_layer = case.info.n_layer
     split = {Version.V5_2: 1, Version.V6: 2, Version.V7: 2}.get(version, 0)  # extra for a long step's wkv
@@ -103,6 +105,43 @@ def test_layers_record_few_dispatches(
         engine = device.engine(case, max_step_tokens=128)
         assert engine.layer_dispatch_count(StepDims(1, 1, 1)) == one * n_layer, plan
         assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer, plan
+
+
+@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
+@pytest.mark.parametrize("chunk", [16, 100])
+def test_k_sliced_gemms_match_reference(
+    device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every GEMM dispatch with K sliced over 4 workgroups where K allows (AI00_GEMM_SLICES=4): each
+    epilogue (activations, v6's mix, the residual add, the shift store) runs in matmul_reduce.wgsl."""
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    monkeypatch.setenv("AI00_GEMM_SLICES", "4")
+    case = cases[version]
+    engine = device.engine(case, max_step_tokens=128)
+    sliced = {d.name.split(".", 1)[1] for d in engine.dispatches if d.name.endswith(".reduce")}
+    assert {"proj.reduce", "ffn.value.reduce"} <= sliced
+    prompt = case.prompt + case.prompt[:36]
+    assert_close(logits_for(engine, prompt, chunk)[: len(case.prompt)], case.ref.logits, f"{version} sliced K")
+    if chunk == 16:
+        assert_state_after_prompt_matches(device.engine(case), case, f"{version} sliced K")
+
+
+def test_k_slices_add_one_reduce_per_sliced_gemm(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By the default rule, a GEMM with few workgroups and a long K (the test model's 512-wide channel-mix
+    value, at 9-128 tokens) is sliced, and the step gains exactly its reduce dispatch; one with a short K
+    is not (K = 128 leaves slices under SLICE_MIN_K4 vec4s)."""
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    case = cases[Version.V7]
+    engine = device.engine(case, max_step_tokens=128)
+    for tokens in (9, 64, 128):
+        ran = [d.name for d in engine.dispatches if d.name.startswith("0.") and all(d.grid(StepDims(tokens, 1, 1)))]
+        assert [n for n in ran if n.endswith(".reduce")] == ["0.ffn.value.reduce"], tokens
+    monkeypatch.setenv("AI00_GEMM_SLICES", "1")
+    unsliced = device.engine(case, max_step_tokens=128)
+    step = StepDims(64, 1, 1)
+    assert engine.layer_dispatch_count(step) == unsliced.layer_dispatch_count(step) + case.info.n_layer
 
 
 @pytest.mark.parametrize(("form", "chunk"), [("split", 7), ("fused", 100)])

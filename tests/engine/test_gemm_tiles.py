@@ -7,6 +7,8 @@ for stacked projections and LoRA stages) against numpy, in a second instead of a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import wgpu
@@ -19,31 +21,36 @@ TILES = sorted({t for _, t in GEMM_TIERS} | {GemmTile(16, 16, 1, 4, ks=4), GemmT
 
 
 def run_gemm(device: Device, tile: GemmTile, w: np.ndarray, x: np.ndarray, segments: list[Segment],
-             act_rows: int = 0) -> np.ndarray:  # fmt: skip
-    """y [groups, T, rows of the group] for x [groups, T, K] (each segment reads its x group)."""
+             slices: int = 1) -> np.ndarray:  # fmt: skip
+    """y [groups, T, rows of the group] for x [groups, T, K] (each segment reads its x group); with slices,
+    K is split over that many workgroups and matmul_reduce.wgsl adds their sums (Ops._sliced_gemm)."""
     gpu = device.gpu
     rows, k = w.shape
     tokens = x.shape[1]
     kernel = gemm_fitted(gemm_kernel(tile), k, segments)
     assert kernel is not None
+    kernel = replace(kernel, slices=slices)
     defines = {"K4": k // 4, "X_ROW": k // 4, "COUNT": "T", "MUL_BASE": 0, "W_F16": True, "MIX_C": rows,
-               "NROWS": rows, "ROW0": 0, "WGS": kernel.threads} | kernel.defines()  # fmt: skip
+               "NROWS": rows, "ROW0": 0, "WGS": kernel.threads} | kernel.defines(k)  # fmt: skip
     defines |= segment_defines(segments, 0, tokens * k // 4)
-    pipeline = device.pipelines.get("matmul_gemm.wgsl", defines)
     dims = gpu.device.create_buffer_with_data(
         data=np.array([tokens, 0, 1, 0], np.uint32).tobytes(), usage=wgpu.BufferUsage.UNIFORM
     )
     y = gpu.empty(rows * tokens * 4)
     bufs = {0: dims, 1: gpu.upload(x.astype(np.float32)), 2: gpu.upload(w), 3: y}
-    group = gpu.device.create_bind_group(
-        layout=pipeline.layout, entries=[{"binding": i, "resource": {"buffer": b}} for i, b in bufs.items()]
-    )
+    passes = [("matmul_gemm.wgsl", defines, (ceil_div(rows, kernel.rows), ceil_div(tokens, kernel.tokens), slices))]
+    if slices > 1:
+        bufs[14] = gpu.empty(slices * tokens * rows * 4)
+        passes.append(("matmul_reduce.wgsl", defines | {"WGS": 64}, (ceil_div(rows, 64), tokens, 1)))
     enc = gpu.device.create_command_encoder()
-    cp = enc.begin_compute_pass()
-    cp.set_pipeline(pipeline.pipeline)
-    cp.set_bind_group(0, group)
-    cp.dispatch_workgroups(ceil_div(rows, kernel.rows), ceil_div(tokens, kernel.tokens), 1)
-    cp.end()
+    for shader, shader_defines, grid in passes:
+        pipeline = device.pipelines.get(shader, shader_defines)
+        entries = [{"binding": i, "resource": {"buffer": b}} for i, b in bufs.items() if i in pipeline.bindings]
+        cp = enc.begin_compute_pass()
+        cp.set_pipeline(pipeline.pipeline)
+        cp.set_bind_group(0, gpu.device.create_bind_group(layout=pipeline.layout, entries=entries))
+        cp.dispatch_workgroups(*grid)
+        cp.end()
     gpu.queue.submit([enc.finish()])
     return gpu.read(y, rows * tokens * 4)
 
@@ -56,6 +63,18 @@ def test_tile_computes_the_product(device: Device, tile: GemmTile, tokens: int) 
     w = (rng.standard_normal((200, 192)) / 14).astype(np.float16)
     x = rng.standard_normal((1, tokens, 192)).astype(np.float32)
     got = run_gemm(device, tile, w, x, [Segment(200)]).reshape(tokens, 200)
+    np.testing.assert_allclose(got, x[0] @ w.astype(np.float32).T, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile", [t for _, t in GEMM_TIERS], ids=str)
+@pytest.mark.parametrize("slices", [2, 4])
+def test_k_sliced_over_workgroups_sums_every_slice(device: Device, tile: GemmTile, slices: int) -> None:
+    """K = 512 split over 2 or 4 workgroups, 200 rows and 37 tokens: the reduce pass adds every slice's
+    partial tile into the product (a slice left out or counted twice is off by a quarter of it)."""
+    rng = np.random.default_rng(slices)
+    w = (rng.standard_normal((200, 512)) / 22).astype(np.float16)
+    x = rng.standard_normal((1, 37, 512)).astype(np.float32)
+    got = run_gemm(device, tile, w, x, [Segment(200)], slices).reshape(37, 200)
     np.testing.assert_allclose(got, x[0] @ w.astype(np.float32).T, rtol=1e-4, atol=1e-4)
 
 
