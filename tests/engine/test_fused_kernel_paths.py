@@ -107,8 +107,7 @@ def test_layers_record_few_dispatches(
         assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer, plan
 
 
-@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
-@pytest.mark.parametrize("chunk", [16, 100])
+@pytest.mark.parametrize(("version", "chunk"), [(Version.V6, 16), (Version.V7, 100)], ids=str)
 def test_k_sliced_gemms_match_reference(
     device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
