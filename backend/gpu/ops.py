@@ -57,6 +57,9 @@ class Ops:
         self.part_floats = part_floats(t_max, part_rows) if sliceable else 0
         # [slices, count, rows] raw sums of a K-sliced GEMM, for matmul_reduce.wgsl (one at a time)
         self.part = gpu.empty(self.part_floats * 4, "gemm_part") if sliceable else None
+        # which LayerNorm mixes each mix buffer holds, as the dispatches built so far leave it (they run in
+        # build order): id(buffer) -> (id(LN params), count kind, token-count ranges whose steps wrote them)
+        self._mixes: dict[int, tuple[int, str, list[tuple[int, int]]]] = {}
 
     def upload(self, array: np.ndarray, f16: bool, label: str, quant: str = "") -> Tensor:
         if quant:
@@ -153,8 +156,10 @@ class Ops:
                 rows_max = max(p.rows for p in row_slices(w, self.gpu.max_binding_bytes))
                 kernel = replace(kernel, slices=k_slices(kernel, rows_max, k, self.t_max, self.part_floats))
             fused = ln is not None and kernel.ln_input and (small or not kernel.ln_input_small_only)
-            if ln is not None and not fused:  # the kernel reads the mixes a separate ln_mix wrote
+            if ln is not None and not fused and not self._mixes_written(x, ln, count, kernel):
+                # the kernel reads the mixes a separate ln_mix writes (unless one wrote them for these counts)
                 out.append(self.ln_mix(f"{name}.ln_mix", ln, x, count_grid(kernel, count, self._ln_grid)))
+                self._note_mixes(x, ln, count, (kernel.min_count, kernel.max_count))
             for part in row_slices(w, self.gpu.max_binding_bytes):
                 clipped = clip_segments(segments, part.row0, part.rows)
                 defines = base | kernel.defines(k) | {"NROWS": part.rows, "ROW0": part.row0, "WGS": kernel.threads}
@@ -170,7 +175,26 @@ class Ops:
                     out += self._sliced_gemm(name, kernel, defines, bindings, part.rows, count)
                 else:
                     out.append(self._dispatch(name, kernel.shader, defines, bindings, grid))
+        self._mixes.pop(id(y), None)  # a matmul writing a mix buffer leaves other values there
         return out
+
+    def _note_mixes(self, mix: wgpu.GPUBuffer, ln: LnInput, count: str, counts: tuple[int, int]) -> None:
+        held = self._mixes.get(id(mix))
+        if held is None or held[:2] != (id(ln.params.buffer), count):
+            held = (id(ln.params.buffer), count, [])
+        self._mixes[id(mix)] = (held[0], held[1], [*held[2], counts])
+
+    def _mixes_written(self, mix: wgpu.GPUBuffer, ln: LnInput, count: str, kernel: MatmulKernel) -> bool:
+        """Whether the dispatches before this one leave `ln`'s mixes in `mix` at every count `kernel` serves
+        (v7's lora1 reads what proj's ln_mix wrote: a second ln_mix was 0.8 ms of an H200's 1,024-token step)."""
+        held = self._mixes.get(id(mix))
+        if held is None or held[:2] != (id(ln.params.buffer), count):
+            return False
+        lo, hi = kernel.min_count, kernel.max_count
+        for a, b in sorted(held[2]):
+            if a <= lo <= b:
+                lo = b + 1
+        return lo > hi
 
     def _sliced_gemm(
         self, name: str, kernel: MatmulKernel, defines: Defines, bindings: dict[int, Binding], rows: int, count: str
@@ -235,6 +259,8 @@ class Ops:
         bindings |= {6: ln.state, 7: ln.out, 8: mix}
         if ln.delta is not None:
             bindings[9] = ln.delta
+        if grid is None:  # every step's mixes, as the kernels after it may reuse
+            self._note_mixes(mix, ln, "T", (0, 1 << 30))
         return self._dispatch(name, "ln_mix.wgsl", defines, bindings, grid or self._ln_grid)
 
     def wkv7(

@@ -52,7 +52,8 @@ def test_long_steps_match_reference(
     """One long prompt step on a GPU's plan: the GEMM tiers for many tokens (the biggest from 257), the
     recurrence split, and the LoRAs' first stages (v6's maa_w1 with its LayerNorm delta, v7's lora1
     reading the mixes proj's ln_mix wrote) through a GEMM tile cut to their rows, from
-    SMALL_GEMM_MIN_TOKENS. The reference covers the first 64 positions."""
+    SMALL_GEMM_MIN_TOKENS (v7's without a LayerNorm dispatch of its own). The reference covers the first
+    64 positions."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
     case = cases[version]
     prompt = (case.prompt * (chunk // len(case.prompt) + 1))[:chunk]
@@ -61,6 +62,9 @@ def test_long_steps_match_reference(
     step = StepDims(chunk, 1, 1)
     gemms = [d for d in engine.dispatches if d.name == f"0.{lora}" and all(d.grid(step))]
     assert [d.pipeline.label for d in gemms] == ["matmul_gemm.wgsl"]
+    ran = {d.name for d in engine.dispatches if all(d.grid(step))}
+    if version is Version.V7:  # lora1 reads the mixes proj's ln_mix left: no LayerNorm of its own
+        assert "0.proj.ln_mix" in ran and "0.lora1.ln_mix" not in ran
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
     assert_close(ours, case.ref.logits, f"{version} one {chunk}-token step")
 
