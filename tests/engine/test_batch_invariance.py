@@ -24,7 +24,19 @@ def test_mixed_batch_equals_each_sequence_alone(
     """On lavapipe's plan, and on a GPU's (AI00_MATMUL=tiled,gemm): there the rows alone take the GEMV
     (1, 5 tokens) and two GEMM tiles (17, 30), the batch of 53 a third tile."""
     monkeypatch.setenv("AI00_MATMUL", plan)
-    case = cases[version]
+    assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
+
+
+def test_chunked_wkv_mixed_batch_equals_each_sequence_alone(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v6's chunked recurrence (AI00_WKV=chunked): the batch's rows of 1, 5, 17 and 30 tokens cut 1, 1, 2
+    and 2 chunks, numbered row after row, with surplus workgroups in the grid."""
+    monkeypatch.setenv("AI00_WKV", "chunked")
+    assert_mixed_batch_equals_each_sequence_alone(device, cases[Version.V6])
+
+
+def assert_mixed_batch_equals_each_sequence_alone(device: Device, case: Case) -> None:
     engine = device.engine(case, max_batch=4, max_step_tokens=64)
     seqs = [case.prompt[i * 3 : i * 3 + 3 + n] for i, n in enumerate(LENGTHS)]
 
