@@ -123,12 +123,13 @@ def wkv_split() -> Callable[[StepDims], bool]:
     1,024-token prefill on the H200 (bench/NOTES.md entry 14), and on the H200 of entry 17 v7's 16- and
     64-token steps took 39 and 106 ms with it against 23 and 26 split (v6: 21/37 against 22/25; 64
     decode rows the same either way). AI00_WKV=fused or =split forces one form for every step (the
-    oracle tests run both)."""
+    oracle tests run both); =chunked forces v5/v6's chunked form (wkv_chunk.py, which replaces the split
+    form's scan) and v7's split one."""
     forced = os.environ.get("AI00_WKV", "")
-    if forced not in ("", "fused", "split"):
-        raise ValueError(f"AI00_WKV: 'fused' or 'split', got {forced!r}")
+    if forced not in ("", "fused", "split", "chunked"):
+        raise ValueError(f"AI00_WKV: 'fused', 'split' or 'chunked', got {forced!r}")
     if forced:
-        return lambda d: forced == "split"
+        return lambda d: forced != "fused"
     return lambda d: d.T > WKV_FUSED_MAX_TOKENS and d.T > d.B
 
 

@@ -36,6 +36,7 @@ from backend.gpu.op_types import Binding, Dispatch, Grid, StepDims, Tensor
 from backend.gpu.op_types import ceil_div as _ceil
 from backend.gpu.pipelines import Defines, PipelineCache
 from backend.gpu.quant import quantize
+from backend.gpu.wkv_chunk import chunk_passes, wkv_chunked
 from backend.gpu.workspace import Workspace
 
 __all__ = ["Binding", "Dispatch", "Grid", "LnInput", "Ops", "Segment", "StepDims", "StorePrev", "Tensor"]
@@ -325,7 +326,8 @@ class Ops:
         LoRA hidden layer in ws.rkv (else `decay` is constant per channel); the gate is r, k, v's fourth.
         Short steps: one kernel does it all token by token. Long ones (wkv_split): v6's decay for every
         token at once (wkv6_pre), the state update alone (wkv6_scan), then bonus, group norm and gate
-        for every token at once (wkv6_post): three dispatches for v6, two for v5."""
+        for every token at once (wkv6_post): three dispatches for v6, two for v5. Steps of wkv_chunked
+        run the chunked form's three passes (wkv_chunk.py) in the scan's place."""
         c = u.shape[0]
         ws = self.ws
         defines = {
@@ -334,7 +336,7 @@ class Ops:
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "D": decay_lora.shape[1] if decay_lora is not None else 0, "PRE_TT": PRE_TT,
         }  # fmt: skip
-        split = wkv_split()
+        split, chunked = wkv_split(), wkv_chunked()
         heads = c // head_size
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: decay.buffer, 4: u.buffer}
         bindings |= {5: ln_x.buffer, 6: state, 7: ws.att_out}
@@ -342,7 +344,7 @@ class Ops:
         post: dict[int, Binding] = {2: ws.rkv, 4: u.buffer, 5: ln_x.buffer, 7: ws.att_out}
         pre: list[Dispatch] = []
         per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
-        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         if decay_lora is None:
             scan[3] = decay.buffer
         else:
@@ -355,10 +357,13 @@ class Ops:
             pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_block)]
         fused = self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings,
                                lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
+        passes = chunk_passes(layer, defines, ws, decay, decay_lora, state, heads, self.gpu.max_binding_bytes)
+        chunk = [self._dispatch(*p) for p in passes]
         return [
             fused,
             *pre,
             self._dispatch(f"{layer}.wkv6.scan", "wkv6_scan.wgsl", defines, scan, per_row),
+            *chunk,
             self._dispatch(f"{layer}.wkv6.post", "wkv6_post.wgsl", defines, post, per_token),
         ]
 

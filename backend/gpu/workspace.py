@@ -11,6 +11,7 @@ import wgpu
 from backend.gpu.device import UNIFORM, Gpu
 from backend.gpu.models.info import ModelInfo, Version
 from backend.gpu.op_types import Binding
+from backend.gpu.wkv_chunk import chunk_scratch_floats
 
 F32 = 4
 INPUT_ALIGN = 256  # minimum storage/uniform binding offset alignment in WebGPU
@@ -44,6 +45,7 @@ class Workspace:
     ffn_k: wgpu.GPUBuffer  # [t_max, F] relu(k)^2, then [t_max, C] sigmoid(r) (v4-v6)
     deep: wgpu.GPUBuffer  # [t_max, 32] v7 DeepEmbed per-token mix
     ffn_scale: wgpu.GPUBuffer  # [t_max, F] v7 DeepEmbed scale of the channel-mix key
+    wkv_chunks: wgpu.GPUBuffer  # [chunks, H, N N + N] v5/v6 chunked recurrence: dS then S0, and D (wkv_chunk.py)
     head_x: wgpu.GPUBuffer  # [r_max, C]
     logits: wgpu.GPUBuffer  # [r_max, V]
 
@@ -91,6 +93,7 @@ class Workspace:
             ffn_k=floats(t_max * (f + c), "ffn_k"),
             deep=floats(t_max * 32 if info.deep_embed else 4, "deep"),
             ffn_scale=floats(t_max * f if info.deep_embed else 4, "ffn_scale"),
+            wkv_chunks=floats(chunk_scratch_floats(info, t_max, b_max), "wkv_chunks"),
             head_x=floats(r_max * c, "head_x"),
             logits=floats(r_max * info.n_vocab, "logits"),
         )
