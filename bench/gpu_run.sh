@@ -76,6 +76,22 @@ slices)  # K sliced over workgroups (matmul.k_slices) and the scans' vector sums
             --model v7:1.6B --chunk 1024 --out "$tag-speed-1.6B-before-slices.json" 2>&1 | grep -v upload)
     fi
     ;;
+chunk)  # v5/v6's chunked recurrence (wkv_chunk.py) against the split scan: its oracle tests here, v6 1.6B profiles
+       # at 64 and 1,024 tokens (chunks of 16 and 32), v6 1.6B prefill with it; then 7B beside web-rwkv-py
+    timeout 120 python3 -m pytest tests/engine/test_wkv6_forms.py -q -x -p no:cacheprovider 2>&1 | tail -3 \
+        | tee "$tag-chunk-tests.txt"
+    for form in split chunked; do
+        for len in 16 32; do
+            [ $form = split ] && [ $len = 32 ] && continue
+            AI00_WKV=$form AI00_WKV_CHUNK_LEN=$len timeout $(left) python3 -m bench.profile_step --model v6:1.6B \
+                --tokens 64 --tokens 1024
+        done
+    done 2>&1 | grep -v upload | tee "$tag-profile-v6-1.6B-chunk.txt" | grep -A4 "^=="
+    AI00_WKV_CHUNKED_MIN=9 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --chunk 1024 \
+        --out "$tag-speed-v6-1.6B-chunked.json" 2>&1 | grep -v upload
+    timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
+        --tmp /tmp --out "$tag-speed-7B-slices.json" 2>&1 | grep -v upload
+    ;;
 tune)  # the GEMM's tiles (bench/gemm_tune.py); then the engine as it was before them (.base: a checkout of
        # 419e9e6 carried beside the tree, if there) at 1.6B, prefill in one 1,024-token step
     timeout 330 python3 -m bench.gemm_tune 2>&1 | tee "$tag-gemm-tune.txt"
