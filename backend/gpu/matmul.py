@@ -326,10 +326,15 @@ def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
     return gated
 
 
-# K slices over workgroups (GemmTile.ks splits K inside one): a GEMM dispatch that would have fewer than
-# SLICE_GROUPS workgroups at its fewest tokens (a 2k-row weight at 9-64 tokens: 64 to 128, against an H100's
-# 132 SMs that each hold several) splits K over up to SLICE_MAX times the workgroups, each slice keeping at
-# least SLICE_MIN_K4 vec4s of K, while the partial sums fit the engine's buffer for them (Ops.part).
+# K slices over workgroups (GemmTile.ks splits K inside one): a GEMM dispatch of a tier up to SLICE_MAX_TOKENS
+# that would have fewer than SLICE_GROUPS workgroups at its fewest tokens (a 2k-row weight at 9-64 tokens: 64
+# to 128, against an H100's 132 SMs that each hold several; the H200 profile of NOTES entry 17 had the 2k x 7k
+# channel-mix value at 16 tokens reading its weights at 44 GB/s) splits K over up to SLICE_MAX times the
+# workgroups, each slice keeping at least SLICE_MIN_K4 vec4s of K, while the partial sums fit the engine's
+# buffer for them (Ops.part). The open-ended tier of long prefill steps is left whole: its token tiles grow
+# with the step, and slices there would write and read back the sums of every token (64 MB a 2k-row weight at
+# 1,024 tokens). Not yet timed on a GPU (`bash bench/gpu_run.sh slices` does); AI00_GEMM_SLICES=1 turns it off.
+SLICE_MAX_TOKENS = 256
 SLICE_MAX = 8
 SLICE_GROUPS = 512
 SLICE_MIN_K4 = 64
@@ -355,7 +360,8 @@ def k_slices(kernel: MatmulKernel, rows: int, k: int, t_max: int, part: int) -> 
     def wanted(s: int) -> bool:
         if forced:
             return s <= int(forced)
-        return s <= SLICE_MAX and groups * s // 2 < SLICE_GROUPS and k4 // s >= SLICE_MIN_K4
+        return (kernel.max_count <= SLICE_MAX_TOKENS and s <= SLICE_MAX and groups * s // 2 < SLICE_GROUPS
+                and k4 // s >= SLICE_MIN_K4)  # fmt: skip
 
     def fits(s: int) -> bool:  # whole tile stages per slice, and room for the partial sums
         return k4 % (s * tile.ks * tile.bk4) == 0 and s * tokens * rows <= part

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from backend.gpu.engine import Engine
-from backend.gpu.matmul import SMALL_GEMM_MIN_TOKENS
+from backend.gpu.matmul import SLICE_MAX_TOKENS, SMALL_GEMM_MIN_TOKENS
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.tools.logits import logits_for
@@ -133,14 +133,15 @@ def test_k_slices_add_one_reduce_per_sliced_gemm(
     device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """By the default rule, a GEMM with few workgroups and a long K (the test model's 512-wide channel-mix
-    value, at 9-128 tokens) is sliced, and the step gains exactly its reduce dispatch; one with a short K
-    is not (K = 128 leaves slices under SLICE_MIN_K4 vec4s)."""
+    value, at 9-256 tokens) is sliced, and the step gains exactly its reduce dispatch; one with a short K
+    is not (K = 128 leaves slices under SLICE_MIN_K4 vec4s), nor the open-ended tier of long steps."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
     case = cases[Version.V7]
-    engine = device.engine(case, max_step_tokens=128)
-    for tokens in (9, 64, 128):
+    engine = device.engine(case, max_step_tokens=300)
+    for tokens in (9, 64, 128, 256, 300):
         ran = [d.name for d in engine.dispatches if d.name.startswith("0.") and all(d.grid(StepDims(tokens, 1, 1)))]
-        assert [n for n in ran if n.endswith(".reduce")] == ["0.ffn.value.reduce"], tokens
+        want = ["0.ffn.value.reduce"] if tokens <= SLICE_MAX_TOKENS else []
+        assert [n for n in ran if n.endswith(".reduce")] == want, tokens
     monkeypatch.setenv("AI00_GEMM_SLICES", "1")
     unsliced = device.engine(case, max_step_tokens=128)
     step = StepDims(64, 1, 1)
