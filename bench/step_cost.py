@@ -48,6 +48,7 @@ from backend.gpu.matmul import WKV_FUSED_MAX_TOKENS, matmul_plan, wkv_split
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Draw, Logits, StepPlan, StepRow
+from backend.gpu.wkv_chunk import wkv_chunked
 from backend.tools import demo_model
 from bench.engine_speed import SIZES, model_info
 
@@ -91,7 +92,7 @@ def plan_name(gpu: Gpu, dims: StepDims) -> str:
     kernel = next(k for k in matmul_plan(gpu) if k.min_count <= dims.T <= k.max_count)
     tile = f" {kernel.tile.bm}x{kernel.tile.bt}" if kernel.tile else ""
     ln = "small weights" if kernel.ln_input_small_only else "all" if kernel.ln_input else "none (ln_mix)"
-    wkv = "split" if wkv_split()(dims) else "fused"
+    wkv = "fused" if not wkv_split()(dims) else "chunked (v5/v6)" if wkv_chunked()(dims) else "split"
     return f"{kernel.shader}{tile} ln_input={ln} wkv={wkv}"
 
 
