@@ -57,11 +57,13 @@ gemm)  # the GEMM's tiles tuned again (K split inside small tiles), the engine w
     done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-gemm.txt"
     ;;
 slices)  # K sliced over workgroups (matmul.k_slices) and the scans' vector sums: the GEMM's tiles with and
-        # without slices on the 1.6B/7B shapes, the engine beside web-rwkv-py, profiles at 16/64/1,024 tokens
-        # and 64 decode rows with slicing on and off (AI00_GEMM_SLICES=1), the engine as it was before (.base)
+        # without slices on the 1.6B/7B shapes (and three f16 tiles, "h"), the engine beside web-rwkv-py,
+        # profiles at 16/64/1,024 tokens and 64 decode rows with slicing on and off (AI00_GEMM_SLICES=1),
+        # the engine as it was before (.base)
     timeout 200 python3 -m bench.gemm_tune --tokens 16 64 256 1024 --budget 0.015 --emit /tmp/tiers \
         --shape 2048x2048 7168x2048 2048x7168 4096x14336 --tile 32x16x2x4x4x4 16x32x2x4x4x4 64x32x4x4x4x2 \
-        64x64x4x4x8 64x64x8x4 128x128x8x8x8 2>&1 | tee "$tag-gemm-tune-slices.txt" | grep -v '"kernel"'
+        64x64x4x4x8 64x64x8x4 128x128x8x8x8 64x32x4x4x4x2h 64x64x8x4h 128x128x8x8x8h 2>&1 \
+        | tee "$tag-gemm-tune-slices.txt" | grep -v '"kernel"'
     timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv --chunk 1024 \
         --out "$tag-speed-1.6B-slices.json" 2>&1 | grep -v upload
     for m in v7:1.6B v6:1.6B; do

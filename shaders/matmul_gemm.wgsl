@@ -17,7 +17,15 @@
 // - with SLICES > 1 (a weight of few tiles, such as a 2k-row projection of a 7k-wide K, at few tokens),
 //   workgroup z multiplies only slice z of K and leaves its raw sums in `part` [SLICES, count, NROWS];
 //   matmul_reduce.wgsl adds the slices in order and applies the epilogue. SLICES times the workgroups,
-//   for one more dispatch and SLICES x count x NROWS floats written and read back.
+//   for one more dispatch and SLICES x count x NROWS floats written and read back;
+// - with HALF (an opt-in tile, "...h" in AI00_GEMM; needs shader-f16, and only inputs a LayerNorm bounds), the
+//   stages sit in workgroup memory as f16 and each invocation multiplies them with packed f16 fma into f16
+//   pairs, added into its f32 sums once a stage (2 x BK4 products a pair): half the workgroup-memory
+//   traffic, and GPUs that run f16 pairs at twice the f32 rate do the multiply-adds in half the
+//   instructions, for about 1e-3 of relative error (f16's 11-bit significand over 2 x BK4 terms).
+#if HALF
+enable f16;
+#endif
 #include "common.wgsl"
 #include "weights.wgsl"
 #include "matmul_common.wgsl"
@@ -39,8 +47,8 @@ const SLICE_K4: u32 = {{SLICE_K4}}u;  // vec4s of K per workgroup z (K4 unless S
 @group(0) @binding(14) var<storage, read_write> part: array<f32>;  // [SLICES, count, NROWS] raw sums
 #endif
 
-var<workgroup> ws: array<vec4<f32>, {{KS}} * {{BM}} * ({{BK4}} + 1)>;  // [KS][BM][PAD] weights of KS stages
-var<workgroup> xs: array<vec4<f32>, {{KS}} * {{BT}} * ({{BK4}} + 1)>;  // [KS][BT][PAD] inputs of KS stages
+var<workgroup> ws: array<{{WT}}, {{KS}} * {{BM}} * ({{BK4}} + 1)>;  // [KS][BM][PAD] weights of KS stages
+var<workgroup> xs: array<{{WT}}, {{KS}} * {{BT}} * ({{BK4}} + 1)>;  // [KS][BT][PAD] inputs of KS stages
 #if SPLIT_K
 var<workgroup> partial: array<vec4<f32>, ({{KS}} - 1) * {{BM}} * {{BT}} / 4>;  // groups 1.. KS-1's sums
 #endif
@@ -93,13 +101,26 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 #if TN8
     var acc{{I}}b = vec4<f32>(0.0);
 #endif
+#if HALF
+    // hI_j: row ty + I * TYS, token tx + j * TXS: this stage's products, in two f16 lanes
+    var h{{I}}_0 = vec2<f16>(0.0);
+    var h{{I}}_1 = vec2<f16>(0.0);
+    var h{{I}}_2 = vec2<f16>(0.0);
+    var h{{I}}_3 = vec2<f16>(0.0);
+#if TN8
+    var h{{I}}_4 = vec2<f16>(0.0);
+    var h{{I}}_5 = vec2<f16>(0.0);
+    var h{{I}}_6 = vec2<f16>(0.0);
+    var h{{I}}_7 = vec2<f16>(0.0);
+#endif
+#endif
 #end
     for (var k0 = kb; k0 < ke; k0 += KS * BK4) {
 #unroll L LW
-        ws[slot(li + {{L}}u * NT, BM)] = pw{{L}};
+        ws[slot(li + {{L}}u * NT, BM)] = {{WT}}(pw{{L}});
 #end
 #unroll L LX
-        xs[slot(li + {{L}}u * NT, BT)] = px{{L}};
+        xs[slot(li + {{L}}u * NT, BT)] = {{WT}}(px{{L}});
 #end
         workgroupBarrier();
         if (k0 + KS * BK4 < ke) {
@@ -123,12 +144,42 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 #endif
 #unroll I TM
             let w{{I}} = ws[wg0 + (ty + {{I}}u * TYS) * PAD + kc];
+#if HALF
+            h{{I}}_0 = fma(w{{I}}.zw, x0.zw, fma(w{{I}}.xy, x0.xy, h{{I}}_0));
+            h{{I}}_1 = fma(w{{I}}.zw, x1.zw, fma(w{{I}}.xy, x1.xy, h{{I}}_1));
+            h{{I}}_2 = fma(w{{I}}.zw, x2.zw, fma(w{{I}}.xy, x2.xy, h{{I}}_2));
+            h{{I}}_3 = fma(w{{I}}.zw, x3.zw, fma(w{{I}}.xy, x3.xy, h{{I}}_3));
+#if TN8
+            h{{I}}_4 = fma(w{{I}}.zw, x4.zw, fma(w{{I}}.xy, x4.xy, h{{I}}_4));
+            h{{I}}_5 = fma(w{{I}}.zw, x5.zw, fma(w{{I}}.xy, x5.xy, h{{I}}_5));
+            h{{I}}_6 = fma(w{{I}}.zw, x6.zw, fma(w{{I}}.xy, x6.xy, h{{I}}_6));
+            h{{I}}_7 = fma(w{{I}}.zw, x7.zw, fma(w{{I}}.xy, x7.xy, h{{I}}_7));
+#endif
+#else
             acc{{I}}a += vec4<f32>(dot(w{{I}}, x0), dot(w{{I}}, x1), dot(w{{I}}, x2), dot(w{{I}}, x3));
 #if TN8
             acc{{I}}b += vec4<f32>(dot(w{{I}}, x4), dot(w{{I}}, x5), dot(w{{I}}, x6), dot(w{{I}}, x7));
 #endif
+#endif
 #end
         }
+#if HALF
+        // the stage's f16 products into the f32 sums (so f16 never sums more than 2 x BK4 terms)
+#unroll I TM
+        acc{{I}}a += vec4<f32>(sum2(h{{I}}_0), sum2(h{{I}}_1), sum2(h{{I}}_2), sum2(h{{I}}_3));
+        h{{I}}_0 = vec2<f16>(0.0);
+        h{{I}}_1 = vec2<f16>(0.0);
+        h{{I}}_2 = vec2<f16>(0.0);
+        h{{I}}_3 = vec2<f16>(0.0);
+#if TN8
+        acc{{I}}b += vec4<f32>(sum2(h{{I}}_4), sum2(h{{I}}_5), sum2(h{{I}}_6), sum2(h{{I}}_7));
+        h{{I}}_4 = vec2<f16>(0.0);
+        h{{I}}_5 = vec2<f16>(0.0);
+        h{{I}}_6 = vec2<f16>(0.0);
+        h{{I}}_7 = vec2<f16>(0.0);
+#endif
+#end
+#endif
         workgroupBarrier();
     }
 #if SPLIT_K
@@ -163,6 +214,12 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 #endif
 #end
 }
+
+#if HALF
+fn sum2(h: vec2<f16>) -> f32 {
+    return f32(h.x) + f32(h.y);
+}
+#endif
 
 // row o, tokens t, t + TXS, t + 2 TXS, t + 3 TXS: finished, or (SLICED) slice z's raw sums
 fn store4(o: u32, t: u32, count: u32, z: u32, acc: vec4<f32>) {

@@ -40,6 +40,7 @@ class GemmTile:
     tn: int
     bk4: int = 4
     ks: int = 1
+    half: bool = False  # f16 stages and multiply-adds (matmul_gemm.wgsl HALF; inputs a LayerNorm bounds only)
 
     def __post_init__(self) -> None:
         threads, group = self.threads, self.threads // self.ks
@@ -60,12 +61,14 @@ class GemmTile:
         group = self.threads // self.ks
         return {"BM": self.bm, "BT": self.bt, "BK4": self.bk4, "TM": self.tm, "TN": self.tn, "TN8": self.tn == 8,
                 "TYS": self.bm // self.tm, "TXS": self.bt // self.tn, "KS": self.ks, "SPLIT_K": self.ks > 1,
-                "LW": self.bm * self.bk4 // group, "LX": self.bt * self.bk4 // group}  # fmt: skip
+                "LW": self.bm * self.bk4 // group, "LX": self.bt * self.bk4 // group,
+                "HALF": self.half, "WT": "vec4<f16>" if self.half else "vec4<f32>"}  # fmt: skip
 
     @classmethod
     def parse(cls, text: str) -> GemmTile:
-        """'BMxBTxTMxTN[xBK4[xKS]]', as AI00_GEMM names tiles."""
-        return cls(*(int(v) for v in text.split("x")))
+        """'BMxBTxTMxTN[xBK4[xKS]][h]', as AI00_GEMM names tiles (h: f16 multiply-adds)."""
+        half = text.endswith("h")
+        return cls(*(int(v) for v in text.removesuffix("h").split("x")), half=half)
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,8 @@ def wkv_split() -> Callable[[StepDims], bool]:
     1,024-token prefill on the H200 (bench/NOTES.md entry 14), and on the H200 of entry 17 v7's 16- and
     64-token steps took 39 and 106 ms with it against 23 and 26 split (v6: 21/37 against 22/25; 64
     decode rows the same either way). AI00_WKV=fused or =split forces one form for every step (the
-    oracle tests run both); =chunked forces v5/v6's chunked form (wkv_chunk.py, which replaces the split
-    form's scan) and v7's split one."""
+    oracle tests run both); =chunked forces the chunked form (wkv_chunk.py, wkv7_chunk.py: it replaces
+    the split form's scan)."""
     forced = os.environ.get("AI00_WKV", "")
     if forced not in ("", "fused", "split", "chunked"):
         raise ValueError(f"AI00_WKV: 'fused', 'split' or 'chunked', got {forced!r}")
@@ -179,6 +182,8 @@ def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
         small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
         large = KERNELS["gemm"]
     tiers = gemm_tiers()
+    if "shader-f16" not in gpu.features:  # f16 tiles run as f32 ones where the adapter has no f16
+        tiers = tuple((m, replace(t, half=False)) for m, t in tiers)
     plan = [replace(small, max_count=tiers[0][0] - 1)]
     if large.tile is None:  # a forced non-GEMM kernel for the large counts
         return _ln_input_override([*plan, replace(large, min_count=tiers[0][0])])
@@ -414,11 +419,14 @@ def kernel_for(
     no GEMM tile fits the segments, or a small weight (a LoRA stage) would fill too few tiles (below
     SMALL_GEMM_MIN_TOKENS); matmul_vec reads fp16/f32 rows 16 bytes at a time (quantized rows go
     through w4()) and takes no LN input: a big weight gets an ln_mix dispatch before it, a small one
-    the tiled kernel with the LN input inside (see matmul.vec_ln_fused)."""
+    the tiled kernel with the LN input inside (see matmul.vec_ln_fused). An f16 GEMM tile runs as an f32
+    one where the input is not a LayerNorm's mix (the channel mix's relu(k)^2 can overflow f16)."""
     vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
     ln_tiled = ln is not None and (small or vec_ln_fused())
     tiled = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
     if gemm:
+        if kernel.tile is not None and kernel.tile.half and ln is None:  # f16 only for LayerNorm-bounded inputs
+            kernel = replace(kernel, tile=replace(kernel.tile, half=False))
         fitted = None if small and kernel.min_count < SMALL_GEMM_MIN_TOKENS else gemm_fitted(
             kernel, w.shape[1], segments)  # fmt: skip
         kernel = fitted or tiled

@@ -129,3 +129,10 @@ class PipelineCache:
         pipeline = Pipeline(compute, layout, frozenset(e["binding"] for e in entries))
         self._cache[key] = pipeline
         return pipeline
+
+    def defines_of(self, compute: wgpu.GPUComputePipeline) -> dict[str, str]:
+        """The defines a cached pipeline was built with (what a dispatch runs, for tests and tools)."""
+        for (_, defines), pipeline in self._cache.items():
+            if pipeline.pipeline is compute:
+                return dict(defines)
+        raise KeyError("not a pipeline of this cache")

@@ -14,8 +14,10 @@ import pytest
 import wgpu
 
 from backend.gpu.matmul import GEMM_TIERS, GemmTile, Segment, gemm_fitted, gemm_kernel, segment_defines
+from backend.gpu.models.info import Version
 from backend.gpu.op_types import ceil_div
-from tests.engine.conftest import Device
+from backend.tools.logits import logits_for
+from tests.engine.conftest import Case, Device
 
 TILES = sorted({t for _, t in GEMM_TIERS} | {GemmTile(16, 16, 1, 4, ks=4), GemmTile(128, 64, 8, 4)}, key=str)
 
@@ -64,6 +66,50 @@ def test_tile_computes_the_product(device: Device, tile: GemmTile, tokens: int) 
     x = rng.standard_normal((1, tokens, 192)).astype(np.float32)
     got = run_gemm(device, tile, w, x, [Segment(200)]).reshape(tokens, 200)
     np.testing.assert_allclose(got, x[0] @ w.astype(np.float32).T, rtol=1e-4, atol=1e-4)
+
+
+HALF_TILES = [GemmTile(32, 16, 2, 4, ks=4, half=True), GemmTile(64, 64, 8, 4, half=True),
+              GemmTile(128, 128, 8, 8, bk4=8, half=True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("tile", HALF_TILES, ids=str)
+@pytest.mark.parametrize("slices", [1, 2])
+def test_f16_tile_computes_the_product_to_f16_precision(device: Device, tile: GemmTile, slices: int) -> None:
+    """f16 stages and multiply-adds (K split inside the tile, over workgroups, and neither): within f16's
+    rounding of the inputs (~5e-4 relative each) of the f32 product, on 200 rows x 37 tokens x K 512."""
+    if "shader-f16" not in device.gpu.features:
+        pytest.skip("the adapter has no shader-f16")
+    rng = np.random.default_rng(slices)
+    w = (rng.standard_normal((200, 512)) / 22).astype(np.float16)
+    x = rng.standard_normal((1, 37, 512)).astype(np.float32)
+    got = run_gemm(device, tile, w, x, [Segment(200)], slices).reshape(37, 200)
+    want = x[0] @ w.astype(np.float32).T
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-3 * np.abs(want).max())
+
+
+def test_f16_tiles_keep_the_models_logits_and_spare_unbounded_inputs(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v7 (fp16 weights) with every GEMM tier an f16 tile: logits within 5 % of the spread of the reference's
+    and the same top token where the reference is decisive (the fp16 path's own bounds, test_models_vs_oracle).
+    Only the LayerNorm-input matmuls take the f16 tile: the channel mix's value (relu(k)^2 in) and the time
+    mix's output keep f32 arithmetic."""
+    if "shader-f16" not in device.gpu.features:
+        pytest.skip("the adapter has no shader-f16")
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    monkeypatch.setenv("AI00_GEMM", "9:32x16x2x4x4x4h,33:64x64x4x4x8h")
+    case = cases[Version.V7]
+    engine = device.engine(case, precision="fp16", max_step_tokens=64)
+    half = {d.name.split(".", 1)[1] for d in engine.dispatches
+            if device.pipelines.defines_of(d.pipeline).get("HALF") == "True"}  # fmt: skip
+    assert half == {"proj", "ffn.key"}, half
+    ours = logits_for(engine, case.prompt, chunk=16)
+    ref = case.ref.logits
+    spread = ref.max(-1) - ref.min(-1)
+    assert (np.abs(ours - ref) <= 5e-2 * spread[:, None]).all()
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) >= 1e-2 * spread
+    assert (ours.argmax(-1) == ref.argmax(-1))[decisive].mean() >= 0.99
 
 
 @pytest.mark.parametrize("tile", [t for _, t in GEMM_TIERS], ids=str)
