@@ -36,6 +36,7 @@ from backend.gpu.op_types import Binding, Dispatch, Grid, StepDims, Tensor
 from backend.gpu.op_types import ceil_div as _ceil
 from backend.gpu.pipelines import Defines, PipelineCache
 from backend.gpu.quant import quantize
+from backend.gpu.wkv7_chunk import chunk_passes as wkv7_chunk_passes
 from backend.gpu.wkv_chunk import chunk_passes, wkv_chunked
 from backend.gpu.workspace import Workspace
 
@@ -271,7 +272,8 @@ class Ops:
         """RWKV-7's recurrence per (head, row), with the w/a/v/g LoRAs' second stages for its channels;
         `sizes`: this layer's hidden widths in ws.rkv's LoRA area (w, a, [v,] g). Short steps: one
         kernel does it all token by token. Long ones (wkv_split): the per-token work runs for all tokens
-        at once before and after a scan that does only the state update (three dispatches)."""
+        at once before and after a scan that does only the state update (three dispatches). Steps of
+        wkv_chunked run the chunked form's pass (wkv7_chunk.py) in the scan's place."""
         c = params.shape[1]
         ws = self.ws
         mix_v = layer > 0
@@ -282,7 +284,7 @@ class Ops:
             "L2": sum(sizes), "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
             "PRE_TT": PRE_TT,
         }  # fmt: skip
-        split = wkv_split()
+        split, chunked = wkv_split(), wkv_chunked()
         heads = c // 64
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
@@ -293,7 +295,7 @@ class Ops:
         ext = ws.ffn_k  # free during the time mix: the channel mix writes it next
         per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
         per_block: Grid = lambda d: (heads, _ceil(d.T, PRE_TT), 1) if split(d) else (0, 0, 0)  # noqa: E731
-        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) else (0, 0, 0)  # noqa: E731
+        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         pre = {0: ws.dims, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first, 7: params.buffer, 9: ext}
         scan = {1: ws.rows, 2: ws.rkv, 9: ext, 10: state, 11: ws.att_out}
         post = {2: ws.rkv, 7: params.buffer, 8: ln_x.buffer, 9: ext, 11: ws.att_out}
@@ -301,6 +303,7 @@ class Ops:
             fused,
             self._dispatch(f"{layer}.wkv7.pre", "wkv7_pre.wgsl", defines, pre, per_block),
             self._dispatch(f"{layer}.wkv7.scan", "wkv7_scan.wgsl", defines, scan, per_row),
+            *[self._dispatch(*p) for p in wkv7_chunk_passes(layer, defines, scan, heads)],
             self._dispatch(f"{layer}.wkv7.post", "wkv7_post.wgsl", defines, post, per_token),
         ]
 

@@ -52,9 +52,9 @@ def chunk_len() -> int:
 
 
 def wkv_chunked() -> Callable[[StepDims], bool]:
-    """Which steps run v5/v6's recurrence chunked: every step under AI00_WKV=chunked (v7 runs split
-    there, wkv_split), none under =fused or =split; by default the split form's steps of at least
-    chunked_min_tokens() tokens. A chunked step is always a split step: it shares v6's pre and the post."""
+    """Which steps run the recurrence chunked (v5/v6 here, v7 in wkv7_chunk.py): every step under
+    AI00_WKV=chunked, none under =fused or =split; by default the split form's steps of at least
+    chunked_min_tokens() tokens. A chunked step is always a split step: it shares the pre and post passes."""
     forced = os.environ.get("AI00_WKV", "")
     split = wkv_split()  # validates AI00_WKV
     least = chunked_min_tokens()

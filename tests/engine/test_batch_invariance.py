@@ -27,13 +27,14 @@ def test_mixed_batch_equals_each_sequence_alone(
     assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
 
 
+@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
 def test_chunked_wkv_mixed_batch_equals_each_sequence_alone(
-    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+    device: Device, cases: dict[Version, Case], version: Version, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """v6's chunked recurrence (AI00_WKV=chunked): the batch's rows of 1, 5, 17 and 30 tokens cut 1, 1, 2
-    and 2 chunks, numbered row after row, with surplus workgroups in the grid."""
+    """The chunked recurrence (AI00_WKV=chunked): the batch's rows of 1, 5, 17 and 30 tokens cut 1, 1, 2
+    and 2 chunks; v6's are numbered row after row, with surplus workgroups in the grid, v7's walked per row."""
     monkeypatch.setenv("AI00_WKV", "chunked")
-    assert_mixed_batch_equals_each_sequence_alone(device, cases[Version.V6])
+    assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
 
 
 def assert_mixed_batch_equals_each_sequence_alone(device: Device, case: Case) -> None:

@@ -148,12 +148,14 @@ def test_k_slices_add_one_reduce_per_sliced_gemm(
     assert engine.layer_dispatch_count(step) == unsliced.layer_dispatch_count(step) + case.info.n_layer
 
 
-@pytest.mark.parametrize(("form", "chunk"), [("split", 7), ("fused", 100)])
+# the chunked form at 7 (one short chunk a step) and at 100 (six chunks of 16 and a short one in one step)
+@pytest.mark.parametrize(("form", "chunk"), [("split", 7), ("fused", 100), ("chunked", 7), ("chunked", 100)])
 def test_wkv7_forms_match_reference(
     device: Device, cases: dict[Version, Case], form: str, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RWKV-7's time mix as three kernels (pre, scan, post) and as one (token by token), each forced at
-    the step sizes where the default picks the other (the default runs in every other v7 test)."""
+    """RWKV-7's time mix as three kernels (pre, scan, post), as one (token by token), and chunked (the
+    scan's place taken by wkv7_chunk), each forced at the step sizes where the default picks another (the
+    default runs in every other v7 test)."""
     monkeypatch.setenv("AI00_WKV", form)
     case = cases[Version.V7]
     prompt = case.prompt + case.prompt[:36]
@@ -162,6 +164,32 @@ def test_wkv7_forms_match_reference(
     assert_close(ours, case.ref.logits, f"v7 wkv {form}, chunk {chunk}")
     if chunk < 100:  # chunks of 16 after a prompt: the state the scan leaves
         assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv {form}")
+
+
+def test_wkv7_chunked_form_replaces_the_scan_when_chosen(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long v7 step runs wkv7.scan by default (the chunked pass not even built), wkv7.chunk in its place
+    under AI00_WKV=chunked, and from AI00_WKV_CHUNKED_MIN tokens on with that threshold."""
+    case = cases[Version.V7]
+    n_layer = case.info.n_layer
+
+    def wkv7_kernels_run(engine: Engine, tokens: int) -> list[str]:
+        dims = StepDims(tokens, 1, 1)
+        return [d.name.split(".", 1)[1] for d in engine.dispatches if ".wkv7" in d.name and all(d.grid(dims))]
+
+    split = ["wkv7.pre", "wkv7.scan", "wkv7.post"] * n_layer
+    chunked = ["wkv7.pre", "wkv7.chunk", "wkv7.post"] * n_layer
+    engine = device.engine(case, max_step_tokens=128)
+    assert wkv7_kernels_run(engine, 100) == split
+    assert not any(d.name.endswith(".wkv7.chunk") for d in engine.dispatches)
+    monkeypatch.setenv("AI00_WKV", "chunked")
+    assert wkv7_kernels_run(device.engine(case, max_step_tokens=128), 100) == chunked
+    monkeypatch.setenv("AI00_WKV", "")
+    monkeypatch.setenv("AI00_WKV_CHUNKED_MIN", "32")
+    engine = device.engine(case, max_step_tokens=128)
+    assert wkv7_kernels_run(engine, 31) == split
+    assert wkv7_kernels_run(engine, 32) == chunked
 
 
 @pytest.mark.parametrize("version", [Version.V7], ids=str)
