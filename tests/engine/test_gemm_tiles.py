@@ -97,14 +97,14 @@ def test_f16_tiles_keep_the_models_logits_and_spare_unbounded_inputs(
     if "shader-f16" not in device.gpu.features:
         pytest.skip("the adapter has no shader-f16")
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
-    monkeypatch.setenv("AI00_GEMM", "9:32x16x2x4x4x4h,33:64x64x4x4x8h")
+    monkeypatch.setenv("AI00_GEMM", "9:32x16x2x4x4x4h")
     case = cases[Version.V7]
-    engine = device.engine(case, precision="fp16", max_step_tokens=64)
+    engine = device.engine(case, precision="fp16", max_step_tokens=32)
     half = {d.name.split(".", 1)[1] for d in engine.dispatches
             if device.pipelines.defines_of(d.pipeline).get("HALF") == "True"}  # fmt: skip
     assert half == {"proj", "ffn.key"}, half
-    ours = logits_for(engine, case.prompt, chunk=16)
-    ref = case.ref.logits
+    ours = logits_for(engine, case.prompt[:32], chunk=16)  # two steps of the 9-32 tier's f16 tile
+    ref = case.ref.logits[:32]
     spread = ref.max(-1) - ref.min(-1)
     assert (np.abs(ours - ref) <= 5e-2 * spread[:, None]).all()
     top2 = np.sort(ref, axis=-1)[:, -2:]
