@@ -78,19 +78,18 @@ slices)  # K sliced over workgroups (matmul.k_slices) and the scans' vector sums
             --model v7:1.6B --chunk 1024 --out "$tag-speed-1.6B-before-slices.json" 2>&1 | grep -v upload)
     fi
     ;;
-chunk)  # v5/v6's chunked recurrence (wkv_chunk.py) against the split scan: its oracle tests here, v6 1.6B profiles
-       # at 64 and 1,024 tokens (chunks of 16 and 32), v6 1.6B prefill with it; then 7B beside web-rwkv-py
-    timeout 120 python3 -m pytest tests/engine/test_wkv6_forms.py -q -x -p no:cacheprovider 2>&1 | tail -3 \
-        | tee "$tag-chunk-tests.txt"
-    for form in split chunked; do
-        for len in 16 32; do
-            [ $form = split ] && [ $len = 32 ] && continue
-            AI00_WKV=$form AI00_WKV_CHUNK_LEN=$len timeout $(left) python3 -m bench.profile_step --model v6:1.6B \
-                --tokens 64 --tokens 1024
-        done
-    done 2>&1 | grep -v upload | tee "$tag-profile-v6-1.6B-chunk.txt" | grep -A4 "^=="
-    AI00_WKV_CHUNKED_MIN=9 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --chunk 1024 \
-        --out "$tag-speed-v6-1.6B-chunked.json" 2>&1 | grep -v upload
+chunk)  # the chunked recurrences (wkv_chunk.py v5/v6, wkv7_chunk.py v7) against the split scan: their oracle tests
+       # here, 1.6B profiles at 64 and 1,024 tokens (v6 chunks of 16 and 32), prefill with them; then 7B beside
+       # web-rwkv-py
+    timeout 150 python3 -m pytest tests/engine/test_wkv6_forms.py tests/engine/test_fused_kernel_paths.py -q -x \
+        -p no:cacheprovider -k "wkv6_forms or chunked or wkv7_forms" 2>&1 | tail -3 | tee "$tag-chunk-tests.txt"
+    for run in "v6:1.6B split 16" "v6:1.6B chunked 16" "v6:1.6B chunked 32" "v7:1.6B split 16" "v7:1.6B chunked 16"; do
+        set -- $run
+        AI00_WKV=$2 AI00_WKV_CHUNK_LEN=$3 timeout $(left) python3 -m bench.profile_step --model $1 --tokens 64 \
+            --tokens 1024
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-chunk.txt" | grep -A4 "^=="
+    AI00_WKV_CHUNKED_MIN=9 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 1024 \
+        --out "$tag-speed-1.6B-chunked.json" 2>&1 | grep -v upload
     timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
         --tmp /tmp --out "$tag-speed-7B-slices.json" 2>&1 | grep -v upload
     ;;

@@ -92,7 +92,7 @@ def plan_name(gpu: Gpu, dims: StepDims) -> str:
     kernel = next(k for k in matmul_plan(gpu) if k.min_count <= dims.T <= k.max_count)
     tile = f" {kernel.tile.bm}x{kernel.tile.bt}" if kernel.tile else ""
     ln = "small weights" if kernel.ln_input_small_only else "all" if kernel.ln_input else "none (ln_mix)"
-    wkv = "fused" if not wkv_split()(dims) else "chunked (v5/v6)" if wkv_chunked()(dims) else "split"
+    wkv = "fused" if not wkv_split()(dims) else "chunked" if wkv_chunked()(dims) else "split"
     return f"{kernel.shader}{tile} ln_input={ln} wkv={wkv}"
 
 

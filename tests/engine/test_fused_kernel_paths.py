@@ -22,26 +22,33 @@ FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 
 # every fused version through each kernel; the GEMM's tiers for 9-16, 33-64 and 65-128 tokens for the two
 # with LoRAs (17-32 in test_batch_invariance, 129 up in test_long_steps_match_reference; each tile alone
-# against numpy in test_gemm_tiles)
-PATHS = [(v, "tiled,gemm", 7) for v in FUSED_VERSIONS] + [(v, "rows", 7) for v in FUSED_VERSIONS] + [
-    (v, "tiled,gemm", chunk) for v in (Version.V6, Version.V7) for chunk in (16, 64, 100)
+# against numpy in test_gemm_tiles); v6 at 16 and v7 at 100 with every GEMM's K sliced over 4 workgroups
+# where K allows (AI00_GEMM_SLICES=4; the default rule slices only the test models' 512-wide channel-mix value)
+PATHS = [(v, "tiled,gemm", 7, "") for v in FUSED_VERSIONS] + [(v, "rows", 7, "") for v in FUSED_VERSIONS] + [
+    (v, "tiled,gemm", chunk, "4" if (v, chunk) in ((Version.V6, 16), (Version.V7, 100)) else "")
+    for v in (Version.V6, Version.V7) for chunk in (16, 64, 100)
 ]
 
 
-@pytest.mark.parametrize(("version", "plan", "chunk"), PATHS, ids=str)
+@pytest.mark.parametrize(("version", "plan", "chunk", "slices"), PATHS, ids=str)
 def test_gpu_kernels_match_reference_at_every_position(
-    device: Device, cases: dict[Version, Case], version: Version, plan: str, chunk: int,
+    device: Device, cases: dict[Version, Case], version: Version, plan: str, chunk: int, slices: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """chunk 7 runs the tiled kernel (LN input inside), 16 and more the GEMM (ln_mix first); the CPU kernel
-    with the LN input for every weight (AI00_LN_INPUT=all, as bench.step_cost builds it) too."""
+    with the LN input for every weight (AI00_LN_INPUT=all, as bench.step_cost builds it) too. With slices,
+    each epilogue (activations, v6's mix, the residual add, the shift store) runs in matmul_reduce.wgsl."""
     monkeypatch.setenv("AI00_MATMUL", plan)
     monkeypatch.setenv("AI00_LN_INPUT", "all")
+    monkeypatch.setenv("AI00_GEMM_SLICES", slices)
     case = cases[version]
     prompt = case.prompt + case.prompt[:36]  # 100 tokens: the reference covers the first 64
     engine = device.engine(case, max_step_tokens=128)
+    if slices:
+        sliced = {d.name.split(".", 1)[1] for d in engine.dispatches if d.name.endswith(".reduce")}
+        assert {"proj.reduce", "output.reduce", "ffn.value.reduce"} <= sliced, sliced
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
-    assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}")
+    assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}, K slices {slices or 'by rule'}")
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
@@ -111,30 +118,12 @@ def test_layers_record_few_dispatches(
         assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer, plan
 
 
-@pytest.mark.parametrize(("version", "chunk"), [(Version.V6, 16), (Version.V7, 100)], ids=str)
-def test_k_sliced_gemms_match_reference(
-    device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every GEMM dispatch with K sliced over 4 workgroups where K allows (AI00_GEMM_SLICES=4): each
-    epilogue (activations, v6's mix, the residual add, the shift store) runs in matmul_reduce.wgsl."""
-    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
-    monkeypatch.setenv("AI00_GEMM_SLICES", "4")
-    case = cases[version]
-    engine = device.engine(case, max_step_tokens=128)
-    sliced = {d.name.split(".", 1)[1] for d in engine.dispatches if d.name.endswith(".reduce")}
-    assert {"proj.reduce", "ffn.value.reduce"} <= sliced
-    prompt = case.prompt + case.prompt[:36]
-    assert_close(logits_for(engine, prompt, chunk)[: len(case.prompt)], case.ref.logits, f"{version} sliced K")
-    if chunk == 16:
-        assert_state_after_prompt_matches(device.engine(case), case, f"{version} sliced K")
-
-
-def test_k_slices_add_one_reduce_per_sliced_gemm(
+def test_k_slices_follow_the_rule(
     device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """By the default rule, a GEMM with few workgroups and a long K (the test model's 512-wide channel-mix
-    value, at 9-256 tokens) is sliced, and the step gains exactly its reduce dispatch; one with a short K
-    is not (K = 128 leaves slices under SLICE_MIN_K4 vec4s), nor the open-ended tier of long steps."""
+    value, at 9-256 tokens) is sliced, so its reduce runs in those steps; one with a short K is not
+    (K = 128 leaves slices under SLICE_MIN_K4 vec4s), nor the open-ended tier of long steps."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
     case = cases[Version.V7]
     engine = device.engine(case, max_step_tokens=300)
@@ -142,10 +131,6 @@ def test_k_slices_add_one_reduce_per_sliced_gemm(
         ran = [d.name for d in engine.dispatches if d.name.startswith("0.") and all(d.grid(StepDims(tokens, 1, 1)))]
         want = ["0.ffn.value.reduce"] if tokens <= SLICE_MAX_TOKENS else []
         assert [n for n in ran if n.endswith(".reduce")] == want, tokens
-    monkeypatch.setenv("AI00_GEMM_SLICES", "1")
-    unsliced = device.engine(case, max_step_tokens=128)
-    step = StepDims(64, 1, 1)
-    assert engine.layer_dispatch_count(step) == unsliced.layer_dispatch_count(step) + case.info.n_layer
 
 
 # the chunked form at 7 (one short chunk a step) and at 100 (six chunks of 16 and a short one in one step)
