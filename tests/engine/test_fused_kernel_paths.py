@@ -57,11 +57,12 @@ def test_long_steps_match_reference(
     device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One long prompt step on a GPU's plan: the GEMM tiers for many tokens (the biggest from 257), the
-    recurrence split, and the LoRAs' first stages (v6's maa_w1 with its LayerNorm delta, v7's lora1
-    reading the mixes proj's ln_mix wrote) through a GEMM tile cut to their rows, from
-    SMALL_GEMM_MIN_TOKENS (v7's without a LayerNorm dispatch of its own). The reference covers the first
-    64 positions."""
+    recurrence split (at 140 tokens) or chunked (forced at 512: 32 chunks in one step), and the LoRAs' first
+    stages (v6's maa_w1 with its LayerNorm delta, v7's lora1 reading the mixes proj's ln_mix wrote) through
+    a GEMM tile cut to their rows, from SMALL_GEMM_MIN_TOKENS (v7's without a LayerNorm dispatch of its
+    own). The reference covers the first 64 positions."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    monkeypatch.setenv("AI00_WKV", "chunked" if chunk == 512 else "")
     case = cases[version]
     prompt = (case.prompt * (chunk // len(case.prompt) + 1))[:chunk]
     engine = device.engine(case, max_step_tokens=chunk)
@@ -133,8 +134,10 @@ def test_k_slices_follow_the_rule(
         assert [n for n in ran if n.endswith(".reduce")] == want, tokens
 
 
-# the chunked form at 7 (one short chunk a step) and at 100 (six chunks of 16 and a short one in one step)
-@pytest.mark.parametrize(("form", "chunk"), [("split", 7), ("fused", 100), ("chunked", 7), ("chunked", 100)])
+# the chunked form at 1 (decode-sized steps forced through it), 7 (one short chunk a step) and 100 (six chunks
+# of 16 and a short one in one step; 512 in test_long_steps_match_reference)
+@pytest.mark.parametrize(("form", "chunk"), [("split", 7), ("fused", 100), ("chunked", 1), ("chunked", 7),
+                                             ("chunked", 100)])  # fmt: skip
 def test_wkv7_forms_match_reference(
     device: Device, cases: dict[Version, Case], form: str, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,7 +150,7 @@ def test_wkv7_forms_match_reference(
     engine = device.engine(case, max_step_tokens=128)
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
     assert_close(ours, case.ref.logits, f"v7 wkv {form}, chunk {chunk}")
-    if chunk < 100:  # chunks of 16 after a prompt: the state the scan leaves
+    if chunk == 7:  # chunks of 16 after a prompt: the state the scan leaves
         assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv {form}")
 
 

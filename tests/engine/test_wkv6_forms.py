@@ -20,11 +20,12 @@ from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_
 
 # the split form at chunks of 7 (several tokens a row, rows starting mid-prompt) for every version; the
 # fused one at 100 for v6 (v5's fused kernel is the same code less the decay LoRA); the chunked one at 7 (one
-# short chunk a step) for every version, and at 100 (six chunks of 16 and a short one in one step) for v6 (the
-# same passes as v5's, after its per-token decay; kept to one case for CI time)
+# short chunk a step) for every version, and at 1 (decode-sized steps forced through it) and 100 (six chunks of
+# 16 and a short one in one step) for v6 (the same passes as v5's, after its per-token decay; one case each for
+# CI time; 512 in test_fused_kernel_paths.test_long_steps_match_reference)
 SPLIT_VERSIONS = (Version.V5_0, Version.V5_2, Version.V6)
 CASES = [(v, "split", 7) for v in SPLIT_VERSIONS] + [(Version.V6, "fused", 100)]
-CASES += [(v, "chunked", 7) for v in SPLIT_VERSIONS] + [(Version.V6, "chunked", 100)]
+CASES += [(v, "chunked", 7) for v in SPLIT_VERSIONS] + [(Version.V6, "chunked", n) for n in (1, 100)]
 
 
 @pytest.mark.parametrize(("version", "form", "chunk"), CASES, ids=str)
