@@ -60,7 +60,8 @@ class Ops:
         # [slices, count, rows] raw sums of a K-sliced GEMM, for matmul_reduce.wgsl (one at a time)
         self.part = gpu.empty(self.part_floats * 4, "gemm_part") if sliceable else None
         # which LayerNorm mixes each mix buffer holds, as the dispatches built so far leave it (they run in
-        # build order): id(buffer) -> (id(LN params), count kind, token-count ranges whose steps wrote them)
+        # build order): id(buffer) -> (id(LN params), count kind, token-count ranges whose steps wrote them).
+        # Only ln_mix and matmuls write mix buffers (a matmul's output clears its record).
         self._mixes: dict[int, tuple[int, str, list[tuple[int, int]]]] = {}
 
     def upload(self, array: np.ndarray, f16: bool, label: str, quant: str = "") -> Tensor:
