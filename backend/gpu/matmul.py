@@ -57,7 +57,7 @@ class GemmTile:
         """Whether K (floats) is a whole number of the tile's ks x bk4-vec4 steps."""
         return (k // 4) % (self.ks * self.bk4) == 0
 
-    def defines(self) -> dict[str, int | bool]:
+    def defines(self) -> dict[str, int | bool | str]:
         group = self.threads // self.ks
         return {"BM": self.bm, "BT": self.bt, "BK4": self.bk4, "TM": self.tm, "TN": self.tn, "TN8": self.tn == 8,
                 "TYS": self.bm // self.tm, "TXS": self.bt // self.tn, "KS": self.ks, "SPLIT_K": self.ks > 1,
@@ -84,7 +84,7 @@ class MatmulKernel:
     tile: GemmTile | None = None  # the GEMM's shape
     slices: int = 1  # workgroups splitting K (the GEMM; matmul_reduce.wgsl adds their sums)
 
-    def defines(self, k: int) -> dict[str, int | bool]:
+    def defines(self, k: int) -> dict[str, int | bool | str]:
         if self.tile is None:
             return {}
         slicing = {"SLICED": self.slices > 1, "SLICES": self.slices, "SLICE_K4": k // 4 // self.slices}
