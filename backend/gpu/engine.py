@@ -28,6 +28,7 @@ from backend.gpu.recorder import Recorder
 from backend.gpu.sampler import DRAW, GpuSampler
 from backend.gpu.state_pool import StatePool
 from backend.gpu.step_types import Logits, StepPlan, StepResult, check_plan
+from backend.gpu.wkv_chunk import chunk_scratch_floats
 from backend.gpu.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class Engine:
         self.max_logit_lines = max(1, min(lines, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
         self.ws = Workspace.allocate(
             self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors),
-            draw_bytes=DRAW.itemsize,
+            draw_bytes=DRAW.itemsize, wkv_chunk_floats=chunk_scratch_floats(info, max_step_tokens, max_batch),
         )  # fmt: skip
         # the largest stacked weights (r, k, v, g; the channel mix's key and receptance) may slice K
         part_rows = max(4 * info.n_embd, info.n_embd + info.n_ffn)

@@ -11,7 +11,6 @@ import wgpu
 from backend.gpu.device import UNIFORM, Gpu
 from backend.gpu.models.info import ModelInfo, Version
 from backend.gpu.op_types import Binding
-from backend.gpu.wkv_chunk import chunk_scratch_floats
 
 F32 = 4
 INPUT_ALIGN = 256  # minimum storage/uniform binding offset alignment in WebGPU
@@ -52,8 +51,9 @@ class Workspace:
     @staticmethod
     def allocate(
         gpu: Gpu, info: ModelInfo, t_max: int, r_max: int, b_max: int, lora_width: int, hidden_width: int,
-        draw_bytes: int,
+        draw_bytes: int, wkv_chunk_floats: int = 4,
     ) -> Workspace:  # fmt: skip
+        """`wkv_chunk_floats`: the chunked recurrence's scratch (wkv_chunk.chunk_scratch_floats; 4 where unused)."""
         c, f = info.n_embd, info.n_ffn
 
         def floats(n: int, label: str) -> wgpu.GPUBuffer:
@@ -93,7 +93,7 @@ class Workspace:
             ffn_k=floats(t_max * (f + c), "ffn_k"),
             deep=floats(t_max * 32 if info.deep_embed else 4, "deep"),
             ffn_scale=floats(t_max * f if info.deep_embed else 4, "ffn_scale"),
-            wkv_chunks=floats(chunk_scratch_floats(info, t_max, b_max), "wkv_chunks"),
+            wkv_chunks=floats(wkv_chunk_floats, "wkv_chunks"),
             head_x=floats(r_max * c, "head_x"),
             logits=floats(r_max * info.n_vocab, "logits"),
         )
