@@ -46,6 +46,12 @@ class Device:
         )  # fmt: skip
 
 
+def long_prompt(case: Case, chunk: int) -> tuple[int, ...]:
+    """What a test of steps of `chunk` tokens runs: the prompt the reference covers (64 tokens), or for a
+    chunk of 100 or more 100 tokens (36 the reference does not check), so that one step holds them all."""
+    return case.prompt + case.prompt[:36] if chunk >= 100 else case.prompt
+
+
 def prompt_tokens(seed: int = 1) -> tuple[int, ...]:
     """Token ids spread over the vocabulary, common (low) ids more often, as in text."""
     rng = np.random.default_rng(seed)

@@ -10,21 +10,30 @@ from __future__ import annotations
 import pytest
 
 from backend.gpu.engine import Engine
-from backend.gpu.matmul import SLICE_MAX_TOKENS, SMALL_GEMM_MIN_TOKENS
+from backend.gpu.matmul import (
+    GEMM_TIERS,
+    SLICE_MAX_TOKENS,
+    SMALL_GEMM_MIN_TOKENS,
+    gemm_kernel,
+    k_slices,
+    part_floats,
+)
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.tools.logits import logits_for
-from tests.engine.conftest import Case, Device
+from tests.engine.conftest import Case, Device, long_prompt
 from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_prompt_matches
 
 FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 
 
-# every fused version through each kernel; the GEMM's tiers for 9-16, 33-64 and 65-128 tokens for the two
-# with LoRAs (17-32 in test_batch_invariance, 129 up in test_long_steps_match_reference; each tile alone
-# against numpy in test_gemm_tiles); v6 at 16 and v7 at 100 with every GEMM's K sliced over 4 workgroups
-# where K allows (AI00_GEMM_SLICES=4; the default rule slices only the test models' 512-wide channel-mix value)
-PATHS = [(v, "tiled,gemm", 7, "") for v in FUSED_VERSIONS] + [(v, "rows", 7, "") for v in FUSED_VERSIONS] + [
+# every fused version through the tiled kernel (v7 also through the CPU kernel with the LN input for every
+# weight, a bench-only form: the default CPU plan runs in test_models_vs_oracle); the GEMM's tiers for 9-16,
+# 33-64 and 65-128 tokens for the two with LoRAs (17-32 in test_batch_invariance, 129 up in
+# test_long_steps_match_reference; each tile alone against numpy in test_gemm_tiles); v6 at 16 and v7 at 100
+# with every GEMM's K sliced over 4 workgroups where K allows (AI00_GEMM_SLICES=4; the default rule slices
+# only the test models' 512-wide channel-mix value)
+PATHS = [(v, "tiled,gemm", 7, "") for v in FUSED_VERSIONS] + [(Version.V7, "rows", 7, "")] + [
     (v, "tiled,gemm", chunk, "4" if (v, chunk) in ((Version.V6, 16), (Version.V7, 100)) else "")
     for v in (Version.V6, Version.V7) for chunk in (16, 64, 100)
 ]
@@ -42,7 +51,7 @@ def test_gpu_kernels_match_reference_at_every_position(
     monkeypatch.setenv("AI00_LN_INPUT", "all")
     monkeypatch.setenv("AI00_GEMM_SLICES", slices)
     case = cases[version]
-    prompt = case.prompt + case.prompt[:36]  # 100 tokens: the reference covers the first 64
+    prompt = long_prompt(case, chunk)
     engine = device.engine(case, max_step_tokens=128)
     if slices:
         sliced = {d.name.split(".", 1)[1] for d in engine.dispatches if d.name.endswith(".reduce")}
@@ -119,19 +128,19 @@ def test_layers_record_few_dispatches(
         assert engine.layer_dispatch_count(StepDims(128, 1, 1)) == many * n_layer, plan
 
 
-def test_k_slices_follow_the_rule(
-    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_k_slices_follow_the_rule(cases: dict[Version, Case]) -> None:
     """By the default rule, a GEMM with few workgroups and a long K (the test model's 512-wide channel-mix
-    value, at 9-256 tokens) is sliced, so its reduce runs in those steps; one with a short K is not
-    (K = 128 leaves slices under SLICE_MIN_K4 vec4s), nor the open-ended tier of long steps."""
-    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
-    case = cases[Version.V7]
-    engine = device.engine(case, max_step_tokens=300)
-    for tokens in (9, 64, 128, 256, 300):
-        ran = [d.name for d in engine.dispatches if d.name.startswith("0.") and all(d.grid(StepDims(tokens, 1, 1)))]
-        want = ["0.ffn.value.reduce"] if tokens <= SLICE_MAX_TOKENS else []
-        assert [n for n in ran if n.endswith(".reduce")] == want, tokens
+    value, at 9-256 tokens) is sliced; one with a short K is not (K = 128 leaves slices under SLICE_MIN_K4
+    vec4s), nor the open-ended tier of long steps (the reduce it gets runs in test_gpu_kernels_match_...)."""
+    info = cases[Version.V7].info
+    c, f, t_max = info.n_embd, info.n_ffn, 300
+    part = part_floats(t_max, c + f)
+    ends = [m - 1 for m, _ in GEMM_TIERS[1:]] + [1 << 30]
+    for (m, tile), end in zip(GEMM_TIERS, ends, strict=True):
+        kernel = gemm_kernel(tile, m, end)
+        value = k_slices(kernel, c, f, t_max, part)
+        assert (value > 1) == (m <= SLICE_MAX_TOKENS), (m, value)
+        assert k_slices(kernel, f, c, t_max, part) == 1, m  # the key: K = 128
 
 
 # the chunked form at 1 (decode-sized steps forced through it), 7 (one short chunk a step) and 100 (six chunks
@@ -146,11 +155,12 @@ def test_wkv7_forms_match_reference(
     default runs in every other v7 test)."""
     monkeypatch.setenv("AI00_WKV", form)
     case = cases[Version.V7]
-    prompt = case.prompt + case.prompt[:36]
+    prompt = long_prompt(case, chunk)
     engine = device.engine(case, max_step_tokens=128)
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
     assert_close(ours, case.ref.logits, f"v7 wkv {form}, chunk {chunk}")
-    if chunk == 7:  # chunks of 16 after a prompt: the state the scan leaves
+    if (form, chunk) == ("chunked", 7):  # chunks of 16 after a prompt: the state the chunked form leaves (the
+        # split form's: test_gpu_kernels_leave_the_reference_state, whose 16-token steps run it)
         assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv {form}")
 
 
