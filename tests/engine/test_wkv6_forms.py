@@ -20,11 +20,11 @@ from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_
 
 # the split form at chunks of 7 (several tokens a row, rows starting mid-prompt) for every version; the fused
 # one at 100 for v6 (v5's fused kernel is the same code less the decay LoRA); the chunked one at 7 (one short
-# chunk a step) for v5.2 and v6 (v5.0's chunk passes are v5.2's), and for v6 at 1 (decode-sized steps forced
-# through it) and 100 (six chunks of 16 and a short one in one step; 512 in test_fused_kernel_paths)
+# chunk a step) for v5.2 and v6 (v5.0's chunk passes are v5.2's), and for v6 at 100 (six chunks of 16 and a
+# short one in one step; 512 in test_fused_kernel_paths; one-token steps forced through a chunked form: v7's there)
 SPLIT_VERSIONS = (Version.V5_0, Version.V5_2, Version.V6)
 CASES = [(v, "split", 7) for v in SPLIT_VERSIONS] + [(Version.V6, "fused", 100)]
-CASES += [(v, "chunked", 7) for v in (Version.V5_2, Version.V6)] + [(Version.V6, "chunked", n) for n in (1, 100)]
+CASES += [(v, "chunked", 7) for v in (Version.V5_2, Version.V6)] + [(Version.V6, "chunked", 100)]
 
 
 @pytest.mark.parametrize(("version", "form", "chunk"), CASES, ids=str)
