@@ -112,7 +112,7 @@ def test_layers_record_few_dispatches(
     matmul_vec was ~3x faster than the tiled kernel recomputing the LayerNorm on the H200). The CPU
     kernel takes a separate LayerNorm before the big projections at every count (it is faster there),
     unless AI00_LN_INPUT=all (bench.step_cost's GPU-shaped list). K sliced over workgroups is off here: it
-    adds one reduce dispatch per sliced GEMM (test_k_slices_add_one_reduce_per_sliced_gemm)."""
+    adds one reduce dispatch per sliced GEMM (test_k_slices_follow_the_rule)."""
     monkeypatch.setenv("AI00_GEMM_SLICES", "1")
     case = cases[version]
     n_layer = case.info.n_layer
@@ -131,7 +131,8 @@ def test_layers_record_few_dispatches(
 def test_k_slices_follow_the_rule(cases: dict[Version, Case]) -> None:
     """By the default rule, a GEMM with few workgroups and a long K (the test model's 512-wide channel-mix
     value, at 9-256 tokens) is sliced; one with a short K is not (K = 128 leaves slices under SLICE_MIN_K4
-    vec4s), nor the open-ended tier of long steps (the reduce it gets runs in test_gpu_kernels_match_...)."""
+    vec4s), nor the open-ended tier of long steps. The reduces run against the reference in
+    test_gpu_kernels_match_reference_at_every_position."""
     info = cases[Version.V7].info
     c, f, t_max = info.n_embd, info.n_ffn, 300
     part = part_floats(t_max, c + f)
