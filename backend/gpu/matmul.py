@@ -313,12 +313,8 @@ def grid_for(kernel: MatmulKernel, rows: int, count: str) -> Grid:
 
 def reduce_grid(kernel: MatmulKernel, rows: int, count: str) -> Grid:
     """matmul_reduce.wgsl's workgroups after a sliced GEMM: 64 rows x 1 token each, for its counts."""
-
-    def grid(d: StepDims) -> tuple[int, int, int]:
-        n = d.T if count == "T" else d.R
-        return (ceil_div(rows, 64), n, 1) if kernel.min_count <= n <= kernel.max_count else (0, 0, 0)
-
-    return grid
+    groups_x = ceil_div(rows, 64)
+    return count_grid(kernel, count, lambda d: (groups_x, d.T if count == "T" else d.R, 1))
 
 
 def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:

@@ -171,7 +171,8 @@ class Ops(WkvOps):
                 defines["TOKENS"] = fused or store_prev is not None
                 grid = grid_for(kernel, part.rows, count)
                 if kernel.slices > 1:
-                    out += self._sliced_gemm(name, kernel, defines, bindings, part.rows, count)
+                    reduce = reduce_grid(kernel, part.rows, count)
+                    out += self._sliced_gemm(name, kernel, defines, bindings, grid, reduce)
                 else:
                     out.append(self._dispatch(name, kernel.shader, defines, bindings, grid))
         self._mixes.pop(id(y), None)  # a matmul writing a mix buffer leaves other values there
@@ -196,7 +197,8 @@ class Ops(WkvOps):
         return lo > hi
 
     def _sliced_gemm(
-        self, name: str, kernel: MatmulKernel, defines: Defines, bindings: dict[int, Binding], rows: int, count: str
+        self, name: str, kernel: MatmulKernel, defines: Defines, bindings: dict[int, Binding], grid: Grid,
+        reduce: Grid,
     ) -> list[Dispatch]:
         """A GEMM whose K is sliced over workgroups: the slices' raw sums into `part` (no epilogue), then
         matmul_reduce.wgsl adds them and applies the epilogue the plain GEMM would have."""
@@ -205,8 +207,7 @@ class Ops(WkvOps):
         gemm_bindings = {b: bindings[b] for b in (0, 1, 2, 3, 6) if b in bindings} | {14: self.part}
         reduce_bindings = {b: v for b, v in bindings.items() if b not in (2, 6)} | {14: self.part}
         reduce_defines = {k: v for k, v in defines.items() if k != "WGS"} | {"WGS": 64}
-        gemm = self._dispatch(name, kernel.shader, defines | plain, gemm_bindings, grid_for(kernel, rows, count))
-        reduce = reduce_grid(kernel, rows, count)
+        gemm = self._dispatch(name, kernel.shader, defines | plain, gemm_bindings, grid)
         return [gemm, self._dispatch(f"{name}.reduce", "matmul_reduce.wgsl", reduce_defines, reduce_bindings, reduce)]
 
     def _ln_defines(self, ln: LnInput) -> dict[str, int | bool]:
