@@ -1,5 +1,6 @@
 """Engines, built on the engine thread (the scheduler's engine source): the configured model at start, another
-model at a swap, the old one again when a swap fails. Keeps the GPU device and pipeline cache across swaps.
+model at a swap, the old one again when a swap fails, on the process's device for the configured adapter
+(shared with every other model on it, with its pipeline cache).
 
 What it learns while loading (the model's shape, the configured LoRAs) leaves as an immutable Catalog that the
 scheduler hands to the event loop; the event loop reads nothing else of it but the load's progress."""
@@ -7,6 +8,7 @@ scheduler hands to the event loop; the event loop reads nothing else of it but t
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,8 +44,9 @@ class PreparedModel:
 class EngineBuilder:
     def __init__(self, config: Config, spec: ModelSpec) -> None:
         self.config, self.spec = config, spec
-        self._gpu: Any = None  # (Gpu, PipelineCache): made once, on the engine thread
+        self._gpu: Any = None  # (Gpu, PipelineCache): the process's for the adapter, taken on the engine thread
         self._progress = Progress("start")  # of the first load; upload's `bytes` is the GPU's count before it
+        self._thread = 0  # the engine thread's id: the device counts the bytes each thread uploads
 
     def load(self, n_slots: int) -> tuple[Any, Catalog]:
         """The configured model with the configured LoRAs merged, and its catalog."""
@@ -58,7 +61,8 @@ class EngineBuilder:
             with as_config_error(f"model.loras.{i}.path"):
                 adapters[name] = read_adapter(entry.path, entry.alpha, name, info, shapes)
         tensors |= merge(tensors, list(adapters.values()))
-        self._report(Progress("upload", self._gpu[0].allocated_bytes if self._gpu is not None else 0))
+        self._thread = threading.get_ident()
+        self._report(Progress("upload", self._device()[0].allocated_by()))
         engine = self._build(info, tensors, n_slots, spec)
         catalog = Catalog(spec, info, shapes, adapters, tuple(adapters), gpu=getattr(engine.gpu, "summary", None),
                           gpu_bytes=engine.gpu_bytes)  # fmt: skip
@@ -79,23 +83,26 @@ class EngineBuilder:
         """Where the first load stands (/health): bytes read, or bytes on the GPU so far while uploading."""
         p, gpu = self._progress, self._gpu
         if p.phase == "upload" and gpu is not None:
-            return Progress("upload", gpu[0].allocated_bytes - p.bytes)
+            return Progress("upload", gpu[0].allocated_by(self._thread) - p.bytes)
         return p
 
+    def _device(self) -> Any:
+        """(Gpu, PipelineCache) of the configured adapter, taken on first use (on the engine thread)."""
+        from backend.gpu.shared_device import shared_device
+
+        if self._gpu is None:
+            self._gpu = shared_device(self.config.model.adapter)
+            gpu = self._gpu[0]
+            log.info("GPU adapter: %s (%s, %s), features %s", gpu.summary.name, gpu.summary.backend,
+                     gpu.summary.kind, ", ".join(gpu.summary.features) or "none")  # fmt: skip
+        return self._gpu
+
     def _build(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
-        from backend.gpu.adapters import choose_adapter
-        from backend.gpu.device import Gpu
         from backend.gpu.engine import Engine
-        from backend.gpu.pipelines import PipelineCache
 
         m = self.config.model
         quant = min(spec.quant, info.n_layer) if spec.quant_type != "none" else 0
-        if self._gpu is None:
-            gpu = Gpu(adapter=choose_adapter(m.adapter))
-            log.info("GPU adapter: %s (%s, %s), features %s", gpu.summary.name, gpu.summary.backend,
-                     gpu.summary.kind, ", ".join(gpu.summary.features) or "none")  # fmt: skip
-            self._gpu = (gpu, PipelineCache(gpu.device))
-        gpu, pipelines = self._gpu
+        gpu, pipelines = self._device()
         # the most a step carries: a busy step's chunk beside every slot's decode row, or an idle step's prefill;
         # logit lines stay what a busy step may ask (one per row, scoring's max_batch): a prefill needs one
         busy = m.token_chunk_size + m.max_batch

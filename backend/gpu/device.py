@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,8 @@ class Gpu:
         self.queue = self.device.queue
         self.features = frozenset(features)
         self.allocated_bytes = 0  # everything this handle created, for memory reports
+        # and what each thread created: an engine is built on one thread, maybe beside another model's build
+        self._allocated_by: dict[int, int] = {}
         self.max_binding_bytes = int(limits.get("max-storage-buffer-binding-size", 128 << 20))
         info = self.adapter.info
         self.subgroup_size = self._probe_subgroup_size() if "subgroup" in self.features else 0
@@ -93,13 +96,22 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(subgroup_size) n: u32)
         if data.nbytes == 0:  # wgpu refuses empty bindings; keep one padded word
             data = np.zeros(4, np.uint8)
         padded = _pad_to_multiple(data.view(np.uint8).reshape(-1), 16)
-        self.allocated_bytes += padded.nbytes
+        self._count(padded.nbytes)
         return self.device.create_buffer_with_data(data=padded, usage=STORAGE, label=label)
 
     def empty(self, nbytes: int, label: str = "", usage: int = STORAGE) -> wgpu.GPUBuffer:
         size = max(16, _round_up(nbytes, 16))
-        self.allocated_bytes += size
+        self._count(size)
         return self.device.create_buffer(size=size, usage=usage, label=label)
+
+    def allocated_by(self, thread: int | None = None) -> int:
+        """Bytes the thread `thread` (this one by default) created on this device so far."""
+        return self._allocated_by.get(threading.get_ident() if thread is None else thread, 0)
+
+    def _count(self, nbytes: int) -> None:
+        thread = threading.get_ident()
+        self._allocated_by[thread] = self._allocated_by.get(thread, 0) + nbytes
+        self.allocated_bytes += nbytes
 
     def write(self, buffer: wgpu.GPUBuffer, array: np.ndarray, offset: int = 0) -> None:
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)

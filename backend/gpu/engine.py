@@ -99,7 +99,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_step_tokens = max_step_tokens
         self.gpu = gpu or Gpu()
-        allocated_before = self.gpu.allocated_bytes
+        allocated_before = self.gpu.allocated_by()  # this thread's: another model may load beside
         self.pipelines = pipelines or PipelineCache(self.gpu.device)
         # Logit lines are bounded by the largest buffer one binding may hold (and by the caller: each is n_vocab
         # floats twice, with its readback, so a long prefill step's room need not buy a line per token).
@@ -124,7 +124,7 @@ class Engine:
         self.recorder = Recorder(self.dispatches)
         self.pieces = _pieces(len(self.dispatches))
         self._ahead: dict[StepKey, list[wgpu.GPUCommandBuffer]] = {}
-        self.gpu_bytes = self.gpu.allocated_bytes - allocated_before  # weights, states, workspace
+        self.gpu_bytes = self.gpu.allocated_by() - allocated_before  # weights, states, workspace
         log.info(
             "engine: %s %d layers x %d, %s%s, %d slots, %d dispatches/step, %.1f MiB of GPU memory on %s",
             info.version, info.n_layer, info.n_embd, precision,

@@ -14,6 +14,7 @@ from backend.gpu.engine import Engine
 from backend.gpu.loader import read_model
 from backend.gpu.models.info import ModelInfo, Version
 from backend.gpu.pipelines import PipelineCache
+from backend.gpu.shared_device import shared_device
 from backend.tools.convert import save_st
 from backend.tools.demo_model import make_random_model, save_pth
 from tests.oracle import Reference, references
@@ -61,8 +62,8 @@ def prompt_tokens(seed: int = 1) -> tuple[int, ...]:
 
 @pytest.fixture(scope="session")
 def device() -> Device:
-    gpu = Gpu()
-    return Device(gpu, PipelineCache(gpu.device))
+    """The process's device, which the servers of tests/server then share: a variant compiles once."""
+    return Device(*shared_device())
 
 
 @pytest.fixture(scope="session")
