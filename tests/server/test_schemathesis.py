@@ -42,7 +42,7 @@ def test_api_never_5xx_and_answers_as_documented(fuzzed: LiveServer):
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
 
-        @settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate], database=None,
+        @settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.generate], database=None,
                   derandomize=EXPLORE is None, suppress_health_check=list(HealthCheck))  # fmt: skip
         @given(case=operation.as_strategy())
         def check(case) -> None:

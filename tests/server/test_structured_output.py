@@ -23,7 +23,7 @@ from backend.client import Client
 from backend.grammar.bnf import AI00_README_BNF
 from tests.server.conftest import API_KEY, LiveServer
 
-N = 50  # generations per grammar
+N = 24  # generations per grammar: three full batches of the test server (CI time)
 IN_FLIGHT = 10  # max_batch 8 running + max_queue 2 waiting in the test server
 
 README_BNF = AI00_README_BNF
