@@ -1,6 +1,6 @@
 """Engines, built on the engine thread (the scheduler's engine source): the configured model at start, another
-model at a swap, the old one again when a swap fails, on the process's device for the configured adapter
-(shared with every other model on it, with its pipeline cache).
+model at a swap, the old one again when a swap fails, all on one device of the configured adapter, taken from
+the process's idle ones (with its pipeline cache) and given back when the engine thread ends.
 
 What it learns while loading (the model's shape, the configured LoRAs) leaves as an immutable Catalog that the
 scheduler hands to the event loop; the event loop reads nothing else of it but the load's progress."""
@@ -44,7 +44,7 @@ class PreparedModel:
 class EngineBuilder:
     def __init__(self, config: Config, spec: ModelSpec) -> None:
         self.config, self.spec = config, spec
-        self._gpu: Any = None  # (Gpu, PipelineCache): the process's for the adapter, taken on the engine thread
+        self._gpu: Any = None  # (Gpu, PipelineCache): taken on the engine thread, given back by close()
         self._progress = Progress("start")  # of the first load; upload's `bytes` is the GPU's count before it
         self._thread = 0  # the engine thread's id: the device counts the bytes each thread uploads
 
@@ -86,12 +86,20 @@ class EngineBuilder:
             return Progress("upload", gpu[0].allocated_by(self._thread) - p.bytes)
         return p
 
+    def close(self) -> None:
+        """The engine thread ended: its device goes back for the next model on the adapter."""
+        from backend.gpu.device_pool import give_back
+
+        if self._gpu is not None:
+            give_back(self.config.model.adapter, self._gpu)
+            self._gpu = None
+
     def _device(self) -> Any:
         """(Gpu, PipelineCache) of the configured adapter, taken on first use (on the engine thread)."""
-        from backend.gpu.shared_device import shared_device
+        from backend.gpu.device_pool import take_device
 
         if self._gpu is None:
-            self._gpu = shared_device(self.config.model.adapter)
+            self._gpu = take_device(self.config.model.adapter)
             gpu = self._gpu[0]
             log.info("GPU adapter: %s (%s, %s), features %s", gpu.summary.name, gpu.summary.backend,
                      gpu.summary.kind, ", ".join(gpu.summary.features) or "none")  # fmt: skip

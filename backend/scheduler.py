@@ -59,6 +59,10 @@ class EngineSource(Protocol):
         """An engine of `model`: a SwapModel's `model` or `fallback`."""
         ...
 
+    def close(self) -> None:
+        """The engine thread ended and dropped its engine: give back what the engines were built on."""
+        ...
+
 
 def _drains(msg: AdminMessage) -> bool:
     """Runs only once no session holds a slot (a model swap; a LoRA switch that asks for it)."""
@@ -149,6 +153,7 @@ class Scheduler:
             log.exception("engine failed to load")
             self.error = e
             self.started.set_result(Failed("", "load_failed", str(e)))
+            self._engines.close()
             return
         self._use(engine)
         self.started.set_result(described)
@@ -160,6 +165,8 @@ class Scheduler:
             self.error = e
         self.planner.slots.finish_all("cancelled" if self.error is None else "error")
         self._fail_admin()
+        self._use(None)
+        self._engines.close()
 
     def _use(self, engine: StepEngine | None) -> None:
         """Serve with `engine` (None: none loaded); the cache's states belong to the engine before it."""

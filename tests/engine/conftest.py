@@ -3,6 +3,7 @@ with the reference's outputs for a fixed prompt (computed out of process, cached
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 
 from backend.gpu.device import Gpu
+from backend.gpu.device_pool import give_back, take_device
 from backend.gpu.engine import Engine
 from backend.gpu.loader import read_model
 from backend.gpu.models.info import ModelInfo, Version
 from backend.gpu.pipelines import PipelineCache
-from backend.gpu.shared_device import shared_device
 from backend.tools.convert import save_st
 from backend.tools.demo_model import make_random_model, save_pth
 from tests.oracle import Reference, references
@@ -61,9 +62,11 @@ def prompt_tokens(seed: int = 1) -> tuple[int, ...]:
 
 
 @pytest.fixture(scope="session")
-def device() -> Device:
-    """The process's device, which the servers of tests/server then share: a variant compiles once."""
-    return Device(*shared_device())
+def device() -> Iterator[Device]:
+    """A device of the process's pool (backend/gpu/device_pool.py), as an engine thread takes one."""
+    taken = take_device()
+    yield Device(*taken)
+    give_back("auto", taken)
 
 
 @pytest.fixture(scope="session")

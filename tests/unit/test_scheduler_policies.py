@@ -328,6 +328,9 @@ class FakeSource:
             raise RuntimeError("no such model")
         return FakeEngine(n_slots, 64)
 
+    def close(self) -> None:
+        pass
+
 
 async def ask(scheduler: Scheduler, make) -> Any:
     sink = EventSink()

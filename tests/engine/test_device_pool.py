@@ -1,6 +1,6 @@
-"""Every model on an adapter shares the process's device and pipeline cache (backend/gpu/shared_device.py):
-a second model compiles no shader variant the first one did, and engines built at once on one device each
-count only the memory they allocated."""
+"""Engine threads take their devices from the process's pool (backend/gpu/device_pool.py): two live ones never
+share a device, a model loaded after another's engine thread ended takes its device and compiles no shader
+variant again, and engines built at once on one device each count only the memory they allocated."""
 
 from __future__ import annotations
 
@@ -10,20 +10,25 @@ from backend.catalog import ModelSpec
 from backend.config import Config
 from backend.engine_builder import EngineBuilder
 from backend.gpu.models.info import Version
-from backend.gpu.shared_device import shared_device
 from tests.engine.conftest import Case, Device
 
 
-def test_a_second_model_on_the_adapter_shares_the_device_and_compiles_nothing_again(
+def test_a_model_loaded_after_another_ended_takes_its_device_and_compiles_nothing_again(
     cases: dict[Version, Case],
 ) -> None:
     case = cases[Version.V6]
     config = Config.from_dict({"model": {"path": str(case.st), "precision": "fp32", "max_batch": 2}})
-    first, _ = EngineBuilder(config, ModelSpec(case.st, "fp32")).load(2)
-    gpu, pipelines = shared_device(config.model.adapter)
+    first_builder, beside_builder = (EngineBuilder(config, ModelSpec(case.st, "fp32")) for _ in range(2))
+    first, _ = first_builder.load(2)
+    beside, _ = beside_builder.load(2)
+    assert beside.gpu is not first.gpu  # two live engine threads: each waits on its own device
+    beside_builder.close()
+
+    pipelines = first.pipelines
+    first_builder.close()
     compiled = pipelines.misses
-    second, _ = EngineBuilder(config, ModelSpec(case.st, "fp32")).load(2)
-    assert first.gpu is second.gpu is gpu and first.pipelines is second.pipelines is pipelines
+    after, _ = EngineBuilder(config, ModelSpec(case.st, "fp32")).load(2)  # the device given back last
+    assert after.gpu is first.gpu and after.pipelines is pipelines
     assert pipelines.misses == compiled and pipelines.hits > 0
 
 
