@@ -166,7 +166,8 @@ class Scheduler:
         self.planner.slots.finish_all("cancelled" if self.error is None else "error")
         self._fail_admin()
         self._use(None)
-        self._engines.close()
+        if self.error is None:  # a thread that died may leave its device broken: the next model takes a new one
+            self._engines.close()
 
     def _use(self, engine: StepEngine | None) -> None:
         """Serve with `engine` (None: none loaded); the cache's states belong to the engine before it."""
