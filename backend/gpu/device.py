@@ -49,8 +49,7 @@ class Gpu:
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.queue = self.device.queue
         self.features = frozenset(features)
-        self.allocated_bytes = 0  # everything this handle created, for memory reports
-        # and what each thread created: an engine is built on one thread, maybe beside another model's build
+        # bytes each thread created, for memory reports: an engine is built on one thread, maybe beside another
         self._allocated_by: dict[int, int] = {}
         self.max_binding_bytes = int(limits.get("max-storage-buffer-binding-size", 128 << 20))
         info = self.adapter.info
@@ -111,7 +110,6 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(subgroup_size) n: u32)
     def _count(self, nbytes: int) -> None:
         thread = threading.get_ident()
         self._allocated_by[thread] = self._allocated_by.get(thread, 0) + nbytes
-        self.allocated_bytes += nbytes
 
     def write(self, buffer: wgpu.GPUBuffer, array: np.ndarray, offset: int = 0) -> None:
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
