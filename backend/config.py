@@ -90,6 +90,18 @@ def _index_if_digits(v: Any) -> Any:
     return int(v) if isinstance(v, str) and v.isdigit() else v
 
 
+def _tokens_or_auto(v: Any) -> Any:
+    if v == "auto":
+        return v
+    if isinstance(v, str) and v.isdigit():  # from a flag or the environment
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 8192:
+        raise ValueError(f'must be "auto" or 1..8192, got {v!r}')
+    return v
+
+
+TokensOrAuto = Annotated[int | Literal["auto"], BeforeValidator(_tokens_or_auto)]
+
 GpuChoice = Annotated[Annotated[int, _range(0, 1024)] | Annotated[str, Field(min_length=1)],
                       BeforeValidator(_index_if_digits)]
 
@@ -103,8 +115,9 @@ class ModelSection(_Section):
     max_batch: Annotated[int, _range(1, 1024)] = 8  # concurrent sessions (state slots)
     token_chunk_size: Annotated[int, _range(1, 8192)] = 128  # prompt tokens a step carries beside running streams
     # prompt tokens a step carries when no stream decodes, if predicted within ten decode gaps (never less than
-    # token_chunk_size); each token of room costs ~(16 n_embd + n_ffn) floats of GPU workspace
-    max_prefill_chunk: Annotated[int, _range(1, 8192)] = 1024
+    # token_chunk_size); each token of room costs ~(16 n_embd + n_ffn) floats of GPU workspace. "auto": as many as
+    # a workspace of a quarter of the weights' bytes holds, 1,024 to 8,192, within the adapter's binding limit
+    max_prefill_chunk: TokensOrAuto = "auto"
     # longest gap between two tokens of a running stream that prefill beside it may cause (the step is paced from
     # measured step times, never under token_chunk_size // 4 prompt tokens); 0: a fixed token_chunk_size
     decode_gap_ms: Annotated[float, _range(0.0, 60000.0)] = 100.0

@@ -107,6 +107,7 @@ class EngineBuilder:
 
     def _build(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
         from backend.gpu.engine import Engine
+        from backend.gpu.step_room import auto_prefill_chunk, check_room
 
         m = self.config.model
         quant = min(spec.quant, info.n_layer) if spec.quant_type != "none" else 0
@@ -114,7 +115,14 @@ class EngineBuilder:
         # the most a step carries: a busy step's chunk beside every slot's decode row, or an idle step's prefill;
         # logit lines stay what a busy step may ask (one per row, scoring's max_batch): a prefill needs one
         busy = m.token_chunk_size + m.max_batch
-        return Engine(info, tensors, max_batch=n_slots, max_step_tokens=max(busy, m.max_prefill_chunk),
+        check_room(info, tensors, busy, n_slots, gpu.max_binding_bytes, "token_chunk_size + max_batch")
+        if m.max_prefill_chunk == "auto":
+            weight_bytes = sum(a.size for a in tensors.values()) * (4 if spec.precision == "fp32" else 2)
+            idle = auto_prefill_chunk(info, tensors, n_slots, gpu.max_binding_bytes, weight_bytes)
+        else:
+            idle = m.max_prefill_chunk
+            check_room(info, tensors, idle, n_slots, gpu.max_binding_bytes, "max_prefill_chunk")
+        return Engine(info, tensors, max_batch=n_slots, max_step_tokens=max(busy, idle),
                       max_logit_lines=busy,
                       precision=spec.precision, gpu=gpu, pipelines=pipelines,
                       quant=quant, quant_type=spec.quant_type if quant else "int8")  # fmt: skip

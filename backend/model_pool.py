@@ -137,13 +137,16 @@ class ModelPool:
 
 
 def estimate_gpu_bytes(path: Path, precision: str, n_engines: int) -> int:
-    """What a model's engines will hold on the GPU, known before loading: its weights at `precision`, once per
-    engine (states and workspace are small beside them; quantization only makes it less)."""
+    """What a model's engines will hold on the GPU, known before loading: its weights at `precision`, and the
+    workspace `max_prefill_chunk = "auto"` gives it beside them, once per engine (states are small beside them;
+    quantization only makes it less)."""
+    from backend.gpu.step_room import WORKSPACE_SHARE
+
     with path.open("rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(size))
     n = sum(_numel(t["shape"]) for name, t in header.items() if name != "__metadata__")
-    return n * (4 if precision == "fp32" else 2) * n_engines
+    return int(n * (4 if precision == "fp32" else 2) * (1 + WORKSPACE_SHARE)) * n_engines
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -166,7 +169,7 @@ def build_group(config: Config, section: ModelSection, path: Path, tokenizer: An
             tokenizer,
             max_batch=section.max_batch,
             token_chunk_size=section.token_chunk_size,
-            max_prefill_chunk=section.max_prefill_chunk,
+            max_prefill_chunk=None if section.max_prefill_chunk == "auto" else section.max_prefill_chunk,
             decode_gap_ms=section.decode_gap_ms,
             prefix_cache=section.prefix_cache,
             max_queue=config.limits.max_queue,

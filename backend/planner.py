@@ -7,7 +7,8 @@ while any stream decodes, as many as keep the step (the gap between two of a str
 `decode_gap_ms` from the measured durations of recent steps, between a quarter of `token_chunk_size` (so a long
 prompt always progresses) and `token_chunk_size`; while none decodes, up to `max_prefill_chunk` at once, held to
 a step predicted within ten decode gaps (a request arriving meanwhile waits for it), never under
-`token_chunk_size`. The engine is built for max(token_chunk_size + max_batch, max_prefill_chunk) tokens a step,
+`token_chunk_size`. The engine is built for max(token_chunk_size + max_batch, max_prefill_chunk) tokens a step
+("auto": as much as memory allows, gpu/step_room.py; the planner then gets None and takes the engine's room),
 and each token of room costs ~(16 n_embd + n_ffn) floats of workspace (gpu/workspace.py): v7 1.6B ~165 KB, so
 1,024 tokens ~160 MiB (~140 more than 136); 7B ~330 KB a token; the demo model 20 KB (188 -> 208 MiB at CI's
 sizes). Its logit lines stay at token_chunk_size + max_batch (each is 2 x n_vocab floats with its readback,
@@ -50,7 +51,7 @@ log = logging.getLogger("ai00.scheduler")
 class Planner:
     def __init__(self, tokenizer: Tokenizer, *, max_batch: int, token_chunk_size: int, max_queue: int,
                  cache: StateCache, registry: StateRegistry, metrics: SchedulerMetrics, checkpoint_every: int = 512,
-                 max_prefill_chunk: int = 0, decode_gap_ms: float = 0.0,
+                 max_prefill_chunk: int | None = 0, decode_gap_ms: float = 0.0,
                  clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         self.tokenizer, self.max_batch, self.token_chunk_size, self.max_queue = (
             tokenizer, max_batch, token_chunk_size, max_queue)  # fmt: skip

@@ -78,7 +78,7 @@ class _Refused(Exception):
 class Scheduler:
     def __init__(self, engines: EngineSource, tokenizer: Tokenizer, *, max_batch: int, token_chunk_size: int,
                  prefix_cache: int = 0, max_queue: int = 64, cache_host_bytes: int = 0, checkpoint_every: int = 512,
-                 cache_shared: bool = False, max_prefill_chunk: int = 0,
+                 cache_shared: bool = False, max_prefill_chunk: int | None = 0,
                  decode_gap_ms: float = 0.0) -> None:  # fmt: skip
         self._engines = engines
         self.tokenizer = tokenizer

@@ -6,10 +6,11 @@ step beside running streams therefore carries only as much prefill as keeps the 
 `decode_gap_ms`: never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses) nor
 more than `token_chunk_size`. With no stream decoding, nothing waits on the step but a request that may arrive
 meanwhile: prompts get up to `max_prefill_chunk` tokens at once (a GPU prefills a 1,024-token step many times
-faster per token than eight 128-token steps), as long as the step is predicted to take at most IDLE_GAPS
-decode gaps (1 s by default), never less than `token_chunk_size` (on lavapipe, where 128 tokens take seconds,
-that is what it gets). `decode_gap_ms = 0` turns the pacing off: `token_chunk_size` less the decode rows, a
-quarter of it at least, beside streams, and `max_prefill_chunk` alone, whatever the steps cost.
+faster per token than eight 128-token steps; None: all the engine's room, as "auto" sizes it), as long as the
+step is predicted to take at most IDLE_GAPS decode gaps (1 s by default), never less than `token_chunk_size`
+(on lavapipe, where 128 tokens take seconds, that is what it gets). `decode_gap_ms = 0` turns the pacing off:
+`token_chunk_size` less the decode rows, a quarter of it at least, beside streams, and `max_prefill_chunk` alone,
+whatever the steps cost.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ class StepTimes:
 class StepBudget:
     """The prompt tokens of the next step (prefill chunks and scoring rows share them)."""
 
-    def __init__(self, token_chunk_size: int, max_prefill_chunk: int = 0, decode_gap_ms: float = 0.0) -> None:
+    def __init__(self, token_chunk_size: int, max_prefill_chunk: int | None = 0, decode_gap_ms: float = 0.0) -> None:
         self.chunk = token_chunk_size
-        self.idle_chunk = max(max_prefill_chunk, token_chunk_size)  # never less than what a busy step carries
+        # never less than what a busy step carries; None: the engine's room (a step's limit)
+        self.idle_chunk = None if max_prefill_chunk is None else max(max_prefill_chunk, token_chunk_size)
         self.floor = max(1, token_chunk_size // 4)
         self.gap_s = decode_gap_ms / 1000.0
         self.times = StepTimes()
@@ -86,16 +88,16 @@ class StepBudget:
     def prompt_tokens(self, decoding: int, step_limit: int) -> int:
         """Prompt tokens beside `decoding` one-token rows, in a step of at most `step_limit` tokens."""
         if not decoding:
-            return min(self._idle(), step_limit)
+            return min(self._idle(step_limit if self.idle_chunk is None else self.idle_chunk), step_limit)
         cap = max(self.chunk - decoding, self.floor)
         share = cap if not self.gap_s else self._paced(decoding, cap)
         return max(0, min(share, step_limit - decoding))
 
-    def _idle(self) -> int:
-        if not self.gap_s or self.idle_chunk == self.chunk:
-            return self.idle_chunk
+    def _idle(self, idle_chunk: int) -> int:
+        if not self.gap_s or idle_chunk <= self.chunk:
+            return idle_chunk
         fits = self.times.tokens_within(IDLE_GAPS * self.gap_s)
-        return self.chunk if fits is None else min(max(fits, self.chunk), self.idle_chunk)
+        return self.chunk if fits is None else min(max(fits, self.chunk), idle_chunk)
 
     def _paced(self, decoding: int, cap: int) -> int:
         fits = self.times.tokens_within(self.gap_s)

@@ -14,8 +14,9 @@ UNIFORM = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
 
 # The engine binds many buffers per kernel and large weight matrices; wgpu's defaults
 # (8 storage buffers, 128 MiB bindings) are far below what real adapters offer.
+_BINDING_LIMIT = "max-storage-buffer-binding-size"
 _RAISED_LIMITS = (
-    "max-storage-buffer-binding-size",
+    _BINDING_LIMIT,
     "max-buffer-size",
     "max-storage-buffers-per-shader-stage",
     "max-compute-workgroup-storage-size",
@@ -40,18 +41,22 @@ class AdapterSummary:
 class Gpu:
     """One wgpu device; every engine object on it shares this handle."""
 
-    def __init__(self, power_preference: str = "high-performance", adapter: wgpu.GPUAdapter | None = None) -> None:
+    def __init__(self, power_preference: str = "high-performance", adapter: wgpu.GPUAdapter | None = None,
+                 max_binding_bytes: int | None = None) -> None:  # fmt: skip
+        """`max_binding_bytes`: a storage binding's limit below the adapter's, as a smaller GPU has it."""
         self.adapter = adapter or wgpu.gpu.request_adapter_sync(power_preference=power_preference)
         if self.adapter is None:
             raise RuntimeError("no GPU adapter found: install a Vulkan driver (mesa-vulkan-drivers for CPU)")
         features = [f for f in _WANTED_FEATURES if f in self.adapter.features]
         limits = {k: self.adapter.limits[k] for k in _RAISED_LIMITS if k in self.adapter.limits}
+        if max_binding_bytes is not None:
+            limits[_BINDING_LIMIT] = min(max_binding_bytes, limits.get(_BINDING_LIMIT, 128 << 20))
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.queue = self.device.queue
         self.features = frozenset(features)
         # bytes each thread created, for memory reports: an engine is built on one thread, maybe beside another
         self._allocated_by: dict[int, int] = {}
-        self.max_binding_bytes = int(limits.get("max-storage-buffer-binding-size", 128 << 20))
+        self.max_binding_bytes = int(limits.get(_BINDING_LIMIT, 128 << 20))
         info = self.adapter.info
         self.subgroup_size = self._probe_subgroup_size() if "subgroup" in self.features else 0
         self.summary = AdapterSummary(

@@ -27,6 +27,7 @@ from backend.gpu.quant import QUANT_TYPES, quantize
 from backend.gpu.recorder import Recorder
 from backend.gpu.sampler import DRAW, GpuSampler
 from backend.gpu.state_pool import StatePool
+from backend.gpu.step_room import check_room, scratch_widths
 from backend.gpu.step_types import Logits, StepPlan, StepResult, check_plan
 from backend.gpu.wkv_chunk import chunk_scratch_floats
 from backend.gpu.workspace import Workspace
@@ -61,15 +62,6 @@ def _layer_builder(info: ModelInfo) -> Callable[[layers.Layer], list[Dispatch]]:
     return {7: v7.layer_ops, 6: v6.layer_ops, 5: v5.layer_ops, 4: v4.layer_ops}[info.version.major]
 
 
-def _scratch_widths(info: ModelInfo, t: dict[str, np.ndarray]) -> tuple[int, int]:
-    """Floats per token of the LoRA scratch (ws.lora) and of the LoRA hidden layers kept in ws.rkv."""
-    if info.version is Version.V7:
-        return (32 if info.deep_embed else 4), v7.lora_width(t)
-    if info.version is Version.V6:
-        return v6.lora_width(t), v6.decay_width(t)
-    return 4, 0
-
-
 class Engine:
     def __init__(
         self,
@@ -99,6 +91,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_step_tokens = max_step_tokens
         self.gpu = gpu or Gpu()
+        check_room(info, tensors, max_step_tokens, max_batch, self.gpu.max_binding_bytes)
         allocated_before = self.gpu.allocated_by()  # this thread's: another model may load beside
         self.pipelines = pipelines or PipelineCache(self.gpu.device)
         # Logit lines are bounded by the largest buffer one binding may hold (and by the caller: each is n_vocab
@@ -106,7 +99,7 @@ class Engine:
         lines = min(max_step_tokens, max_logit_lines or max_step_tokens)
         self.max_logit_lines = max(1, min(lines, self.gpu.max_binding_bytes // (info.n_vocab * 4)))
         self.ws = Workspace.allocate(
-            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *_scratch_widths(info, tensors),
+            self.gpu, info, max_step_tokens, self.max_logit_lines, max_batch, *scratch_widths(info, tensors),
             draw_bytes=DRAW.itemsize, wkv_chunk_floats=chunk_scratch_floats(info, max_step_tokens, max_batch),
         )  # fmt: skip
         # the largest stacked weights (r, k, v, g; the channel mix's key and receptance) may slice K
@@ -126,9 +119,9 @@ class Engine:
         self._ahead: dict[StepKey, list[wgpu.GPUCommandBuffer]] = {}
         self.gpu_bytes = self.gpu.allocated_by() - allocated_before  # weights, states, workspace
         log.info(
-            "engine: %s %d layers x %d, %s%s, %d slots, %d dispatches/step, %.1f MiB of GPU memory on %s",
-            info.version, info.n_layer, info.n_embd, precision,
-            f" ({quant_type} in {quant} layers)" if quant else "", max_batch, len(self.dispatches),
+            "engine: %s %d layers x %d, %s%s, %d slots, %d tokens a step, %d dispatches/step, %.1f MiB of GPU memory"
+            " on %s", info.version, info.n_layer, info.n_embd, precision,
+            f" ({quant_type} in {quant} layers)" if quant else "", max_batch, max_step_tokens, len(self.dispatches),
             self.gpu_bytes / 2**20, self.gpu.summary.name,
         )  # fmt: skip
 

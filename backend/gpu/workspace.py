@@ -54,7 +54,7 @@ class Workspace:
         draw_bytes: int, wkv_chunk_floats: int = 4,
     ) -> Workspace:  # fmt: skip
         """`wkv_chunk_floats`: the chunked recurrence's scratch (wkv_chunk.chunk_scratch_floats; 4 where unused)."""
-        c, f = info.n_embd, info.n_ffn
+        c = info.n_embd
 
         def floats(n: int, label: str) -> wgpu.GPUBuffer:
             return gpu.empty(n * F32, label)
@@ -68,6 +68,8 @@ class Workspace:
             end = _align(end + size, INPUT_ALIGN)
         inputs = gpu.empty(end, "step_inputs", usage=UNIFORM | wgpu.BufferUsage.STORAGE)
 
+        per_token = floats_per_token(info, lora_width, hidden_width)
+        buffers = {name: floats(max(t_max * n, 4), name) for name, n in per_token.items()}
         return Workspace(
             t_max=t_max,
             r_max=r_max,
@@ -81,18 +83,7 @@ class Workspace:
             rows=(inputs, offsets["rows"], parts["rows"]),
             positions=(inputs, offsets["positions"], parts["positions"]),
             draws=(inputs, offsets["draws"], parts["draws"]),
-            x=floats(t_max * c, "x"),
-            ln_att=floats(t_max * c, "ln_att"),
-            ln_ffn=floats(t_max * c, "ln_ffn"),
-            mix=floats(6 * t_max * c, "mix"),
-            delta=floats(t_max * c if info.version is Version.V6 else 4, "delta"),
-            rkv=floats(4 * t_max * c + t_max * hidden_width, "rkv"),
-            lora=floats(t_max * max(lora_width, 4), "lora"),
-            v_first=floats(t_max * c, "v_first"),
-            att_out=floats(t_max * c, "att_out"),
-            ffn_k=floats(t_max * (f + c), "ffn_k"),
-            deep=floats(t_max * 32 if info.deep_embed else 4, "deep"),
-            ffn_scale=floats(t_max * f if info.deep_embed else 4, "ffn_scale"),
+            **buffers,
             wkv_chunks=floats(wkv_chunk_floats, "wkv_chunks"),
             head_x=floats(r_max * c, "head_x"),
             logits=floats(r_max * info.n_vocab, "logits"),
@@ -114,6 +105,26 @@ class Workspace:
         if draws:
             data[self.draws[1] : end] = draws
         gpu.queue.write_buffer(self.inputs, 0, data)
+
+
+def floats_per_token(info: ModelInfo, lora_width: int, hidden_width: int) -> dict[str, int]:
+    """Floats each token of a step's room costs in each buffer sized by t_max (0: a version without it)."""
+    c, f = info.n_embd, info.n_ffn
+    v6, deep = info.version is Version.V6, info.deep_embed
+    return {
+        "x": c,
+        "ln_att": c,
+        "ln_ffn": c,
+        "mix": 6 * c,
+        "delta": c if v6 else 0,
+        "rkv": 4 * c + hidden_width,
+        "lora": max(lora_width, 4),
+        "v_first": c,
+        "att_out": c,
+        "ffn_k": f + c,
+        "deep": 32 if deep else 0,
+        "ffn_scale": f if deep else 0,
+    }
 
 
 def _align(n: int, m: int) -> int:

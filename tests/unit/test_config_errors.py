@@ -20,6 +20,8 @@ def test_shipped_config_loads_with_documented_defaults():
         ({"model": {"max_batch": 0}}, "model.max_batch: must be 1..1024, got 0"),
         ({"listen": {"api_keys": ["k", ""]}}, "listen.api_keys: key 1 is empty"),
         ({"model": {"token_chunk_size": 100000}}, "model.token_chunk_size: must be 1..8192, got 100000"),
+        ({"model": {"max_prefill_chunk": "lots"}}, "model.max_prefill_chunk: must be \"auto\" or 1..8192, got 'lots'"),
+        ({"model": {"max_prefill_chunk": 9000}}, "model.max_prefill_chunk: must be \"auto\" or 1..8192, got 9000"),
         ({"model": {"precision": "int3"}}, "model.precision: Input should be 'fp16' or 'fp32', got 'int3'"),
         ({"model": {"path": "missing.st"}}, "model.path: file 'missing.st' not found"),
         ({"model": {"batch": 4}}, "model.batch: unknown field"),

@@ -76,6 +76,18 @@ def test_a_prompt_alone_is_prefilled_in_max_prefill_chunk_steps() -> None:
     assert tokens_of(sink) == expected_output(prompt(400, 7), 4)
 
 
+def test_auto_gives_a_prompt_alone_the_engines_whole_room() -> None:
+    # max_prefill_chunk "auto" reaches the planner as None: the engine was built for as much as memory allows
+    h = harness(Clock(0.01, 0.0001), chunk=16, max_prefill_chunk=None, step_tokens=300, decode_gap_ms=50)
+    sink = h.submit("long", prompt(1000, 7), params=GREEDY)
+    sizes = []
+    while not tokens_of(sink):
+        sizes.append(h.step().n_tokens)
+    assert sizes[: WARMUP + 1] == [16] * (WARMUP + 1) and set(sizes[WARMUP + 1 : -1]) == {300}
+    h.run()
+    assert tokens_of(sink) == expected_output(prompt(1000, 7), 4)
+
+
 def test_a_prefill_step_alone_is_held_to_ten_decode_gaps() -> None:
     # 10 ms + 10 ms a token: 49 tokens fill the 500 ms a request arriving meanwhile may wait
     h = harness(Clock(0.01, 0.01), chunk=16, max_prefill_chunk=256, decode_gap_ms=50)

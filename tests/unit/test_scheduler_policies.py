@@ -63,9 +63,10 @@ class ListSink:
 class Harness:
     def __init__(self, max_batch: int = 4, chunk: int = 16, max_queue: int = 4, prefix_cache: int = 0,
                  max_logit_lines: int | None = None, host_bytes: int = 0, checkpoint_every: int = 512,
-                 shared: bool = False, max_prefill_chunk: int = 0, decode_gap_ms: float = 0.0,
-                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
-        step_tokens = max(chunk + max_batch, max_prefill_chunk)  # as engine_builder sizes it
+                 shared: bool = False, max_prefill_chunk: int | None = 0, decode_gap_ms: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter, step_tokens: int = 0) -> None:  # fmt: skip
+        # as engine_builder sizes it ("auto", None here, gives the engine the room `step_tokens`)
+        step_tokens = max(chunk + max_batch, max_prefill_chunk or 0, step_tokens)
         self.engine = FakeEngine(max_batch + prefix_cache, step_tokens, max_logit_lines or chunk + max_batch)
         self.cache = StateCache(list(range(max_batch, max_batch + prefix_cache)), host_bytes, state_bytes=64,
                                 shared=shared)  # fmt: skip
