@@ -113,13 +113,14 @@ class ModelSection(_Section):
     quant: Annotated[int, _range(0, 1024)] = 0  # number of layers to quantize
     quant_type: Literal["none", "int8", "nf4"] = "none"
     max_batch: Annotated[int, _range(1, 1024)] = 8  # concurrent sessions (state slots)
-    token_chunk_size: Annotated[int, _range(1, 8192)] = 128  # prompt tokens a step carries beside running streams
+    # prompt tokens a step carries beside running streams with decode_gap_ms = 0; paced, a quarter of it at least
+    token_chunk_size: Annotated[int, _range(1, 8192)] = 128
     # prompt tokens a step carries when no stream decodes, if predicted within ten decode gaps (never less than
     # token_chunk_size); each token of room costs ~(16 n_embd + n_ffn) floats of GPU workspace. "auto": as many as
     # a workspace of a quarter of the weights' bytes holds, 1,024 to 8,192, within the adapter's binding limit
     max_prefill_chunk: TokensOrAuto = "auto"
     # longest gap between two tokens of a running stream that prefill beside it may cause (the step is paced from
-    # measured step times, never under token_chunk_size // 4 prompt tokens); 0: a fixed token_chunk_size
+    # measured step times, from token_chunk_size // 4 prompt tokens to max_prefill_chunk); 0: a fixed token_chunk_size
     decode_gap_ms: Annotated[float, _range(0.0, 60000.0)] = 100.0
     prefix_cache: Annotated[int, _range(0, 1024)] = 8  # extra state slots holding recent prompt prefixes
     # GPU: "auto" (wgpu's high-performance pick), an index, or a name substring, as GET /api/adapters lists them

@@ -107,7 +107,7 @@ class EngineBuilder:
 
     def _build(self, info: ModelInfo, tensors: dict[str, np.ndarray], n_slots: int, spec: ModelSpec) -> Any:
         from backend.gpu.engine import Engine
-        from backend.gpu.step_room import auto_prefill_chunk, check_room
+        from backend.gpu.step_room import check_room, prefill_room
 
         m = self.config.model
         quant = min(spec.quant, info.n_layer) if spec.quant_type != "none" else 0
@@ -116,12 +116,7 @@ class EngineBuilder:
         # logit lines stay what a busy step may ask (one per row, scoring's max_batch): a prefill needs one
         busy = m.token_chunk_size + m.max_batch
         check_room(info, tensors, busy, n_slots, gpu.max_binding_bytes, "token_chunk_size + max_batch")
-        if m.max_prefill_chunk == "auto":
-            weight_bytes = sum(a.size for a in tensors.values()) * (4 if spec.precision == "fp32" else 2)
-            idle = auto_prefill_chunk(info, tensors, n_slots, gpu.max_binding_bytes, weight_bytes)
-        else:
-            idle = m.max_prefill_chunk
-            check_room(info, tensors, idle, n_slots, gpu.max_binding_bytes, "max_prefill_chunk")
+        idle = prefill_room(m.max_prefill_chunk, info, tensors, n_slots, gpu.max_binding_bytes, spec.precision)
         return Engine(info, tensors, max_batch=n_slots, max_step_tokens=max(busy, idle),
                       max_logit_lines=busy,
                       precision=spec.precision, gpu=gpu, pipelines=pipelines,

@@ -1,19 +1,19 @@
 """The scheduler's policies, on the engine thread: admit requests into state slots, plan each step within the
 token budget, run it, and deliver its tokens to the sessions.
 
-Each step carries one decode token for every running session plus prefill chunks of waiting prompts (and
-chooses' rows), in admission order. How many prompt tokens a step carries is backend/step_budget.py's policy:
-while any stream decodes, as many as keep the step (the gap between two of a stream's tokens) predicted under
+Each step carries one decode token for every running session plus prefill chunks of waiting prompts (and chooses'
+rows), in admission order. How many prompt tokens a step carries is backend/step_budget.py's policy: while any
+stream decodes, as many as keep the step (the gap between two of a stream's tokens) predicted under
 `decode_gap_ms` from the measured durations of recent steps, between a quarter of `token_chunk_size` (so a long
-prompt always progresses) and `token_chunk_size`; while none decodes, up to `max_prefill_chunk` at once, held to
-a step predicted within ten decode gaps (a request arriving meanwhile waits for it), never under
-`token_chunk_size`. The engine is built for max(token_chunk_size + max_batch, max_prefill_chunk) tokens a step
-("auto": as much as memory allows, gpu/step_room.py; the planner then gets None and takes the engine's room),
-and each token of room costs ~(16 n_embd + n_ffn) floats of workspace (gpu/workspace.py): v7 1.6B ~165 KB, so
-1,024 tokens ~160 MiB (~140 more than 136); 7B ~330 KB a token; the demo model 20 KB (188 -> 208 MiB at CI's
-sizes). Its logit lines stay at token_chunk_size + max_batch (each is 2 x n_vocab floats with its readback,
-512 KiB for the World vocab; a prefill step needs one). Requests are admitted in arrival order, one slot per
-branch; a finished or cancelled session frees its slot at once.
+prompt always progresses) and `max_prefill_chunk` less the decode rows; while none decodes, up to
+`max_prefill_chunk` at once, held to a step predicted within ten decode gaps (a request arriving meanwhile waits
+for it), never under `token_chunk_size`. The engine is built for max(token_chunk_size + max_batch,
+max_prefill_chunk) tokens a step ("auto": as much as memory allows, gpu/step_room.py; the planner then gets None
+and takes the engine's room), and each token of room costs ~(16 n_embd + n_ffn) floats of workspace
+(gpu/workspace.py): v7 1.6B ~165 KB, so 1,024 tokens ~160 MiB (~140 more than 136); 7B ~330 KB a token; the demo
+model 20 KB (188 -> 208 MiB at CI's sizes). Its logit lines stay at token_chunk_size + max_batch (each is 2 x
+n_vocab floats with its readback, 512 KiB for the World vocab; a prefill step needs one). Requests are admitted in
+arrival order, one slot per branch; a finished or cancelled session frees its slot at once.
 """
 
 from __future__ import annotations

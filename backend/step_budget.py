@@ -3,14 +3,17 @@ long prompts, and the model of step time it paces by.
 
 Every decoding stream gets one token per step, so the gap between two of its tokens is one step's duration. A
 step beside running streams therefore carries only as much prefill as keeps the step predicted under
-`decode_gap_ms`: never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses) nor
-more than `token_chunk_size`. With no stream decoding, nothing waits on the step but a request that may arrive
-meanwhile: prompts get up to `max_prefill_chunk` tokens at once (a GPU prefills a 1,024-token step many times
-faster per token than eight 128-token steps; None: all the engine's room, as "auto" sizes it), as long as the
-step is predicted to take at most IDLE_GAPS decode gaps (1 s by default), never less than `token_chunk_size`
-(on lavapipe, where 128 tokens take seconds, that is what it gets). `decode_gap_ms = 0` turns the pacing off:
-`token_chunk_size` less the decode rows, a quarter of it at least, beside streams, and `max_prefill_chunk` alone,
-whatever the steps cost.
+`decode_gap_ms`: never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses), and up
+to an idle step's room (below) less the decode rows. Few streams leave a prompt long steps and many leave it
+short ones, as the measured step times say: where a GPU runs a 2,048-token step within the gap, a 16k-token
+prompt beside a stream takes 8 steps, not the 128 of `token_chunk_size` (vLLM's chunked prefill shares its steps
+in that spirit, with a fixed token budget where this one follows the measured time). With no stream decoding,
+nothing waits on the step but a request that may arrive meanwhile: prompts get up to `max_prefill_chunk` tokens
+at once (a GPU prefills a 1,024-token step many times faster per token than eight 128-token steps; None: all the
+engine's room, as "auto" sizes it), as long as the step is predicted to take at most IDLE_GAPS decode gaps (1 s
+by default), never less than `token_chunk_size` (on lavapipe, where 128 tokens take seconds, that is what it
+gets). `decode_gap_ms = 0` turns the pacing off: `token_chunk_size` less the decode rows, a quarter of it at
+least, beside streams, and `max_prefill_chunk` alone, whatever the steps cost.
 """
 
 from __future__ import annotations
@@ -87,11 +90,12 @@ class StepBudget:
 
     def prompt_tokens(self, decoding: int, step_limit: int) -> int:
         """Prompt tokens beside `decoding` one-token rows, in a step of at most `step_limit` tokens."""
+        room = step_limit if self.idle_chunk is None else min(self.idle_chunk, step_limit)
         if not decoding:
-            return min(self._idle(step_limit if self.idle_chunk is None else self.idle_chunk), step_limit)
-        cap = max(self.chunk - decoding, self.floor)
-        share = cap if not self.gap_s else self._paced(decoding, cap)
-        return max(0, min(share, step_limit - decoding))
+            return self._idle(room)
+        if not self.gap_s:
+            return max(0, min(max(self.chunk - decoding, self.floor), step_limit - decoding))
+        return max(0, min(self._paced(decoding, room - decoding), step_limit - decoding))
 
     def _idle(self, idle_chunk: int) -> int:
         if not self.gap_s or idle_chunk <= self.chunk:
@@ -101,7 +105,7 @@ class StepBudget:
 
     def _paced(self, decoding: int, cap: int) -> int:
         fits = self.times.tokens_within(self.gap_s)
-        return self.floor if fits is None else min(max(fits - decoding, self.floor), cap)
+        return self.floor if fits is None else max(min(fits - decoding, cap), self.floor)
 
     def record(self, tokens: int, seconds: float) -> None:
         self.times.record(tokens, seconds)

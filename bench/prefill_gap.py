@@ -9,7 +9,7 @@ a `--prompt-tokens` prompt (seeded random token ids) is submitted beside them, a
 of a running stream is kept until that prompt's first token. Then the same prompt alone, on an idle engine.
 Policies: `before` is the fixed budget (decode_gap_ms = 0, max_prefill_chunk = token_chunk_size: every step
 `--chunk` tokens, decode rows included, a quarter of it at least for the prompt); `after` is the shipped default
-(decode_gap_ms = 100, max_prefill_chunk = 1024; backend/step_budget.py). Gaps are timed where the planner hands
+(decode_gap_ms = 100, max_prefill_chunk = "auto"; backend/step_budget.py). Gaps are timed where the planner hands
 a token to its stream (what a client sees, less the network). One JSON object per line:
     {"policy", "case": "beside"|"alone", "gap_ms": {"p50", "p99", "max", "n"}, "gap_alone_ms": ...,
      "ttft_s", "steps", "prompt_tokens_per_step": {"p50", "max"}}
@@ -27,7 +27,10 @@ import time
 from typing import Any
 
 from backend.config import ModelSection
+from backend.gpu.device import Gpu
 from backend.gpu.engine import Engine
+from backend.gpu.loader import read_model
+from backend.gpu.step_room import prefill_room
 from backend.messages import Delta, Submit
 from backend.metrics import SchedulerMetrics
 from backend.planner import Planner
@@ -41,7 +44,8 @@ from backend.tools.demo_model import ensure_demo_model
 DEFAULTS = ModelSection()
 POLICIES = {
     "before": {"decode_gap_ms": 0.0, "max_prefill_chunk": 0},  # 0: token_chunk_size
-    "after": {"decode_gap_ms": DEFAULTS.decode_gap_ms, "max_prefill_chunk": DEFAULTS.max_prefill_chunk},
+    # the shipped defaults; "auto" reaches the planner as None (the engine's room, sized as engine_builder does)
+    "after": {"decode_gap_ms": DEFAULTS.decode_gap_ms, "max_prefill_chunk": None},
 }
 STREAM = SamplerParams(max_tokens=1 << 20, temperature=0.0)
 
@@ -124,8 +128,11 @@ def main() -> None:
     args = ap.parse_args()
     max_batch = args.streams + 1
     busy = args.chunk + max_batch  # as engine_builder sizes the engine for the shipped defaults
-    engine = Engine.load(ensure_demo_model(), max_batch=max_batch, precision="fp32", max_logit_lines=busy,
-                         max_step_tokens=max(busy, DEFAULTS.max_prefill_chunk))  # fmt: skip
+    info, tensors = read_model(ensure_demo_model())
+    gpu = Gpu()
+    idle = prefill_room(DEFAULTS.max_prefill_chunk, info, tensors, max_batch, gpu.max_binding_bytes, "fp32")
+    engine = Engine(info, tensors, max_batch=max_batch, precision="fp32", max_logit_lines=busy,
+                    max_step_tokens=max(busy, idle), gpu=gpu)  # fmt: skip
     tokenizer = Tokenizer.from_file()
     print(json.dumps({"device": engine.gpu.summary.name, "model": "demo", **vars(args)}), flush=True)
     warm = argparse.Namespace(**{**vars(args), "prompt_tokens": 2 * args.chunk, "settle": 3})

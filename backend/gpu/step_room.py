@@ -76,3 +76,14 @@ def auto_prefill_chunk(info: ModelInfo, tensors: dict[str, np.ndarray], max_batc
     wanted = min(max(by_memory, AUTO_MIN_TOKENS), AUTO_MAX_TOKENS)
     room = largest_step(info, tensors, max_batch, max_binding_bytes)
     return min(wanted, room // AUTO_ALIGN * AUTO_ALIGN or room)
+
+
+def prefill_room(setting: int | str, info: ModelInfo, tensors: dict[str, np.ndarray], max_batch: int,
+                 max_binding_bytes: int, precision: str) -> int:  # fmt: skip
+    """The tokens of an idle step's prefill for `[model] max_prefill_chunk`: "auto" as above (the weights'
+    bytes at `precision`), a number as given if the adapter binds it."""
+    if setting == "auto":
+        weight_bytes = sum(a.size for a in tensors.values()) * (4 if precision == "fp32" else 2)
+        return auto_prefill_chunk(info, tensors, max_batch, max_binding_bytes, weight_bytes)
+    check_room(info, tensors, int(setting), max_batch, max_binding_bytes, "max_prefill_chunk")
+    return int(setting)

@@ -115,11 +115,20 @@ def test_beside_running_streams_a_prefill_step_is_sized_to_keep_the_decode_gap()
     assert tokens_of(long) == expected_output(prompt(300, 7), 4)
 
 
-def test_a_paced_step_carries_no_more_than_token_chunk_size() -> None:
+def test_beside_few_streams_a_paced_step_fills_the_gap_up_to_the_idle_room() -> None:
     h = harness(Clock(0.001, 0.0001), max_batch=4, chunk=32, max_prefill_chunk=256, decode_gap_ms=100)
     start_streams(h, 3)
-    h.submit("long", prompt(400, 7), params=GREEDY)
-    assert prefill_shares(h, 3, 8)[-4:] == [32 - 3] * 4  # 1,000 tokens would fit in 100 ms: the old budget caps
+    h.submit("long", prompt(3000, 7), params=GREEDY)
+    # 1,000 tokens would fit in 100 ms: the prompt gets all of max_prefill_chunk but the decode rows
+    assert prefill_shares(h, 3, 8)[-4:] == [256 - 3] * 4
+
+
+def test_beside_streams_auto_fills_the_gap_up_to_the_engines_room() -> None:
+    h = harness(Clock(0.001, 0.0001), max_batch=4, chunk=32, max_prefill_chunk=None, step_tokens=600,
+                decode_gap_ms=50)  # fmt: skip
+    start_streams(h, 3)
+    h.submit("long", prompt(5000, 7), params=GREEDY)
+    assert prefill_shares(h, 3, 8)[-4:] == [490 - 3] * 4  # (50 - 1) / 0.1 ms: 490 tokens keep the 50 ms gap
 
 
 def test_prefill_never_drops_under_the_floor_when_even_decoding_alone_is_over_the_gap() -> None:
