@@ -116,7 +116,8 @@ class EngineBuilder:
         # logit lines stay what a busy step may ask (one per row, scoring's max_batch): a prefill needs one
         busy = m.token_chunk_size + m.max_batch
         check_room(info, tensors, busy, n_slots, gpu.max_binding_bytes, "token_chunk_size + max_batch")
-        idle = prefill_room(m.max_prefill_chunk, info, tensors, n_slots, gpu.max_binding_bytes, spec.precision)
+        idle = prefill_room(m.max_prefill_chunk, info, tensors, n_slots, gpu.max_binding_bytes, spec.precision,
+                            quant, spec.quant_type)  # fmt: skip
         return Engine(info, tensors, max_batch=n_slots, max_step_tokens=max(busy, idle),
                       max_logit_lines=busy,
                       precision=spec.precision, gpu=gpu, pipelines=pipelines,

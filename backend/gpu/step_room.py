@@ -1,11 +1,12 @@
 """How many tokens one step may carry: the room an engine's workspace is sized for.
 
 Every activation buffer grows with the step's tokens (workspace.floats_per_token), and a shader binds each one
-whole, so the adapter's largest storage binding bounds the room: at 1.6B the time mix's six inputs (`mix`, 6 x
-2,048 floats a token) fill lavapipe's 128 MiB at 2,730 tokens, while an NVIDIA GPU binds gigabytes. Within
-that, `max_prefill_chunk = "auto"` sizes an idle step's prefill by memory: as many tokens as a workspace of a
-quarter of the weights' bytes holds (wgpu does not say how much memory the GPU has; the weights are what the
-user chose to fit there), never under AUTO_MIN_TOKENS (the fixed default before) nor over AUTO_MAX_TOKENS.
+whole, so the adapter's largest storage binding bounds the room: at 1.6B the time mix's six inputs (`mix`, 6 x 2,048
+floats a token) fill lavapipe's 128 MiB at 2,730 tokens, while an NVIDIA GPU binds gigabytes. Within that,
+`max_prefill_chunk = "auto"` sizes an idle step's prefill by memory: as many tokens as a workspace of a quarter of
+the weights' bytes holds, as the engine holds them (quantized or not: wgpu does not say how much memory the GPU has,
+and the weights are what the user chose to fit there), never under AUTO_MIN_TOKENS (the fixed default before) nor
+over AUTO_MAX_TOKENS.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from backend.gpu.models import v6, v7
 from backend.gpu.models.info import ModelInfo, Version
+from backend.gpu.quant import BLOCK
 from backend.gpu.wkv_chunk import chunk_scratch_floats
 from backend.gpu.workspace import F32, floats_per_token
 
@@ -68,7 +70,7 @@ def check_room(info: ModelInfo, tensors: dict[str, np.ndarray], tokens: int, max
 
 
 def auto_prefill_chunk(info: ModelInfo, tensors: dict[str, np.ndarray], max_batch: int, max_binding_bytes: int,
-                       weight_bytes: int) -> int:  # fmt: skip
+                       weight_bytes: float) -> int:  # fmt: skip
     """`max_prefill_chunk = "auto"`: the tokens of a workspace of WORKSPACE_SHARE of `weight_bytes`, in
     AUTO_MIN_TOKENS..AUTO_MAX_TOKENS and within the binding limit, rounded down to AUTO_ALIGN."""
     per_token = sum(floats_per_token(info, *scratch_widths(info, tensors)).values()) * F32
@@ -79,11 +81,25 @@ def auto_prefill_chunk(info: ModelInfo, tensors: dict[str, np.ndarray], max_batc
 
 
 def prefill_room(setting: int | str, info: ModelInfo, tensors: dict[str, np.ndarray], max_batch: int,
-                 max_binding_bytes: int, precision: str) -> int:  # fmt: skip
-    """The tokens of an idle step's prefill for `[model] max_prefill_chunk`: "auto" as above (the weights'
-    bytes at `precision`), a number as given if the adapter binds it."""
+                 max_binding_bytes: int, precision: str, quant: int = 0, quant_type: str = "int8") -> int:  # fmt: skip
+    """The tokens of an idle step's prefill for `[model] max_prefill_chunk`: "auto" as above (the weights' bytes
+    as the engine will hold them), a number as given if the adapter binds it."""
     if setting == "auto":
-        weight_bytes = sum(a.size for a in tensors.values()) * (4 if precision == "fp32" else 2)
+        weight_bytes = gpu_weight_bytes(tensors, precision, quant, quant_type)
         return auto_prefill_chunk(info, tensors, max_batch, max_binding_bytes, weight_bytes)
     check_room(info, tensors, int(setting), max_batch, max_binding_bytes, "max_prefill_chunk")
     return int(setting)
+
+
+def gpu_weight_bytes(tensors: dict[str, np.ndarray], precision: str, quant: int = 0, quant_type: str = "int8") -> float:
+    """About what the weights take on the GPU: the projections of the first `quant` layers at their quantized
+    size (a byte or half of one per weight, and a float scale per BLOCK; LoRAs are not quantized), the rest at
+    `precision`."""
+    full = 4 if precision == "fp32" else 2
+    packed = (1.0 if quant_type == "int8" else 0.5) + 4 / BLOCK
+    total = 0.0
+    for name, a in tensors.items():
+        parts = name.split(".")
+        quantized = a.ndim == 2 and name.endswith(".weight") and parts[0] == "blocks" and int(parts[1]) < quant
+        total += a.size * (packed if quantized else full)
+    return total

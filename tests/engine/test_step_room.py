@@ -14,7 +14,7 @@ from backend.gpu import engine as engine_module
 from backend.gpu.device import Gpu
 from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
-from backend.gpu.step_room import auto_prefill_chunk, largest_step
+from backend.gpu.step_room import auto_prefill_chunk, gpu_weight_bytes, largest_step
 from backend.gpu.step_types import Logits, StepPlan, StepRow
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device
@@ -71,3 +71,20 @@ def test_auto_sizes_by_the_weights_within_the_binding_limit(cases: dict[Version,
     bound = auto_prefill_chunk(case.info, case.tensors, 1, SMALL_BINDING, weight_bytes=1 << 30)
     assert floor == 1024 and grown == 8192  # a tiny model gets the old default; a big one the config's most
     assert bound == room_of(case) < 256  # under one aligned step: the room itself, not nothing
+
+
+@pytest.mark.parametrize("version", ROOM_VERSIONS, ids=lambda v: v.value)
+def test_the_weight_estimate_saves_what_quantization_saves_on_the_gpu(
+    device: Device, cases: dict[Version, Case], version: Version
+) -> None:
+    case, n = cases[version], cases[version].info.n_layer
+    held, estimated = {}, {}
+    for precision, quant, kind in (("fp16", 0, "int8"), ("fp16", n, "int8"), ("fp16", n, "nf4"), ("fp32", 0, "int8")):
+        engine = Engine(case.info, case.tensors, max_batch=1, max_step_tokens=64, precision=precision, gpu=device.gpu,
+                        pipelines=device.pipelines, quant=quant, quant_type=kind)  # fmt: skip
+        held[precision, quant, kind] = engine.gpu_bytes  # same workspace and states: the differences are weights
+        estimated[precision, quant, kind] = gpu_weight_bytes(case.tensors, precision, quant, kind)
+    base = ("fp16", 0, "int8")
+    for key in held.keys() - {base}:
+        saved, guessed = held[key] - held[base], estimated[key] - estimated[base]
+        assert abs(guessed - saved) <= 0.05 * abs(saved), key
