@@ -5,14 +5,39 @@
 // token, wkv7_pre.wgsl for all tokens at once. The includer binds rkv, lora2, v_first and params and
 // includes head_reduce.wgsl and wkv7_common.wgsl.
 
+// hidden[j .. j + 4) as one vector (the hidden layer is read by every lane alike)
+fn hidden4(j: u32) -> vec4<f32> {
+    return vec4<f32>(rkv[j], rkv[j + 1u], rkv[j + 2u], rkv[j + 3u]);
+}
+
 // hidden[o .. o + n) . lora2[c, o .. o + n)
 fn lora_dot(hb: u32, c: u32, o: u32, n: u32) -> f32 {
+#if LORA4
+    // With every LoRA width a multiple of 4 (LORA4), a lane's row comes as vec4: a quarter of the loads,
+    // into two sums, so that no load waits on an add; one float at a time into one sum (the #else) is a
+    // chain of n adds, each behind its load, where a decode step has only heads x rows workgroups.
+    let l4 = (c * L2 + o) / 4u;
+    let n4 = n / 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var q = 0u;
+    for (; q + 1u < n4; q += 2u) {
+        acc0 += lora2[l4 + q] * hidden4(hb + o + 4u * q);
+        acc1 += lora2[l4 + q + 1u] * hidden4(hb + o + 4u * q + 4u);
+    }
+    if (q < n4) {
+        acc0 += lora2[l4 + q] * hidden4(hb + o + 4u * q);
+    }
+    let acc = acc0 + acc1;
+    return acc.x + acc.y + acc.z + acc.w;
+#else
     let lb = c * L2;
     var acc = 0.0;
     for (var j = o; j < o + n; j++) {
         acc += rkv[hb + j] * lora2[lb + j];
     }
     return acc;
+#endif
 }
 
 // the four LoRA second stages of one token and channel, before their biases

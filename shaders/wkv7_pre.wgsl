@@ -8,7 +8,11 @@
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(2) var<storage, read_write> rkv: array<f32>;  // [4, T_MAX, C]: r, k, v, (w); then hidden
+#if LORA4
+@group(0) @binding(3) var<storage, read> lora2: array<vec4<f32>>;  // [C, L2 / 4]: as below, in vec4
+#else
 @group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [C, L2]: per channel w2, a2, (v2,) g2 columns
+#endif
 @group(0) @binding(6) var<storage, read_write> v_first: array<f32>;  // [T_MAX, C] layer 0's v
 @group(0) @binding(7) var<storage, read> params: array<f32>;  // [6, C]: k_k, k_a, r_k, w0, a0, v0
 @group(0) @binding(9) var<storage, read_write> ext: array<f32>;  // [3, T_MAX, C]: kk, kk * a, g
@@ -28,12 +32,23 @@ fn dots_of(hb0: u32, lb: u32, o: u32, n: u32) {
 #unroll J PRE_TT
     dot{{J}} = 0.0;
 #end
+#if LORA4
+    let l4 = (lb + o) / 4u;  // the row's vec4 (wkv7_inputs.wgsl's lora_dot says why)
+    for (var q = 0u; q < n / 4u; q++) {
+        let wv = lora2[l4 + q];
+        let j = o + 4u * q;
+#unroll J PRE_TT
+        dot{{J}} += dot(hidden4(hb0 + {{J}}u * LW + j), wv);
+#end
+    }
+#else
     for (var j = o; j < o + n; j++) {
         let wv = lora2[lb + j];
 #unroll J PRE_TT
         dot{{J}} += rkv[hb0 + {{J}}u * LW + j] * wv;
 #end
     }
+#endif
 }
 
 @compute @workgroup_size(64)

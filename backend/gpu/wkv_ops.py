@@ -4,6 +4,7 @@ forms): a base of Ops, which gives them `_dispatch`, the workspace and the step 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import wgpu
@@ -17,6 +18,12 @@ from backend.gpu.pipelines import Defines
 from backend.gpu.wkv7_chunk import chunk_passes as wkv7_chunk_passes
 from backend.gpu.wkv_chunk import chunk_passes, wkv_chunked
 from backend.gpu.workspace import Workspace
+
+
+def lora_vec4(sizes: Sequence[int]) -> bool:
+    """Whether RWKV-7's LoRA second stages are read as vec4 (wkv7_inputs.wgsl's lora_dot): every width a multiple
+    of 4, as every trainer's are (multiples of 32); AI00_LORA_VEC4=0 reads them a float at a time (to measure)."""
+    return os.environ.get("AI00_LORA_VEC4", "") != "0" and all(n % 4 == 0 for n in sizes)
 
 
 class WkvOps:
@@ -46,7 +53,7 @@ class WkvOps:
             "N": 64, "SG": self._head_sg(64), "C": c, "T_MAX": self.t_max, "S": layout.size,
             "REC": layout.recurrent, "MIX_V": mix_v, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "L2": sum(sizes), "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
-            "PRE_TT": PRE_TT,
+            "PRE_TT": PRE_TT, "LORA4": lora_vec4(sizes),
         }  # fmt: skip
         split, chunked = wkv_split(), wkv_chunked()
         heads = c // 64

@@ -225,3 +225,22 @@ def test_weights_over_the_binding_limit_are_bound_in_slices(
     kernels = len(engine.ops.matmul_kernels)  # the head has a dispatch per slice for each kernel of the plan
     assert sum(d.name == "head" for d in engine.dispatches) == 4 * kernels
     assert_close(logits_for(engine, case.prompt, 16), case.ref.logits, "v7 sliced embedding and head")
+
+
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_v7_lora_second_stages_read_a_float_at_a_time_match_the_reference(
+    device: Device, cases: dict[Version, Case], chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RWKV-7's LoRA second stages read as vec4 where every width is a multiple of 4 (every test model's), and a
+    float at a time otherwise, forced here with AI00_LORA_VEC4=0: the one-kernel recurrence at 7-token steps,
+    the split form's LoRA pass (wkv7_pre) at 64."""
+    case = cases[Version.V7]
+
+    def lora4(engine: Engine) -> set[str]:
+        return {device.pipelines.defines_of(d.pipeline)["LORA4"] for d in engine.dispatches if ".wkv7" in d.name}
+
+    assert lora4(device.engine(case)) == {"True"}
+    monkeypatch.setenv("AI00_LORA_VEC4", "0")
+    engine = device.engine(case)
+    assert lora4(engine) == {"False"}
+    assert_close(logits_for(engine, case.prompt, chunk), case.ref.logits, f"v7 scalar LoRA reads, chunk {chunk}")
