@@ -15,7 +15,11 @@
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
 #if DECAY_LORA
+#if LORA4
+@group(0) @binding(8) var<storage, read> decay_w2: array<vec4<f32>>;  // [C, D / 4]
+#else
 @group(0) @binding(8) var<storage, read> decay_w2: array<f32>;  // [C, D]
+#endif
 #endif
 
 const BUFFERS: u32 = 1u;  // one token's r, k, w in workgroup memory at a time

@@ -8,10 +8,19 @@
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(2) var<storage, read> rkv: array<f32>;    // [4, T_MAX, C]: r, k, v, gate; [T_MAX, LW] hidden
 @group(0) @binding(3) var<storage, read> decay: array<f32>;  // [C]
+#if LORA4
+@group(0) @binding(8) var<storage, read> decay_w2: array<vec4<f32>>;  // [C, D / 4]
+#else
 @group(0) @binding(8) var<storage, read> decay_w2: array<f32>;  // [C, D]
+#endif
 @group(0) @binding(9) var<storage, read_write> ext: array<f32>;  // [T_MAX, C] w
 
 #include "wkv6_common.wgsl"
+
+// hidden[j .. j + 4) as one vector (every lane reads the same)
+fn hidden4(j: u32) -> vec4<f32> {
+    return vec4<f32>(rkv[j], rkv[j + 1u], rkv[j + 2u], rkv[j + 3u]);
+}
 
 const TT: u32 = {{PRE_TT}}u;
 
@@ -24,12 +33,21 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3
 #unroll J PRE_TT
     var wd{{J}} = decay[c];
 #end
+#if LORA4
+    for (var q = 0u; q < D / 4u; q++) {  // the row as vec4 (wkv7_inputs.wgsl's lora_dot says why)
+        let wv = decay_w2[c * (D / 4u) + q];
+#unroll J PRE_TT
+        wd{{J}} += dot(hidden4(hb0 + {{J}}u * LW + 4u * q), wv);
+#end
+    }
+#else
     for (var q = 0u; q < D; q++) {
         let wv = decay_w2[c * D + q];
 #unroll J PRE_TT
         wd{{J}} += rkv[hb0 + {{J}}u * LW + q] * wv;
 #end
     }
+#endif
 #unroll J PRE_TT
     if ({{J}}u < tn) {
         ext[(t0 + {{J}}u) * C + c] = exp(-exp(wd{{J}}));

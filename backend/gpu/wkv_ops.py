@@ -21,8 +21,9 @@ from backend.gpu.workspace import Workspace
 
 
 def lora_vec4(sizes: Sequence[int]) -> bool:
-    """Whether RWKV-7's LoRA second stages are read as vec4 (wkv7_inputs.wgsl's lora_dot): every width a multiple
-    of 4, as every trainer's are (multiples of 32); AI00_LORA_VEC4=0 reads them a float at a time (to measure)."""
+    """Whether LoRA second stages inside the recurrence (RWKV-7's w/a/v/g, RWKV-6's decay) are read as vec4
+    (wkv7_inputs.wgsl's lora_dot): every width a multiple of 4, as every trainer's are (multiples of 32);
+    AI00_LORA_VEC4=0 reads them a float at a time (to measure)."""
     return os.environ.get("AI00_LORA_VEC4", "") != "0" and all(n % 4 == 0 for n in sizes)
 
 
@@ -109,6 +110,7 @@ class WkvOps:
             "REC": rec, "GATE": gate,
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "D": decay_lora.shape[1] if decay_lora is not None else 0, "PRE_TT": PRE_TT,
+            "LORA4": decay_lora is not None and lora_vec4([decay_lora.shape[1]]),
         }  # fmt: skip
         split, chunked = wkv_split(), wkv_chunked()
         heads = c // head_size

@@ -227,20 +227,22 @@ def test_weights_over_the_binding_limit_are_bound_in_slices(
     assert_close(logits_for(engine, case.prompt, 16), case.ref.logits, "v7 sliced embedding and head")
 
 
+@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
 @pytest.mark.parametrize("chunk", [7, 64])
-def test_v7_lora_second_stages_read_a_float_at_a_time_match_the_reference(
-    device: Device, cases: dict[Version, Case], chunk: int, monkeypatch: pytest.MonkeyPatch
+def test_lora_second_stages_read_a_float_at_a_time_match_the_reference(
+    device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RWKV-7's LoRA second stages read as vec4 where every width is a multiple of 4 (every test model's), and a
-    float at a time otherwise, forced here with AI00_LORA_VEC4=0: the one-kernel recurrence at 7-token steps,
-    the split form's LoRA pass (wkv7_pre) at 64."""
-    case = cases[Version.V7]
+    """The LoRA second stages inside the recurrence (RWKV-7's w/a/v/g, RWKV-6's decay) read as vec4 where every
+    width is a multiple of 4 (every test model's), and a float at a time otherwise, forced here with
+    AI00_LORA_VEC4=0: the one-kernel recurrence at 7-token steps, the split form's LoRA pass at 64."""
+    case = cases[version]
+    wkv = ".wkv7" if version is Version.V7 else ".wkv6"
 
     def lora4(engine: Engine) -> set[str]:
-        return {device.pipelines.defines_of(d.pipeline)["LORA4"] for d in engine.dispatches if ".wkv7" in d.name}
+        return {device.pipelines.defines_of(d.pipeline)["LORA4"] for d in engine.dispatches if wkv in d.name}
 
     assert lora4(device.engine(case)) == {"True"}
     monkeypatch.setenv("AI00_LORA_VEC4", "0")
     engine = device.engine(case)
     assert lora4(engine) == {"False"}
-    assert_close(logits_for(engine, case.prompt, chunk), case.ref.logits, f"v7 scalar LoRA reads, chunk {chunk}")
+    assert_close(logits_for(engine, case.prompt, chunk), case.ref.logits, f"{version} scalar LoRA reads, chunk {chunk}")
