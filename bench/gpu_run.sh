@@ -79,8 +79,8 @@ slices)  # K sliced over workgroups (matmul.k_slices) and the scans' vector sums
     fi
     ;;
 decide)  # the defaults that wait on a GPU, in one short call: 1.6B v6/v7 with K slicing on (the default) beside
-        # web-rwkv-py, with it off (AI00_GEMM_SLICES=1), with the LoRA second stages in the recurrences read a float at a time
-        # (AI00_LORA_VEC4=0, the code before), and with the chunked recurrences from 9 tokens
+        # web-rwkv-py, with it off (AI00_GEMM_SLICES=1), with the recurrences' LoRA second stages read a float at
+        # a time (AI00_LORA_VEC4=0, the code before), and with the chunked recurrences from 9 tokens
     for run in "on - v6:1.6B,v7:1.6B --web-rwkv" "off AI00_GEMM_SLICES=1 v6:1.6B,v7:1.6B" \
         "lora-scalar AI00_LORA_VEC4=0 v6:1.6B,v7:1.6B" "chunked AI00_WKV_CHUNKED_MIN=9 v6:1.6B,v7:1.6B"; do
         set -- $run
