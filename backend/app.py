@@ -104,7 +104,7 @@ def check_start_budget(pool: ModelPool) -> None:
     try:
         for g in pool:
             check_budget(pool, g.model.spec.path, g.section, loaded)
-            loaded += estimate_gpu_bytes(g.model.spec.path, g.section.precision, len(g.engines))
+            loaded += estimate_gpu_bytes(g.model.spec.path, g.section, len(g.engines))
     except BudgetError as e:
         raise ConfigError(str(e)) from None
 

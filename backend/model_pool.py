@@ -136,24 +136,19 @@ class ModelPool:
             stop_group(g)
 
 
-def estimate_gpu_bytes(path: Path, precision: str, n_engines: int) -> int:
-    """What a model's engines will hold on the GPU, known before loading: its weights at `precision`, and the
-    workspace `max_prefill_chunk = "auto"` gives it beside them, once per engine (states are small beside them;
-    quantization only makes it less)."""
-    from backend.gpu.step_room import WORKSPACE_SHARE
+def estimate_gpu_bytes(path: Path, section: ModelSection, n_engines: int) -> int:
+    """What a model's engines will hold on the GPU, known before loading: its weights as the engine holds them
+    (at `precision`, quantized layers at their packed size), and the workspace `max_prefill_chunk = "auto"`
+    gives it beside them, once per engine (states are small beside them)."""
+    from backend.gpu.step_room import WORKSPACE_SHARE, gpu_weight_bytes
 
     with path.open("rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(size))
-    n = sum(_numel(t["shape"]) for name, t in header.items() if name != "__metadata__")
-    return int(n * (4 if precision == "fp32" else 2) * (1 + WORKSPACE_SHARE)) * n_engines
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    shapes = {name: t["shape"] for name, t in header.items() if name != "__metadata__"}
+    quant = section.quant if section.quant_type != "none" else 0
+    weights = gpu_weight_bytes(shapes, section.precision, quant, section.quant_type)
+    return int(weights * (1 + WORKSPACE_SHARE)) * n_engines
 
 
 def build_group(config: Config, section: ModelSection, path: Path, tokenizer: Any) -> ModelGroup:
@@ -209,7 +204,7 @@ class BudgetError(Exception):
 def check_budget(pool: ModelPool, path: Path, section: ModelSection, loaded: int) -> None:
     """Refuse a load whose estimate, over the `loaded` bytes the served engines hold, passes the budget."""
     budget = pool.config.gpu_budget_bytes
-    need = estimate_gpu_bytes(path, section.precision, len(section.engine_adapters()))
+    need = estimate_gpu_bytes(path, section, len(section.engine_adapters()))
     if budget and loaded + need > budget:
         raise BudgetError(f"gpu_budget_bytes: the model needs about {need} bytes of GPU memory; the served ones "
                           f"hold {loaded} of the budget {budget} (unload one, or quantize)")  # fmt: skip

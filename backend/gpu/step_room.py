@@ -11,6 +11,9 @@ over AUTO_MAX_TOKENS.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from backend.gpu.models import v6, v7
@@ -85,21 +88,22 @@ def prefill_room(setting: int | str, info: ModelInfo, tensors: dict[str, np.ndar
     """The tokens of an idle step's prefill for `[model] max_prefill_chunk`: "auto" as above (the weights' bytes
     as the engine will hold them), a number as given if the adapter binds it."""
     if setting == "auto":
-        weight_bytes = gpu_weight_bytes(tensors, precision, quant, quant_type)
+        weight_bytes = gpu_weight_bytes({n: a.shape for n, a in tensors.items()}, precision, quant, quant_type)
         return auto_prefill_chunk(info, tensors, max_batch, max_binding_bytes, weight_bytes)
     check_room(info, tensors, int(setting), max_batch, max_binding_bytes, "max_prefill_chunk")
     return int(setting)
 
 
-def gpu_weight_bytes(tensors: dict[str, np.ndarray], precision: str, quant: int = 0, quant_type: str = "int8") -> float:
-    """About what the weights take on the GPU: the projections of the first `quant` layers at their quantized
-    size (a byte or half of one per weight, and a float scale per BLOCK; LoRAs are not quantized), the rest at
-    `precision`."""
+def gpu_weight_bytes(shapes: Mapping[str, Sequence[int]], precision: str, quant: int = 0,
+                     quant_type: str = "int8") -> float:  # fmt: skip
+    """About what weights of these shapes take on the GPU: the projections of the first `quant` layers at their
+    quantized size (a byte or half of one per weight, and a float scale per BLOCK; LoRAs are not quantized),
+    the rest at `precision`."""
     full = 4 if precision == "fp32" else 2
     packed = (1.0 if quant_type == "int8" else 0.5) + 4 / BLOCK
     total = 0.0
-    for name, a in tensors.items():
+    for name, shape in shapes.items():
         parts = name.split(".")
-        quantized = a.ndim == 2 and name.endswith(".weight") and parts[0] == "blocks" and int(parts[1]) < quant
-        total += a.size * (packed if quantized else full)
+        quantized = len(shape) == 2 and name.endswith(".weight") and parts[0] == "blocks" and int(parts[1]) < quant
+        total += math.prod(shape) * (packed if quantized else full)
     return total

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from backend.client import Client
-from backend.config import Config
+from backend.config import Config, ModelSection
 from backend.model_pool import estimate_gpu_bytes
 from backend.tools.demo_model import write_demo_model
 from tests.server.conftest import API_KEY, MODEL, TEST_CONFIG, LiveServer, start_server, stop_server
@@ -39,9 +39,9 @@ def two_model_config(second: Path, **extra: Any) -> Config:
 
 @pytest.fixture(scope="module")
 def two(second_model: Path) -> Iterator[LiveServer]:
-    # the start checks the weights' estimate (2 x ~69 MB); a run-time load adds it to what the engines hold
-    # (~115 MB each, with their workspace): a third model is refused until one goes
-    budget = int(3.5 * estimate_gpu_bytes(MODEL, "fp32", 1))
+    # the start checks the estimate (2 x ~86 MB: the weights and a quarter more of workspace); a run-time load
+    # adds it to what the engines hold (~121 MB each): a third model is refused until one goes
+    budget = int(3.5 * estimate_gpu_bytes(MODEL, ModelSection(precision="fp32"), 1))
     server, runner, thread = start_server(two_model_config(second_model, strict_model_names=True,
                                                            gpu_budget_bytes=budget))  # fmt: skip
     yield server
