@@ -8,7 +8,7 @@ times matmul_gemm.wgsl with each tile (backend/gpu/matmul.py GemmTile), the GEMV
 uses for few tokens (matmul_vec.wgsl where subgroups are 32 wide, else matmul.wgsl), and the GEMM as it
 was before tiles were a define (bench/gemm_v1.wgsl, 64 x 64, unpadded, no prefetch). Each tile also runs with
 K sliced over workgroups: "TILE/sN" N slices and "TILE/rule" as many as the engine's rule gives that shape
-(matmul.k_slices; the same as "TILE" where it gives 1), each followed by its matmul_reduce.wgsl pass
+(gemm_slices.k_slices; the same as "TILE" where it gives 1), each followed by its matmul_reduce.wgsl pass
 (timed with it). The winners are taken among the rule's variants, since that is what the engine runs. It prints one JSON
 line per (tokens, shape, kernel): microseconds per dispatch, TFLOP/s and the weight bytes' GB/s, then the
 best kernels per token count summed over the shapes, and the winners as AI00_GEMM's text: what
@@ -29,16 +29,8 @@ import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
-from backend.gpu.matmul import (
-    KERNELS,
-    PART_FLOATS_MAX,
-    GemmTile,
-    MatmulKernel,
-    Segment,
-    gemm_kernel,
-    k_slices,
-    segment_defines,
-)
+from backend.gpu.gemm_slices import PART_FLOATS_MAX, k_slices
+from backend.gpu.matmul import KERNELS, GemmTile, MatmulKernel, Segment, gemm_kernel, segment_defines
 from backend.gpu.op_types import ceil_div
 from backend.gpu.pipelines import SHADER_DIR, binding_layout, specialise
 from bench.coop_probe import dispatch

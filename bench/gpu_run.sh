@@ -56,7 +56,7 @@ gemm)  # the GEMM's tiles tuned again (K split inside small tiles), the engine w
         timeout $(left) python3 -m bench.profile_step --model $m --tokens 64 --tokens 1024
     done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-gemm.txt"
     ;;
-slices)  # K sliced over workgroups (matmul.k_slices) and the scans' vector sums: the GEMM's tiles with and
+slices)  # K sliced over workgroups (gemm_slices.k_slices) and the scans' vector sums: the GEMM's tiles with and
         # without slices on the 1.6B/7B shapes (and three f16 tiles, "h"), the engine beside web-rwkv-py,
         # profiles at 16/64/1,024 tokens and 64 decode rows with slicing on and off (AI00_GEMM_SLICES=1),
         # the engine as it was before (.base)

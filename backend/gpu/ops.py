@@ -13,6 +13,7 @@ import numpy as np
 import wgpu
 
 from backend.gpu.device import Gpu
+from backend.gpu.gemm_slices import k_slices, part_floats, reduce_grid
 from backend.gpu.matmul import (
     LnInput,
     MatmulKernel,
@@ -21,11 +22,8 @@ from backend.gpu.matmul import (
     clip_segments,
     count_grid,
     grid_for,
-    k_slices,
     kernel_for,
     matmul_plan,
-    part_floats,
-    reduce_grid,
     row_slices,
     segment_defines,
 )

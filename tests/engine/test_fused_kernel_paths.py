@@ -10,14 +10,8 @@ from __future__ import annotations
 import pytest
 
 from backend.gpu.engine import Engine
-from backend.gpu.matmul import (
-    GEMM_TIERS,
-    SLICE_MAX_TOKENS,
-    SMALL_GEMM_MIN_TOKENS,
-    gemm_kernel,
-    k_slices,
-    part_floats,
-)
+from backend.gpu.gemm_slices import SLICE_MAX_TOKENS, k_slices, part_floats
+from backend.gpu.matmul import GEMM_TIERS, SMALL_GEMM_MIN_TOKENS, gemm_kernel
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.tools.logits import logits_for
