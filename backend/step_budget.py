@@ -4,8 +4,9 @@ long prompts, and the model of step time it paces by.
 Every decoding stream gets one token per step, so the gap between two of its tokens is one step's duration. A
 step beside running streams therefore carries only as much prefill as keeps the step predicted under
 `decode_gap_ms`: never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses), and up
-to an idle step's room (below) less the decode rows. Few streams leave a prompt long steps and many leave it
-short ones, as the measured step times say: where a GPU runs a 2,048-token step within the gap, a 16k-token
+to an idle step's room (below) less the decode rows, and up to twice the largest step measured (a fit from
+small steps may see no slope). Few streams leave a prompt long steps and many leave it short ones, as the
+measured step times say: where a GPU runs a 2,048-token step within the gap, a 16k-token
 prompt beside a stream takes 8 steps, not the 128 of `token_chunk_size` (vLLM's chunked prefill shares its steps
 in that spirit, with a fixed token budget where this one follows the measured time). With no stream decoding,
 nothing waits on the step but a request that may arrive meanwhile: prompts get up to `max_prefill_chunk` tokens
@@ -51,6 +52,10 @@ class StepTimes:
             return
         self.samples.append((tokens, seconds))
         self._fit = None
+
+    def largest(self) -> int:
+        """The most tokens of a step the fit has seen (0: none)."""
+        return max((n for n, _ in self.samples), default=0)
 
     def fit(self) -> tuple[float, float] | None:
         """(a, b): seconds of a step of n tokens = a + b * n; None before any step was measured."""
@@ -105,7 +110,12 @@ class StepBudget:
 
     def _paced(self, decoding: int, cap: int) -> int:
         fits = self.times.tokens_within(self.gap_s)
-        return self.floor if fits is None else max(min(fits - decoding, cap), self.floor)
+        if fits is None:
+            return self.floor
+        # the fit is trusted up to twice the largest step it has seen: steps of a few tokens, all fixed cost,
+        # may fit no slope, and one step of the whole room would then be the streams' gap
+        trusted = max(2 * self.times.largest(), self.chunk) - decoding
+        return max(min(fits - decoding, cap, trusted), self.floor)
 
     def record(self, tokens: int, seconds: float) -> None:
         self.times.record(tokens, seconds)

@@ -131,6 +131,21 @@ def test_beside_streams_auto_fills_the_gap_up_to_the_engines_room() -> None:
     assert prefill_shares(h, 3, 8)[-4:] == [490 - 3] * 4  # (50 - 1) / 0.1 ms: 490 tokens keep the 50 ms gap
 
 
+def test_a_fit_without_slope_grows_a_paced_step_at_most_twofold() -> None:
+    # every step 10 ms whatever its tokens: the fit says anything fits 50 ms; trusted only up to twice the
+    # largest step measured, the steps beside the streams double until the room, none jumping to it
+    h = harness(Clock(0.01, 0.0), max_batch=4, chunk=16, max_prefill_chunk=None, step_tokens=600,
+                decode_gap_ms=50)  # fmt: skip
+    start_streams(h, 3)
+    h.submit("long", prompt(5000, 7), params=GREEDY)
+    shares = prefill_shares(h, 3, 12)
+    largest = 3  # the decode-only steps'
+    for share in shares:
+        assert share + 3 <= max(2 * largest, 16), shares
+        largest = max(largest, share + 3)
+    assert shares[-1] == 600 - 3
+
+
 def test_prefill_never_drops_under_the_floor_when_even_decoding_alone_is_over_the_gap() -> None:
     h = harness(Clock(0.2, 0.001), max_batch=4, chunk=64, max_prefill_chunk=256, decode_gap_ms=50)
     start_streams(h, 3)
