@@ -1,20 +1,20 @@
 """How many prompt tokens the next step may carry: the scheduler's fairness policy between running streams and
 long prompts, and the model of step time it paces by.
 
-Every decoding stream gets one token per step, so the gap between two of its tokens is one step's duration. A
-step beside running streams therefore carries only as much prefill as keeps the step predicted under
-`decode_gap_ms`: never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses), and up
-to an idle step's room (below) less the decode rows, and up to twice the largest step measured (a fit from
-small steps may see no slope). Few streams leave a prompt long steps and many leave it short ones, as the
-measured step times say: where a GPU runs a 2,048-token step within the gap, a 16k-token
-prompt beside a stream takes 8 steps, not the 128 of `token_chunk_size` (vLLM's chunked prefill shares its steps
-in that spirit, with a fixed token budget where this one follows the measured time). With no stream decoding,
-nothing waits on the step but a request that may arrive meanwhile: prompts get up to `max_prefill_chunk` tokens
-at once (a GPU prefills a 1,024-token step many times faster per token than eight 128-token steps; None: all the
-engine's room, as "auto" sizes it), as long as the step is predicted to take at most IDLE_GAPS decode gaps (1 s
-by default), never less than `token_chunk_size` (on lavapipe, where 128 tokens take seconds, that is what it
-gets). `decode_gap_ms = 0` turns the pacing off: `token_chunk_size` less the decode rows, a quarter of it at
-least, beside streams, and `max_prefill_chunk` alone, whatever the steps cost.
+Every decoding stream gets one token per step, so the gap between two of its tokens is one step's duration. A step
+beside running streams therefore carries only as much prefill as keeps the step predicted under `decode_gap_ms`:
+never less than a floor (a quarter of `token_chunk_size`, so a prompt always progresses), and up to an idle step's
+room (below) less the decode rows, and up to twice the largest step measured (a fit from small steps may see no
+slope). Few streams leave a prompt long steps and many leave it short ones, as the measured step times say: where a
+GPU runs a 2,048-token step within the gap, a 16k-token prompt beside a stream takes 8 steps, not the 128 of
+`token_chunk_size` (vLLM's chunked prefill shares its steps in that spirit, with a fixed token budget where this one
+follows the measured time). With no stream decoding, nothing waits on the step but a request that may arrive
+meanwhile: prompts get up to `max_prefill_chunk` tokens at once (a GPU prefills a 1,024-token step many times faster
+per token than eight 128-token steps; None: all the engine's room, as "auto" sizes it), as long as the step is
+predicted to take at most IDLE_GAPS decode gaps (1 s by default), never less than `token_chunk_size` (on lavapipe,
+where 128 tokens take seconds, that is what it gets). `decode_gap_ms = 0` turns the pacing off: `token_chunk_size`
+less the decode rows, a quarter of it at least, beside streams, and `max_prefill_chunk` alone, whatever the steps
+cost.
 """
 
 from __future__ import annotations

@@ -66,9 +66,12 @@ def check_room(info: ModelInfo, tensors: dict[str, np.ndarray], tokens: int, max
     room = largest_step(info, tensors, max_batch, max_binding_bytes)
     if tokens > room:
         name, floats = widest_buffer(info, tensors)
+        need = tokens * floats * F32
+        if need <= max_binding_bytes:  # the chunked recurrence's scratch is what does not fit
+            name, need = "wkv_chunks", chunk_scratch_floats(info, tokens, max_batch) * F32
         raise ValueError(
-            f"{field}: steps of {tokens} tokens need a {name} buffer of {tokens * floats * F32 >> 20} MiB, over the "
-            f"adapter's largest binding ({max_binding_bytes >> 20} MiB): at most {room} tokens on it"
+            f"{field}: steps of {tokens} tokens need a {name} buffer of {need:,} bytes, over the adapter's "
+            f"largest binding ({max_binding_bytes:,} bytes): at most {room} tokens on it"
         )  # fmt: skip
 
 
