@@ -88,6 +88,15 @@ decide)  # the defaults that wait on a GPU, in one short call: 1.6B v6/v7 with K
             --chunk 1024 --steps 32 ${4:-} --out "$tag-speed-1.6B-decide-$1.json" 2>&1 | grep -v upload
     done
     ;;
+profile)  # after `decide`: the v6/v7 oracle tests on this GPU, then where a step's time goes at 1, 64 and 1,024
+         # tokens in one row and at 64 decode rows
+    timeout 150 python3 -m pytest tests/engine/test_models_vs_oracle.py tests/engine/test_fused_kernel_paths.py -q \
+        -x -p no:cacheprovider -k "V6 or V7 or v6 or v7" 2>&1 | tail -4 | tee "$tag-profile-tests.txt"
+    for m in v7:1.6B v6:1.6B; do
+        timeout $(left) python3 -m bench.profile_step --model $m --tokens 1 --tokens 64 --tokens 1024
+        timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B.txt" | grep -A4 "^=="
+    ;;
 chunk)  # the chunked recurrences (wkv_chunk.py v5/v6, wkv7_chunk.py v7) against the split scan: their oracle tests
        # here, 1.6B profiles at 64 and 1,024 tokens (v6 chunks of 16 and 32), prefill with them; then 7B beside
        # web-rwkv-py
