@@ -97,6 +97,10 @@ profile)  # after `decide`: the v6/v7 oracle tests on this GPU, then where a ste
         timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
     done 2>&1 | grep -v upload | tee "$tag-profile-1.6B.txt" | grep -A4 "^=="
     ;;
+seven)  # 7B v7 and v6 beside web-rwkv-py, prefill in 1,024-token steps
+    timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
+        --tmp /tmp --out "$tag-speed-7B.json" 2>&1 | grep -v upload
+    ;;
 chunk)  # the chunked recurrences (wkv_chunk.py v5/v6, wkv7_chunk.py v7) against the split scan: their oracle tests
        # here, 1.6B profiles at 64 and 1,024 tokens (v6 chunks of 16 and 32), prefill with them; then 7B beside
        # web-rwkv-py
