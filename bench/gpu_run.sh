@@ -97,6 +97,16 @@ profile)  # after `decide`: the v6/v7 oracle tests on this GPU, then where a ste
         timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
     done 2>&1 | grep -v upload | tee "$tag-profile-1.6B.txt" | grep -A4 "^=="
     ;;
+retune)  # the GEMM's tiles tuned with K slices and three f16 tiles on the 1.6B/7B shapes, then 1.6B with the
+         # winning tiers (AI00_GEMM), to compare with `decide`'s defaults
+    timeout 200 python3 -m bench.gemm_tune --tokens 16 64 256 1024 --budget 0.015 --emit /tmp/tiers \
+        --shape 2048x2048 7168x2048 2048x7168 4096x14336 --tile 32x16x2x4x4x4 16x32x2x4x4x4 64x32x4x4x4x2 \
+        64x64x4x4x8 64x64x8x4 128x128x8x8x8 64x32x4x4x4x2h 64x64x8x4h 128x128x8x8x8h 2>&1 \
+        | tee "$tag-gemm-retune.txt" | grep -v '"kernel"'
+    cat /tmp/tiers
+    AI00_GEMM=$(cat /tmp/tiers) timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+        --chunk 1024 --steps 32 --out "$tag-speed-1.6B-retuned.json" 2>&1 | grep -v upload
+    ;;
 seven)  # 7B v7 and v6 beside web-rwkv-py, prefill in 1,024-token steps
     timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
         --tmp /tmp --out "$tag-speed-7B.json" 2>&1 | grep -v upload
