@@ -9,6 +9,10 @@
 #   bash bench/gpu_run.sh all         # the most important of the first two, in one call, bounded by LIMIT s
 #   bash bench/gpu_run.sh recheck     # after a kernel change: v6/v7 oracle tests, 1.6B speed and profile, tests/engine
 #   bash bench/gpu_run.sh soak        # the server: 64 then 256 streams for 60 s each; then the engine's oracle tests
+#   bash bench/gpu_run.sh decide      # ~4 min: 1.6B with the defaults, slicing off, scalar LoRA reads, chunked
+#   bash bench/gpu_run.sh candidate   # ~4 min: the default GEMM tiers against the f16 64x64 tile from 17 or 33 tokens
+#   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
+# Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
 set -uo pipefail
 phase=${1:?speed-1.6B, speed-big or soak}
