@@ -63,29 +63,29 @@ def prefill_shares(h: Harness, n_streams: int, steps: int) -> list[int]:
     return shares
 
 
-def test_a_prompt_alone_is_prefilled_in_max_prefill_chunk_steps() -> None:
-    h = harness(Clock(0.01, 0.001), chunk=16, max_prefill_chunk=64, decode_gap_ms=50)
-    sink = h.submit("long", prompt(400, 7), params=GREEDY)
+def sizes_alone(h: Harness, n_tokens: int) -> list[int]:
+    """The step sizes of a prompt of `n_tokens` alone until its first token, checking its output after."""
+    sink = h.submit("long", prompt(n_tokens, 7), params=GREEDY)
     sizes = []
     while not tokens_of(sink):
         sizes.append(h.step().n_tokens)
+    h.run()
+    assert tokens_of(sink) == expected_output(prompt(n_tokens, 7), 4)
+    return sizes
+
+
+def test_a_prompt_alone_is_prefilled_in_max_prefill_chunk_steps() -> None:
+    sizes = sizes_alone(harness(Clock(0.01, 0.001), chunk=16, max_prefill_chunk=64, decode_gap_ms=50), 400)
     # token_chunk_size until a step was measured (the first WARMUP are not), then 64: nothing decodes, so
     # nothing waits on a step's length but a newcomer, and 74 ms is far under ten 50 ms gaps
     assert sizes[: WARMUP + 1] == [16] * (WARMUP + 1) and set(sizes[WARMUP + 1 : -1]) == {64}
-    h.run()
-    assert tokens_of(sink) == expected_output(prompt(400, 7), 4)
 
 
 def test_auto_gives_a_prompt_alone_the_engines_whole_room() -> None:
     # max_prefill_chunk "auto" reaches the planner as None: the engine was built for as much as memory allows
     h = harness(Clock(0.01, 0.0001), chunk=16, max_prefill_chunk=None, step_tokens=300, decode_gap_ms=50)
-    sink = h.submit("long", prompt(1000, 7), params=GREEDY)
-    sizes = []
-    while not tokens_of(sink):
-        sizes.append(h.step().n_tokens)
+    sizes = sizes_alone(h, 1000)
     assert sizes[: WARMUP + 1] == [16] * (WARMUP + 1) and set(sizes[WARMUP + 1 : -1]) == {300}
-    h.run()
-    assert tokens_of(sink) == expected_output(prompt(1000, 7), 4)
 
 
 def test_a_prefill_step_alone_is_held_to_ten_decode_gaps() -> None:
