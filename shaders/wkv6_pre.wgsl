@@ -16,11 +16,7 @@
 @group(0) @binding(9) var<storage, read_write> ext: array<f32>;  // [T_MAX, C] w
 
 #include "wkv6_common.wgsl"
-
-// hidden[j .. j + 4) as one vector (every lane reads the same)
-fn hidden4(j: u32) -> vec4<f32> {
-    return vec4<f32>(rkv[j], rkv[j + 1u], rkv[j + 2u], rkv[j + 3u]);
-}
+#include "wkv6_decay.wgsl"
 
 const TT: u32 = {{PRE_TT}}u;
 
