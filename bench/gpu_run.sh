@@ -111,10 +111,12 @@ retune)  # the GEMM's tiles tuned with K slices and three f16 tiles on the 1.6B/
     AI00_GEMM=$(cat /tmp/tiers) timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
         --chunk 1024 --steps 32 --out "$tag-speed-1.6B-retuned.json" 2>&1 | grep -v upload
     ;;
-candidate)  # the default tiers (the baseline, same call), with `retune`'s f16 64x64 tile from 17 tokens, from 33
+candidate)  # the default tiers (the baseline, same call), with `retune`'s f16 64x64 tile from 17 tokens, from 33,
+           # and from 17 up to 128 tokens
     for run in "defaults 9:32x16x2x4x4x4,17:16x32x2x4x4x4,33:64x32x4x4x4x2,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8" \
         "f16-17 9:32x16x2x4x4x4,17:64x64x8x4h,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8" \
-        "f16-33 9:32x16x2x4x4x4,17:16x32x2x4x4x4,33:64x64x8x4h,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8"; do
+        "f16-33 9:32x16x2x4x4x4,17:16x32x2x4x4x4,33:64x64x8x4h,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8" \
+        "f16-17-128 9:32x16x2x4x4x4,17:64x64x8x4h,129:64x64x8x4,257:128x128x8x8x8"; do
         set -- $run
         AI00_GEMM=$2 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 1024 \
             --steps 32 --out "$tag-speed-1.6B-candidate-$1.json" 2>&1 | grep -v upload
