@@ -10,7 +10,8 @@
 #   bash bench/gpu_run.sh recheck     # after a kernel change: v6/v7 oracle tests, 1.6B speed and profile, tests/engine
 #   bash bench/gpu_run.sh soak        # the server: 64 then 256 streams for 60 s each; then the engine's oracle tests
 #   bash bench/gpu_run.sh decide      # ~4 min: 1.6B with the defaults, slicing off, scalar LoRA reads, chunked
-#   bash bench/gpu_run.sh candidate   # ~4 min: the default GEMM tiers against the f16 64x64 tile from 17 or 33 tokens
+#   bash bench/gpu_run.sh candidate   # ~5 min: the f32 GEMM tiers against the f16 64x64 tile from 17 or 33 tokens
+#   bash bench/gpu_run.sh longtiles   # ~6 min: the defaults beside web-rwkv-py, and f16 128x128 tiles for long steps
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
@@ -120,6 +121,17 @@ candidate)  # the default tiers (the baseline, same call), with `retune`'s f16 6
         set -- $run
         AI00_GEMM=$2 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 1024 \
             --steps 32 --out "$tag-speed-1.6B-candidate-$1.json" 2>&1 | grep -v upload
+    done
+    ;;
+longtiles)  # the defaults (GEMM_TIERS_F16 on an f16 adapter) beside web-rwkv-py, then f16 128x128 tiles for long
+           # steps: from 129 tokens (sliced to 256, whole after), and from 257 after the f16 64x64 one
+    timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --web-rwkv --chunk 1024 --steps 32 \
+        --out "$tag-speed-1.6B-f16tiers.json" 2>&1 | grep -v upload
+    for run in "h128-129 9:32x16x2x4x4x4,17:64x64x8x4h,129:128x128x8x8x8h" \
+        "h128-257 9:32x16x2x4x4x4,17:64x64x8x4h,129:64x64x8x4h,257:128x128x8x8x8h"; do
+        set -- $run
+        AI00_GEMM=$2 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 1024 \
+            --steps 32 --out "$tag-speed-1.6B-longtiles-$1.json" 2>&1 | grep -v upload
     done
     ;;
 seven)  # 7B v7 and v6 beside web-rwkv-py, prefill in 1,024-token steps

@@ -64,6 +64,11 @@ class GemmTile:
                 "LW": self.bm * self.bk4 // group, "LX": self.bt * self.bk4 // group,
                 "HALF": self.half, "WT": "vec4<f16>" if self.half else "vec4<f32>"}  # fmt: skip
 
+    @property
+    def text(self) -> str:
+        """The tile as AI00_GEMM spells it (parse's inverse)."""
+        return f"{self.bm}x{self.bt}x{self.tm}x{self.tn}x{self.bk4}x{self.ks}" + ("h" if self.half else "")
+
     @classmethod
     def parse(cls, text: str) -> GemmTile:
         """'BMxBTxTMxTN[xBK4[xKS]][h]', as AI00_GEMM names tiles (h: f16 multiply-adds)."""
@@ -148,20 +153,36 @@ GEMM_TIERS: tuple[tuple[int, GemmTile], ...] = (
     (129, GemmTile(64, 64, 8, 4)),
     (257, GemmTile(128, 128, 8, 8, bk4=8)),
 )
+# Adapters with shader-f16: one f16 64x64 tile for 17-128 tokens (its f16 multiply-adds only where a LayerNorm
+# bounds the input; see matmul_gemm.wgsl). On the H100 of 2026-12-06 (`bash bench/gpu_run.sh candidate`,
+# bench/NOTES.md entry 21) it gave v6 1.6B 4,189 / 5,253 tok/s at 64 / 128 streams against GEMM_TIERS' 3,440 /
+# 4,586, v7 1.6B +16 % / +9 % and v6 7B 1,298 / 1,470 against 872 / 1,111; batch 1 and prefill unchanged.
+GEMM_TIERS_F16: tuple[tuple[int, GemmTile], ...] = (
+    (GEMV_MAX_TOKENS + 1, GemmTile(32, 16, 2, 4, bk4=4, ks=4)),
+    (17, GemmTile(64, 64, 8, 4, half=True)),
+    (129, GemmTile(64, 64, 8, 4)),
+    (257, GemmTile(128, 128, 8, 8, bk4=8)),
+)
 
 
-def gemm_tiers() -> tuple[tuple[int, GemmTile], ...]:
-    """GEMM_TIERS, or AI00_GEMM's 'MIN:BMxBTxTMxTN[xBK4[xKS]],MIN:...' (to tune a GPU without editing code)."""
+def gemm_tiers(f16: bool = False) -> tuple[tuple[int, GemmTile], ...]:
+    """GEMM_TIERS (GEMM_TIERS_F16 on an adapter with f16), or AI00_GEMM's 'MIN:BMxBTxTMxTN[xBK4[xKS]][h],MIN:...'
+    (to tune a GPU without editing code)."""
     text = os.environ.get("AI00_GEMM")
     if not text:
-        return GEMM_TIERS
+        return GEMM_TIERS_F16 if f16 else GEMM_TIERS
     try:
         tiers = tuple((int(m), GemmTile.parse(t)) for m, t in (part.split(":") for part in text.split(",")))
     except ValueError as e:
-        raise ValueError(f"AI00_GEMM: 'MIN:BMxBTxTMxTN[xBK4[xKS]],...' with valid tiles, got {text!r}: {e}") from e
+        raise ValueError(f"AI00_GEMM: 'MIN:BMxBTxTMxTN[xBK4[xKS]][h],...' with valid tiles, got {text!r}: {e}") from e
     if not tiers or [m for m, _ in tiers] != sorted({m for m, _ in tiers}) or tiers[0][0] < 2:
         raise ValueError(f"AI00_GEMM: increasing token counts from 2 up, got {text!r}")
     return tiers
+
+
+def tiers_text(tiers: tuple[tuple[int, GemmTile], ...]) -> str:
+    """Tiers as AI00_GEMM spells them: 'MIN:TILE,MIN:TILE,...'."""
+    return ",".join(f"{m}:{tile.text}" for m, tile in tiers)
 
 
 def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
@@ -181,8 +202,9 @@ def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
             return _ln_input_override([KERNELS["rows"]])
         small = KERNELS["vec"] if gpu.subgroup_size == 32 else KERNELS["tiled"]
         large = KERNELS["gemm"]
-    tiers = gemm_tiers()
-    if "shader-f16" not in gpu.features:  # f16 tiles run as f32 ones where the adapter has no f16
+    f16 = "shader-f16" in gpu.features
+    tiers = gemm_tiers(f16)
+    if not f16:  # AI00_GEMM's f16 tiles run as f32 ones where the adapter has no f16
         tiers = tuple((m, replace(t, half=False)) for m, t in tiers)
     plan = [replace(small, max_count=tiers[0][0] - 1)]
     if large.tile is None:  # a forced non-GEMM kernel for the large counts
@@ -364,12 +386,13 @@ def kernel_for(
     SMALL_GEMM_MIN_TOKENS); matmul_vec reads fp16/f32 rows 16 bytes at a time (quantized rows go
     through w4()) and takes no LN input: a big weight gets an ln_mix dispatch before it, a small one
     the tiled kernel with the LN input inside (see matmul.vec_ln_fused). An f16 GEMM tile runs as an f32
-    one where the input is not a LayerNorm's mix (the channel mix's relu(k)^2 can overflow f16)."""
+    one where the input is not a LayerNorm's mix (the channel mix's relu(k)^2 can overflow f16), and for
+    f32 weights (a model loaded at fp32 asked for f32 arithmetic; fp16 and quantized ones are no finer)."""
     vec, gemm = kernel.shader == "matmul_vec.wgsl", kernel.shader == "matmul_gemm.wgsl"
     ln_tiled = ln is not None and (small or vec_ln_fused())
     tiled = replace(KERNELS["tiled"], min_count=kernel.min_count, max_count=kernel.max_count)
     if gemm:
-        if kernel.tile is not None and kernel.tile.half and ln is None:  # f16 only for LayerNorm-bounded inputs
+        if kernel.tile is not None and kernel.tile.half and (ln is None or not (w.f16 or w.quant)):
             kernel = replace(kernel, tile=replace(kernel.tile, half=False))
         fitted = None if small and kernel.min_count < SMALL_GEMM_MIN_TOKENS else gemm_fitted(
             kernel, w.shape[1], segments)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backend.gpu.matmul import GEMM_TIERS, tiers_text
 from backend.gpu.models.info import Version
 from backend.gpu.step_types import Logits, StepPlan, StepRow
 from tests.engine.conftest import Case, Device
@@ -12,18 +13,23 @@ from tests.engine.conftest import Case, Device
 LENGTHS = (1, 5, 17, 30)  # one decode-sized row, three prefill chunks
 
 
-PLANS = [(v, "") for v in (Version.V4, Version.V5_2, Version.V6, Version.V7)] + [
-    (v, "tiled,gemm") for v in (Version.V6, Version.V7)
+F32_TIERS = tiers_text(GEMM_TIERS)
+PLANS = [(v, "", "") for v in (Version.V4, Version.V5_2, Version.V6, Version.V7)] + [
+    (Version.V6, "tiled,gemm", ""), (Version.V7, "tiled,gemm", F32_TIERS)
 ]
 
 
-@pytest.mark.parametrize(("version", "plan"), PLANS, ids=str)
+@pytest.mark.parametrize(("version", "plan", "tiers"), PLANS,
+                         ids=lambda v: "f32-tiers" if v == F32_TIERS else str(v))  # fmt: skip
 def test_mixed_batch_equals_each_sequence_alone(
-    device: Device, cases: dict[Version, Case], version: Version, plan: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    device: Device, cases: dict[Version, Case], version: Version, plan: str, tiers: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """On lavapipe's plan, and on a GPU's (AI00_MATMUL=tiled,gemm): there the rows alone take the GEMV
-    (1, 5 tokens) and two GEMM tiles (17, 30), the batch of 53 a third tile."""
+    (1, 5 tokens) and GEMM tiles: with the tiers of an adapter with f16 (lavapipe's), the 17-128 tile at 17,
+    30 and the batch of 53; with GEMM_TIERS (forced), a tile each at 17, 30 and 53."""
     monkeypatch.setenv("AI00_MATMUL", plan)
+    monkeypatch.setenv("AI00_GEMM", tiers)
     assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
 
 

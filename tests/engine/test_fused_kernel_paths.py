@@ -12,7 +12,7 @@ import pytest
 
 from backend.gpu.engine import Engine
 from backend.gpu.gemm_slices import SLICE_MAX_TOKENS, k_slices, part_floats
-from backend.gpu.matmul import GEMM_TIERS, SMALL_GEMM_MIN_TOKENS, gemm_kernel
+from backend.gpu.matmul import GEMM_TIERS, GEMM_TIERS_F16, SMALL_GEMM_MIN_TOKENS, gemm_kernel, tiers_text
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Logits, StepPlan, StepRow
@@ -24,20 +24,25 @@ FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 
 
 # every fused version through the tiled kernel (v7 also through the CPU kernel with the LN input for every
-# weight, a bench-only form: the default CPU plan runs in test_models_vs_oracle); the GEMM's tiers for 9-16,
-# 33-64 and 65-128 tokens for the two with LoRAs (17-32 in test_batch_invariance, 129 up in
-# test_long_steps_match_reference; each tile alone against numpy in test_gemm_tiles); v6 at 16 and v7 at 100
-# with every GEMM's K sliced over 4 workgroups where K allows (AI00_GEMM_SLICES=4; the default rule slices
-# only the test models' 512-wide channel-mix value)
-PATHS = [(v, "tiled,gemm", 7, "") for v in FUSED_VERSIONS] + [(Version.V7, "rows", 7, "")] + [
-    (v, "tiled,gemm", chunk, "4" if (v, chunk) in ((Version.V6, 16), (Version.V7, 100)) else "")
+# weight, a bench-only form: the default CPU plan runs in test_models_vs_oracle); the GEMM's tiers for the two
+# with LoRAs: lavapipe has shader-f16, so the plan takes GEMM_TIERS_F16 (9-16 tokens, then the f16 tile for 17-128
+# at 64 and 100); GEMM_TIERS, an adapter without f16's, forced through AI00_GEMM at 64 (its 33-64 tile) and 100
+# (65-128) for the other version (17-32 in test_batch_invariance, 129 up in test_long_steps_match_reference; each
+# tile alone against numpy in test_gemm_tiles); v6 at 16 and v7 at 100 with every GEMM's K sliced over 4
+# workgroups where K allows (AI00_GEMM_SLICES=4; the default rule slices only the test models' 512-wide
+# channel-mix value)
+F32_TIERS = tiers_text(GEMM_TIERS)
+PATHS = [(v, "tiled,gemm", 7, "", "") for v in FUSED_VERSIONS] + [(Version.V7, "rows", 7, "", "")] + [
+    (v, "tiled,gemm", chunk, "4" if (v, chunk) in ((Version.V6, 16), (Version.V7, 100)) else "",
+     F32_TIERS if (v, chunk) in ((Version.V6, 64), (Version.V7, 100)) else "")
     for v in (Version.V6, Version.V7) for chunk in (16, 64, 100)
 ]
 
 
-@pytest.mark.parametrize(("version", "plan", "chunk", "slices"), PATHS, ids=str)
+@pytest.mark.parametrize(("version", "plan", "chunk", "slices", "tiers"), PATHS,
+                         ids=lambda v: "f32-tiers" if v == F32_TIERS else str(v))  # fmt: skip
 def test_gpu_kernels_match_reference_at_every_position(
-    device: Device, cases: dict[Version, Case], version: Version, plan: str, chunk: int, slices: str,
+    device: Device, cases: dict[Version, Case], version: Version, plan: str, chunk: int, slices: str, tiers: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """chunk 7 runs the tiled kernel (LN input inside), 16 and more the GEMM (ln_mix first); the CPU kernel
@@ -46,6 +51,7 @@ def test_gpu_kernels_match_reference_at_every_position(
     monkeypatch.setenv("AI00_MATMUL", plan)
     monkeypatch.setenv("AI00_LN_INPUT", "all")
     monkeypatch.setenv("AI00_GEMM_SLICES", slices)
+    monkeypatch.setenv("AI00_GEMM", tiers)
     case = cases[version]
     prompt = long_prompt(case, chunk)
     engine = device.engine(case, max_step_tokens=128)
@@ -53,7 +59,8 @@ def test_gpu_kernels_match_reference_at_every_position(
         sliced = {d.name.split(".", 1)[1] for d in engine.dispatches if d.name.endswith(".reduce")}
         assert {"proj.reduce", "output.reduce", "ffn.value.reduce"} <= sliced, sliced
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
-    assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}, K slices {slices or 'by rule'}")
+    assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}, K slices {slices or 'by rule'}, "
+                 f"tiers {'GEMM_TIERS' if tiers else 'the plan'}")
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
@@ -132,12 +139,13 @@ def test_k_slices_follow_the_rule(cases: dict[Version, Case]) -> None:
     info = cases[Version.V7].info
     c, f, t_max = info.n_embd, info.n_ffn, 300
     part = part_floats(t_max, c + f)
-    ends = [m - 1 for m, _ in GEMM_TIERS[1:]] + [1 << 30]
-    for (m, tile), end in zip(GEMM_TIERS, ends, strict=True):
-        kernel = gemm_kernel(tile, m, end)
-        value = k_slices(kernel, c, f, t_max, part)
-        assert (value > 1) == (m <= SLICE_MAX_TOKENS), (m, value)
-        assert k_slices(kernel, f, c, t_max, part) == 1, m  # the key: K = 128
+    for tiers in (GEMM_TIERS, GEMM_TIERS_F16):
+        ends = [m - 1 for m, _ in tiers[1:]] + [1 << 30]
+        for (m, tile), end in zip(tiers, ends, strict=True):
+            kernel = gemm_kernel(tile, m, end)
+            value = k_slices(kernel, c, f, t_max, part)
+            assert (value > 1) == (m <= SLICE_MAX_TOKENS), (tile, m, value)
+            assert k_slices(kernel, f, c, t_max, part) == 1, (tile, m)  # the key: K = 128
 
 
 # the chunked form at 1 (decode-sized steps forced through it), 7 (one short chunk a step) and 100 (six chunks

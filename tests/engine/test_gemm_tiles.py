@@ -13,13 +13,23 @@ import numpy as np
 import pytest
 import wgpu
 
-from backend.gpu.matmul import GEMM_TIERS, GemmTile, Segment, gemm_fitted, gemm_kernel, segment_defines
+from backend.gpu.matmul import (
+    GEMM_TIERS,
+    GEMM_TIERS_F16,
+    GemmTile,
+    Segment,
+    gemm_fitted,
+    gemm_kernel,
+    segment_defines,
+    tiers_text,
+)
 from backend.gpu.models.info import Version
 from backend.gpu.op_types import ceil_div
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device
 
-TILES = sorted({t for _, t in GEMM_TIERS} | {GemmTile(16, 16, 1, 4, ks=4), GemmTile(128, 64, 8, 4)}, key=str)
+TILES = sorted({t for _, t in GEMM_TIERS + GEMM_TIERS_F16 if not t.half}
+               | {GemmTile(16, 16, 1, 4, ks=4), GemmTile(128, 64, 8, 4)}, key=str)
 
 
 def run_gemm(device: Device, tile: GemmTile, w: np.ndarray, x: np.ndarray, segments: list[Segment],
@@ -90,26 +100,39 @@ def test_f16_tile_computes_the_product_to_f16_precision(device: Device, tile: Ge
 def test_f16_tiles_keep_the_models_logits_and_spare_unbounded_inputs(
     device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """v7 (fp16 weights) with every GEMM tier an f16 tile: logits within 5 % of the spread of the reference's
-    and the same top token where the reference is decisive (the fp16 path's own bounds, test_models_vs_oracle).
-    Only the LayerNorm-input matmuls take the f16 tile: the channel mix's value (relu(k)^2 in) and the time
-    mix's output keep f32 arithmetic."""
+    """v7 (fp16 weights) with every GEMM tier an f16 tile (GEMM_TIERS_F16's, with its 9-16 tile made f16 too):
+    logits within 5 % of the spread of the reference's and the same top token where the reference is decisive
+    (the fp16 path's own bounds, test_models_vs_oracle). Only the LayerNorm-input matmuls take the f16 tile:
+    the channel mix's value (relu(k)^2 in) and the time mix's output keep f32 arithmetic."""
     if "shader-f16" not in device.gpu.features:
         pytest.skip("the adapter has no shader-f16")
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
-    monkeypatch.setenv("AI00_GEMM", "9:32x16x2x4x4x4h")
+    monkeypatch.setenv("AI00_GEMM", "9:32x16x2x4x4x4h," + tiers_text(GEMM_TIERS_F16[1:]))
     case = cases[Version.V7]
-    engine = device.engine(case, precision="fp16", max_step_tokens=32)
+    engine = device.engine(case, precision="fp16", max_step_tokens=64)
     half = {d.name.split(".", 1)[1] for d in engine.dispatches
             if device.pipelines.defines_of(d.pipeline).get("HALF") == "True"}  # fmt: skip
     assert half == {"proj", "ffn.key"}, half
-    ours = logits_for(engine, case.prompt[:32], chunk=16)  # two steps of the 9-32 tier's f16 tile
-    ref = case.ref.logits[:32]
+    ref = case.ref.logits[:64]
     spread = ref.max(-1) - ref.min(-1)
-    assert (np.abs(ours - ref) <= 5e-2 * spread[:, None]).all()
     top2 = np.sort(ref, axis=-1)[:, -2:]
     decisive = (top2[:, 1] - top2[:, 0]) >= 1e-2 * spread
-    assert (ours.argmax(-1) == ref.argmax(-1))[decisive].mean() >= 0.99
+    for chunk in (16, 64):  # steps of the 9-16 tier's tile, then of the 17-128 tier's
+        ours = logits_for(engine, case.prompt[:64], chunk=chunk)
+        assert (np.abs(ours - ref) <= 5e-2 * spread[:, None]).all(), chunk
+        assert (ours.argmax(-1) == ref.argmax(-1))[decisive].mean() >= 0.99, chunk
+
+
+def test_f32_weights_keep_f32_arithmetic_in_f16_tiers(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model loaded at fp32 runs GEMM_TIERS_F16's f16 tile as an f32 one: its oracle tests keep f32 bounds."""
+    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
+    monkeypatch.setenv("AI00_GEMM", tiers_text(GEMM_TIERS_F16))
+    engine = device.engine(cases[Version.V6], precision="fp32", max_step_tokens=64)
+    tiles = {device.pipelines.defines_of(d.pipeline).get("HALF") for d in engine.dispatches
+             if d.pipeline.label == "matmul_gemm.wgsl"}  # fmt: skip
+    assert tiles == {"False"}, tiles
 
 
 @pytest.mark.parametrize("tile", [t for _, t in GEMM_TIERS], ids=str)
