@@ -153,15 +153,18 @@ GEMM_TIERS: tuple[tuple[int, GemmTile], ...] = (
     (129, GemmTile(64, 64, 8, 4)),
     (257, GemmTile(128, 128, 8, 8, bk4=8)),
 )
-# Adapters with shader-f16: one f16 64x64 tile for 17-128 tokens (its f16 multiply-adds only where a LayerNorm
-# bounds the input; see matmul_gemm.wgsl). On the H100 of 2026-12-06 (`bash bench/gpu_run.sh candidate`,
-# bench/NOTES.md entry 21) it gave v6 1.6B 4,189 / 5,253 tok/s at 64 / 128 streams against GEMM_TIERS' 3,440 /
-# 4,586, v7 1.6B +16 % / +9 % and v6 7B 1,298 / 1,470 against 872 / 1,111; batch 1 and prefill unchanged.
+# Adapters with shader-f16: f16 tiles (their f16 multiply-adds only where a LayerNorm bounds the input and the
+# weights are fp16 or quantized; see kernel_for), 64x64 for 17-128 tokens, 128x128 from 129 (a tier of its own to
+# 256, whose K gemm_slices slices: bench/results/h100-2026-12-06-gemm-retune.txt had it fastest sliced there).
+# On the H100 of 2026-12-06 (`bash bench/gpu_run.sh candidate` and `longtiles`, bench/NOTES.md entry 21) the
+# 64x64 one gave v6 1.6B 4,189 / 5,253 tok/s at 64 / 128 streams against GEMM_TIERS' 3,440 / 4,586 (v7 +16 % /
+# +9 %, v6 7B 1,298 / 1,470 against 872 / 1,111), the 128x128 one v7 1.6B's 1,024-token prefill 9,142 tok/s
+# against 8,346 (v6 +5 %); batch 1 unchanged.
 GEMM_TIERS_F16: tuple[tuple[int, GemmTile], ...] = (
     (GEMV_MAX_TOKENS + 1, GemmTile(32, 16, 2, 4, bk4=4, ks=4)),
     (17, GemmTile(64, 64, 8, 4, half=True)),
-    (129, GemmTile(64, 64, 8, 4)),
-    (257, GemmTile(128, 128, 8, 8, bk4=8)),
+    (129, GemmTile(128, 128, 8, 8, bk4=8, half=True)),
+    (257, GemmTile(128, 128, 8, 8, bk4=8, half=True)),
 )
 
 
