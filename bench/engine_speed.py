@@ -276,7 +276,7 @@ def write_json(path: Path, results: list[dict], gpu: Gpu) -> None:
     import wgpu
 
     doc = {"results": results, "device": gpu.summary.name, "matmul": os.environ.get("AI00_MATMUL", "default"),
-           "python": sys.version, "platform": platform.platform(),
+           "gemm_tiers": os.environ.get("AI00_GEMM", "default"), "python": sys.version, "platform": platform.platform(),
            "wgpu": wgpu.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     path.write_text(json.dumps(doc, indent=2))
 
