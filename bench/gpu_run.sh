@@ -12,6 +12,7 @@
 #   bash bench/gpu_run.sh decide      # ~4 min: 1.6B with the defaults, slicing off, scalar LoRA reads, chunked
 #   bash bench/gpu_run.sh candidate   # ~5 min: the f32 GEMM tiers against the f16 64x64 tile from 17 or 33 tokens
 #   bash bench/gpu_run.sh longtiles   # ~6 min: the defaults beside web-rwkv-py, and f16 128x128 tiles for long steps
+#   bash bench/gpu_run.sh smallgemm   # ~6 min: the LoRAs' first stages through the GEMM from 17 tokens, or from 129
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
@@ -133,6 +134,18 @@ longtiles)  # the defaults (GEMM_TIERS_F16 on an f16 adapter) beside web-rwkv-py
         AI00_GEMM=$2 timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 1024 \
             --steps 32 --out "$tag-speed-1.6B-longtiles-$1.json" 2>&1 | grep -v upload
     done
+    ;;
+smallgemm)  # the LoRAs' first stages through the GEMM from 17 tokens (AI00_SMALL_GEMM_MIN; default 129, the tiled
+           # kernel with the LayerNorm inside below), against the defaults in the same call; then their 64-row profiles
+    for min in 129 17; do
+        AI00_SMALL_GEMM_MIN=$min timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+            --chunk 1024 --steps 32 --out "$tag-speed-1.6B-smallgemm-$min.json" 2>&1 | grep -v upload
+    done
+    for min in 129 17; do
+        for m in v6:1.6B v7:1.6B; do
+            AI00_SMALL_GEMM_MIN=$min timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
+        done
+    done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-smallgemm.txt" | grep -A8 "^=="
     ;;
 seven)  # 7B v7 and v6 beside web-rwkv-py, prefill in 1,024-token steps
     timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \

@@ -349,6 +349,11 @@ def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
 SMALL_GEMM_MIN_TOKENS = 129  # a small weight (LoRA stage) takes the GEMM from here; below, its tiles are too few
 
 
+def small_gemm_min() -> int:
+    """SMALL_GEMM_MIN_TOKENS, or AI00_SMALL_GEMM_MIN (to time the LoRA stages' GEMM at fewer tokens on a GPU)."""
+    return int(os.environ.get("AI00_SMALL_GEMM_MIN") or SMALL_GEMM_MIN_TOKENS)
+
+
 def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel | None:
     """The GEMM kernel with its tile fitted to a weight, or None where none fits: rows halved (down to 16)
     until tiles stay inside segments (stacked projections are zero-padded to 64 rows, layers.py; a LoRA's
@@ -397,7 +402,7 @@ def kernel_for(
     if gemm:
         if kernel.tile is not None and kernel.tile.half and (ln is None or not (w.f16 or w.quant)):
             kernel = replace(kernel, tile=replace(kernel.tile, half=False))
-        fitted = None if small and kernel.min_count < SMALL_GEMM_MIN_TOKENS else gemm_fitted(
+        fitted = None if small and kernel.min_count < small_gemm_min() else gemm_fitted(
             kernel, w.shape[1], segments)  # fmt: skip
         kernel = fitted or tiled
     if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)):
