@@ -346,7 +346,12 @@ def count_grid(kernel: MatmulKernel, count: str, grid: Grid) -> Grid:
     return gated
 
 
-SMALL_GEMM_MIN_TOKENS = 129  # a small weight (LoRA stage) takes the GEMM from here; below, its tiles are too few
+# A small weight (a LoRA's first stage) takes the GEMM from this many tokens, the tiled kernel (its LayerNorm input
+# inside, one workgroup per 4 rows) below. 129 until the H100 of 2026-12-06 (`bash bench/gpu_run.sh smallgemm`,
+# bench/NOTES.md entry 21): from 17, with K sliced over workgroups, v7 1.6B's lora1 took 2.4 ms of a 64-row step's
+# passes against 12.2 (aggregate 4,182 / 5,212 tok/s at 64 / 128 streams against 3,623 / 4,359), v6's maa_w1 2.7
+# against 6.5 (+5 %), for one ln_mix dispatch more a layer for v6 (v7's lora1 reads the one proj's wrote).
+SMALL_GEMM_MIN_TOKENS = 17
 
 
 def small_gemm_min() -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from backend.gpu.engine import Engine
 from backend.gpu.gemm_slices import SLICE_MAX_TOKENS, k_slices, part_floats
-from backend.gpu.matmul import GEMM_TIERS, GEMM_TIERS_F16, SMALL_GEMM_MIN_TOKENS, gemm_kernel, tiers_text
+from backend.gpu.matmul import GEMM_TIERS, GEMM_TIERS_F16, gemm_kernel, tiers_text
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Logits, StepPlan, StepRow
@@ -64,15 +64,16 @@ def test_gpu_kernels_match_reference_at_every_position(
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
-@pytest.mark.parametrize("chunk", [SMALL_GEMM_MIN_TOKENS + 11, 512])
+@pytest.mark.parametrize("chunk", [140, 512])
 def test_long_steps_match_reference(
     device: Device, cases: dict[Version, Case], version: Version, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One long prompt step on a GPU's plan: the GEMM tiers for many tokens (the biggest from 257), the
     recurrence split (at 140 tokens) or chunked (forced at 512: 32 chunks in one step), and the LoRAs' first
     stages (v6's maa_w1 with its LayerNorm delta, v7's lora1 reading the mixes proj's ln_mix wrote) through
-    a GEMM tile cut to their rows, from SMALL_GEMM_MIN_TOKENS (v7's without a LayerNorm dispatch of its
-    own). The reference covers the first 64 positions."""
+    a GEMM tile cut to their rows, as from SMALL_GEMM_MIN_TOKENS (v7's without a LayerNorm dispatch of its
+    own; below it, at 16 tokens in test_gpu_kernels_match_reference_at_every_position, the tiled kernel). The
+    reference covers the first 64 positions."""
     monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
     monkeypatch.setenv("AI00_WKV", "chunked" if chunk == 512 else "")
     case = cases[version]
@@ -101,7 +102,7 @@ def test_gpu_kernels_leave_the_reference_state(
 
 @pytest.mark.parametrize(
     ("version", "at_one", "at_many", "on_cpu", "vec_one"),
-    [(Version.V4, 5, 7, 7, 7), (Version.V5_2, 5, 8, 7, 7), (Version.V6, 7, 10, 8, 8), (Version.V7, 6, 10, 8, 8)],
+    [(Version.V4, 5, 7, 7, 7), (Version.V5_2, 5, 8, 7, 7), (Version.V6, 7, 11, 8, 8), (Version.V7, 6, 10, 8, 8)],
     ids=str,
 )
 def test_layers_record_few_dispatches(
@@ -111,7 +112,8 @@ def test_layers_record_few_dispatches(
     """Per layer on a GPU's plan: at most 7 dispatches for a decode step with the tiled kernel (the
     batch-1 issue's budget), 8 for any step but the long ones of v5.2, v6 and v7, whose recurrence
     runs split there ([pre,] scan, post: the per-token work in parallel); the GEMM adds a LayerNorm dispatch where
-    it cannot compute its input itself, and so does matmul_vec for the big LN-input weights (ln_mix +
+    it cannot compute its input itself (v6's maa_w1 too, a LoRA stage in the GEMM from SMALL_GEMM_MIN_TOKENS;
+    v7's lora1 reads the mix proj's ln_mix wrote), and so does matmul_vec for the big LN-input weights (ln_mix +
     matmul_vec was ~3x faster than the tiled kernel recomputing the LayerNorm on the H200). The CPU
     kernel takes a separate LayerNorm before the big projections at every count (it is faster there),
     unless AI00_LN_INPUT=all (bench.step_cost's GPU-shaped list). K sliced over workgroups is off here: it
