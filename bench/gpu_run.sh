@@ -15,6 +15,7 @@
 #   bash bench/gpu_run.sh smallgemm   # ~6 min: the LoRAs' first stages through the GEMM from 17 tokens, or from 129
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
+# Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
 set -uo pipefail
 phase=${1:?speed-1.6B, speed-big or soak}
@@ -113,8 +114,8 @@ retune)  # the GEMM's tiles tuned with K slices and three f16 tiles on the 1.6B/
     AI00_GEMM=$(cat /tmp/tiers) timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
         --chunk 1024 --steps 32 --out "$tag-speed-1.6B-retuned.json" 2>&1 | grep -v upload
     ;;
-candidate)  # the default tiers (the baseline, same call), with `retune`'s f16 64x64 tile from 17 tokens, from 33,
-           # and from 17 up to 128 tokens
+candidate)  # GEMM_TIERS (f32, the default before NOTES 21: the baseline, same call), with `retune`'s f16 64x64 tile
+           # from 17 tokens, from 33, and from 17 up to 128 tokens
     for run in "defaults 9:32x16x2x4x4x4,17:16x32x2x4x4x4,33:64x32x4x4x4x2,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8" \
         "f16-17 9:32x16x2x4x4x4,17:64x64x8x4h,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8" \
         "f16-33 9:32x16x2x4x4x4,17:16x32x2x4x4x4,33:64x64x8x4h,65:64x64x4x4x8,129:64x64x8x4,257:128x128x8x8x8" \
