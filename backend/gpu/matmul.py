@@ -355,8 +355,14 @@ SMALL_GEMM_MIN_TOKENS = 17
 
 
 def small_gemm_min() -> int:
-    """SMALL_GEMM_MIN_TOKENS, or AI00_SMALL_GEMM_MIN (to time the LoRA stages' GEMM at fewer tokens on a GPU)."""
-    return int(os.environ.get("AI00_SMALL_GEMM_MIN") or SMALL_GEMM_MIN_TOKENS)
+    """SMALL_GEMM_MIN_TOKENS, or AI00_SMALL_GEMM_MIN's whole number (to time the LoRA stages' GEMM from other
+    token counts on a GPU)."""
+    text = os.environ.get("AI00_SMALL_GEMM_MIN", "")
+    if not text:
+        return SMALL_GEMM_MIN_TOKENS
+    if not text.isdigit():
+        raise ValueError(f"AI00_SMALL_GEMM_MIN: a whole number of tokens, got {text!r}")
+    return int(text)
 
 
 def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel | None:
