@@ -36,6 +36,8 @@ def k_slices(kernel: MatmulKernel, rows: int, k: int, t_max: int, part: int) -> 
     if tile is None:
         return 1
     forced = os.environ.get("AI00_GEMM_SLICES")
+    if forced and not forced.isdigit():
+        raise ValueError(f"AI00_GEMM_SLICES: a whole number of slices, got {forced!r}")
     groups = ceil_div(rows, tile.bm) * ceil_div(max(1, kernel.min_count), tile.bt)
     tokens, k4 = min(kernel.max_count, t_max), k // 4
 
