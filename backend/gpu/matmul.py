@@ -73,7 +73,10 @@ class GemmTile:
     def parse(cls, text: str) -> GemmTile:
         """'BMxBTxTMxTN[xBK4[xKS]][h]', as AI00_GEMM names tiles (h: f16 multiply-adds)."""
         half = text.endswith("h")
-        return cls(*(int(v) for v in text.removesuffix("h").split("x")), half=half)
+        sizes = [int(v) for v in text.removesuffix("h").split("x")]
+        if not 4 <= len(sizes) <= 6:
+            raise ValueError(f"a tile has 4 to 6 sizes, got {text!r}")
+        return cls(*sizes, half=half)
 
 
 @dataclass(frozen=True)
