@@ -13,6 +13,7 @@
 #   bash bench/gpu_run.sh candidate   # ~5 min: the f32 GEMM tiers against the f16 64x64 tile from 17 or 33 tokens
 #   bash bench/gpu_run.sh longtiles   # ~6 min: the defaults beside web-rwkv-py, and f16 128x128 tiles for long steps
 #   bash bench/gpu_run.sh smallgemm   # ~6 min: the LoRAs' first stages through the GEMM from 17 tokens, or from 129
+#   LIMIT=560 bash bench/gpu_run.sh next   # ~9 min: the next GPU call (NOTES 21): 7B now, and the 129-256 tier
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
@@ -147,6 +148,16 @@ smallgemm)  # the LoRAs' first stages through the GEMM from 17 tokens (AI00_SMAL
             AI00_SMALL_GEMM_MIN=$min timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
         done
     done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-smallgemm.txt" | grep -A8 "^=="
+    ;;
+next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
+      # prefill in 256-token steps (the 129-256 tier): its f16 128x128 tile sliced (the default) against f16 64x64
+    timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
+        --tmp /tmp --out "$tag-speed-7B.json" 2>&1 | grep -v upload
+    for run in "default" "h64-129 9:32x16x2x4x4x4,17:64x64x8x4h,129:64x64x8x4h,257:128x128x8x8x8h"; do
+        set -- $run
+        AI00_GEMM=${2:-} timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 256 \
+            --steps 16 --out "$tag-speed-1.6B-chunk256-$1.json" 2>&1 | grep -v upload
+    done
     ;;
 seven)  # 7B v7 and v6 beside web-rwkv-py, prefill in 1,024-token steps
     timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
