@@ -3,8 +3,7 @@ grid of matmul_reduce.wgsl, which adds the slices' sums and applies the epilogue
 
 from __future__ import annotations
 
-import os
-
+from backend.gpu.knobs import env_count
 from backend.gpu.matmul import MatmulKernel, count_grid
 from backend.gpu.op_types import Grid, ceil_div
 
@@ -35,15 +34,13 @@ def k_slices(kernel: MatmulKernel, rows: int, k: int, t_max: int, part: int) -> 
     tile = kernel.tile
     if tile is None:
         return 1
-    forced = os.environ.get("AI00_GEMM_SLICES")
-    if forced and not forced.isdigit():
-        raise ValueError(f"AI00_GEMM_SLICES: a whole number of slices, got {forced!r}")
+    forced = env_count("AI00_GEMM_SLICES", None, "a whole number of slices")
     groups = ceil_div(rows, tile.bm) * ceil_div(max(1, kernel.min_count), tile.bt)
     tokens, k4 = min(kernel.max_count, t_max), k // 4
 
     def wanted(s: int) -> bool:
-        if forced:
-            return s <= int(forced)
+        if forced is not None:
+            return s <= forced
         return (kernel.max_count <= SLICE_MAX_TOKENS and s <= SLICE_MAX and groups * s // 2 < SLICE_GROUPS
                 and k4 // s >= SLICE_MIN_K4)  # fmt: skip
 

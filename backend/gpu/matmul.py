@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import wgpu
 
 from backend.gpu.device import Gpu
+from backend.gpu.knobs import env_count
 from backend.gpu.op_types import Binding, Grid, StepDims, Tensor, ceil_div
 
 WKV_FUSED_MAX_TOKENS = 8  # steps up to this many tokens run the recurrence in one kernel (wkv_split)
@@ -360,12 +361,7 @@ SMALL_GEMM_MIN_TOKENS = 17
 def small_gemm_min() -> int:
     """SMALL_GEMM_MIN_TOKENS, or AI00_SMALL_GEMM_MIN's whole number (to time the LoRA stages' GEMM from other
     token counts on a GPU)."""
-    text = os.environ.get("AI00_SMALL_GEMM_MIN", "")
-    if not text:
-        return SMALL_GEMM_MIN_TOKENS
-    if not text.isdigit():
-        raise ValueError(f"AI00_SMALL_GEMM_MIN: a whole number of tokens, got {text!r}")
-    return int(text)
+    return env_count("AI00_SMALL_GEMM_MIN", SMALL_GEMM_MIN_TOKENS, "a whole number of tokens")
 
 
 def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel | None:

@@ -9,8 +9,7 @@ steps wkv_chunk.wkv_chunked() picks, and needs no scratch (Workspace.wkv_chunks 
 
 from __future__ import annotations
 
-import os
-
+from backend.gpu.knobs import env_count
 from backend.gpu.op_types import Binding, Grid
 from backend.gpu.pipelines import Defines
 from backend.gpu.wkv_chunk import Pass, chunked_may_run, wkv_chunked
@@ -21,12 +20,7 @@ MAX_CHUNK_LEN = 16
 
 def chunk_len() -> int:
     """CHUNK_LEN, or AI00_WKV7_CHUNK_LEN's (workgroup memory 5 L (N + 4) + 4 L^2 floats, wkv7_chunk.wgsl)."""
-    text = os.environ.get("AI00_WKV7_CHUNK_LEN", "")
-    if not text:
-        return CHUNK_LEN
-    if not text.isdigit() or not 2 <= int(text) <= MAX_CHUNK_LEN:
-        raise ValueError(f"AI00_WKV7_CHUNK_LEN: tokens per chunk, 2 to {MAX_CHUNK_LEN}, got {text!r}")
-    return int(text)
+    return env_count("AI00_WKV7_CHUNK_LEN", CHUNK_LEN, f"tokens per chunk, 2 to {MAX_CHUNK_LEN}", 2, MAX_CHUNK_LEN)
 
 
 def chunk_passes(layer: int, defines: Defines, scan: dict[int, Binding], heads: int) -> list[Pass]:

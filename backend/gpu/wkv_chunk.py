@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import wgpu
 
+from backend.gpu.knobs import env_count
 from backend.gpu.matmul import wkv_split
 from backend.gpu.models.info import ModelInfo
 from backend.gpu.op_types import Binding, Grid, StepDims, Tensor, ceil_div
@@ -33,22 +34,12 @@ CHUNKED_MIN_TOKENS: int | None = None
 
 def chunked_min_tokens() -> int | None:
     """CHUNKED_MIN_TOKENS, or AI00_WKV_CHUNKED_MIN's whole number."""
-    text = os.environ.get("AI00_WKV_CHUNKED_MIN", "")
-    if not text:
-        return CHUNKED_MIN_TOKENS
-    if not text.isdigit():
-        raise ValueError(f"AI00_WKV_CHUNKED_MIN: a whole number of tokens, got {text!r}")
-    return int(text)
+    return env_count("AI00_WKV_CHUNKED_MIN", CHUNKED_MIN_TOKENS, "a whole number of tokens")
 
 
 def chunk_len() -> int:
     """CHUNK_LEN, or AI00_WKV_CHUNK_LEN's (wkv6_chunk_out's workgroup memory holds 3 L (N + 4) + L^2 floats)."""
-    text = os.environ.get("AI00_WKV_CHUNK_LEN", "")
-    if not text:
-        return CHUNK_LEN
-    if not text.isdigit() or not 2 <= int(text) <= 32:
-        raise ValueError(f"AI00_WKV_CHUNK_LEN: tokens per chunk, 2 to 32, got {text!r}")
-    return int(text)
+    return env_count("AI00_WKV_CHUNK_LEN", CHUNK_LEN, "tokens per chunk, 2 to 32", 2, 32)
 
 
 def wkv_chunked() -> Callable[[StepDims], bool]:
