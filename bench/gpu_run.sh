@@ -14,6 +14,7 @@
 #   bash bench/gpu_run.sh longtiles   # ~6 min: the defaults beside web-rwkv-py, and f16 128x128 tiles for long steps
 #   bash bench/gpu_run.sh smallgemm   # ~6 min: the LoRAs' first stages through the GEMM from 17 tokens, or from 129
 #   LIMIT=560 bash bench/gpu_run.sh next   # ~9 min: the next GPU call (NOTES 21): 7B now, and the 129-256 tier
+#   LIMIT=560 bash bench/gpu_run.sh probe22  # ~9 min: v6/v7 decode rows with the split time mix; 64/128-token tiles
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
@@ -148,6 +149,19 @@ smallgemm)  # the LoRAs' first stages through the GEMM from 17 tokens (AI00_SMAL
             AI00_SMALL_GEMM_MIN=$min timeout $(left) python3 -m bench.profile_step --model $m --rows 64 --tokens 64
         done
     done 2>&1 | grep -v upload | tee "$tag-profile-1.6B-smallgemm.txt" | grep -A8 "^=="
+    ;;
+probe22)  # session 22's first call (NOTES 22): the time mix's split form for many decode rows (AI00_WKV=split:
+         # LoRA dots read once per 8 tokens) against the default in the same call, then GEMM tiles for 64 and
+         # 128 tokens (bigger K stages, so the f16 sums fold into f32 less often; other thread shapes)
+    for wkv in default split; do
+        AI00_WKV=${wkv/default/} timeout $(left) python3 -m bench.engine_speed --model v7:1.6B --model v6:1.6B \
+            --chunk 1024 --steps 32 --out "$tag-speed-1.6B-wkv-$wkv.json" 2>&1 | grep -v upload
+    done
+    timeout $(left) python3 -m bench.gemm_tune --tokens 64 128 --budget 0.01 --slices 4 8 \
+        --shape 2048x2048 7168x2048 2048x7168 65536x2048 --tile 64x64x8x4h 64x64x8x4x8h 64x64x8x4x16h \
+        64x64x8x8x8h 64x64x4x4x8h 64x64x4x8x8h 128x64x8x8x8h 128x64x8x4x8h 32x64x4x8x8h 32x64x4x4x8h \
+        64x64x8x4x4x2h 64x32x8x4x8h 64x128x8x8x8h 128x128x8x8x8h 64x128x4x8x8h 2>&1 \
+        | tee "$tag-gemm-tune-22.txt" | grep -v '"kernel"'
     ;;
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
       # prefill in 256-token steps (the 129-256 tier): its f16 128x128 tile sliced (the default) against f16 64x64
