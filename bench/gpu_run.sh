@@ -15,6 +15,7 @@
 #   bash bench/gpu_run.sh smallgemm   # ~6 min: the LoRAs' first stages through the GEMM from 17 tokens, or from 129
 #   LIMIT=560 bash bench/gpu_run.sh next   # ~9 min: the next GPU call (NOTES 21): 7B now, and the 129-256 tier
 #   LIMIT=560 bash bench/gpu_run.sh probe22  # ~9 min: v6/v7 decode rows with the split time mix; 64/128-token tiles
+#   LIMIT=560 bash bench/gpu_run.sh tiers22  # ~9 min: the engine with probe22's tiles against the defaults
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
@@ -162,6 +163,20 @@ probe22)  # session 22's first call (NOTES 22): the time mix's split form for ma
         64x64x8x8x8h 64x64x4x4x8h 64x64x4x8x8h 128x64x8x8x8h 128x64x8x4x8h 32x64x4x8x8h 32x64x4x4x8h \
         64x64x8x4x4x2h 64x32x8x4x8h 64x128x8x8x8h 128x128x8x8x8h 64x128x4x8x8h 2>&1 \
         | tee "$tag-gemm-tune-22.txt" | grep -v '"kernel"'
+    ;;
+tiers22)  # session 22's second call (NOTES 22): probe22's tune had, at 64 tokens, the 64x64 f16 tile faster with
+         # 16-vec4 stages, and at 128 tokens the f16 128x128 tile (sliced) ~3x the 64x64 one: the engine with the
+         # tiers so changed, against the defaults in the same call; the tune at 32 tokens for the 17-32 tier
+    timeout 100 python3 -m bench.gemm_tune --tokens 32 --budget 0.01 --slices 4 8 --shape 2048x2048 7168x2048 \
+        2048x7168 --tile 32x16x2x4x4x4 64x64x8x4h 64x64x8x4x8h 64x64x8x4x16h 64x32x8x4x8h 64x32x8x4x16h \
+        32x32x4x4x8h 32x32x4x4x16h 2>&1 | tee "$tag-gemm-tune-22-32.txt" | grep -v '"kernel"'
+    for run in "default" \
+            "b16-h128 9:32x16x2x4x4x4,17:64x64x8x4x16h,65:128x128x8x8x8h,257:128x128x8x8x8h" \
+            "b16-h64x128 9:32x16x2x4x4x4,17:64x64x8x4x16h,65:64x128x8x8x8h,129:128x128x8x8x8h,257:128x128x8x8x8h"; do
+        set -- $run
+        AI00_GEMM=${2:-} timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+            --chunk 1024 --steps 32 --out "$tag-speed-1.6B-tiers22-$1.json" 2>&1 | grep -v upload | grep "^|"
+    done
     ;;
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
       # prefill in 256-token steps (the 129-256 tier): its f16 128x128 tile sliced (the default) against f16 64x64
