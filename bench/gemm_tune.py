@@ -33,11 +33,16 @@ from backend.gpu.gemm_slices import PART_FLOATS_MAX, k_slices
 from backend.gpu.matmul import KERNELS, GemmTile, MatmulKernel, Segment, gemm_kernel, segment_defines
 from backend.gpu.op_types import ceil_div
 from backend.gpu.pipelines import SHADER_DIR, binding_layout, specialise
-from bench.coop_probe import dispatch
 
 SHAPES = ("2048x2048", "7168x2048", "2048x7168", "4096x4096", "14336x4096", "4096x14336")
 TILES = ("32x16x2x4x4x4", "16x32x2x4x4x4", "64x32x4x4x4x2", "64x64x4x4x8", "64x64x8x4", "128x128x8x8x8",
          "32x32x4x4", "64x64x4x4", "128x64x8x4", "64x128x4x8", "128x64x8x8")  # fmt: skip
+# Dispatch after dispatch of one kernel reads the same weight: a 2k x 2k fp16 one (8 MiB) stays in the H100's
+# 50 MB L2, so the tiles that win there are the compute-bound ones, while the engine reads each layer's weights
+# from memory once a step. Session 22's tune on one copy (bench/results/h100-2026-12-06-gemm-tune-22.txt)
+# ranked tiles that lost in the engine (NOTES 22); the copies, taken in turn, make each dispatch's weights
+# cold, as in a step.
+COLD_MIB = 256
 V1 = MatmulKernel("gemm_v1.wgsl", 64, 64, 256, False)
 
 
@@ -60,11 +65,21 @@ def build(device: wgpu.GPUDevice, shader_dir: Path, kernel: MatmulKernel, rows: 
     return pipeline, layout, {e["binding"] for e in entries}
 
 
-def run(gpu: Gpu, pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup, grid: tuple, times: int,
+def run(gpu: Gpu, pipeline: wgpu.GPUComputePipeline, groups: list[wgpu.GPUBindGroup], grid: tuple, times: int,
         sync: wgpu.GPUBuffer, then: tuple = ()) -> float:  # fmt: skip
-    """Seconds per dispatch of `times` dispatches in one pass (coop_probe.dispatch: waited by a readback)."""
+    """Seconds per dispatch of `times` dispatches in one pass, dispatch i reading the weights of groups[i %
+    len(groups)] (each followed by the `then` dispatches), waited for by a small readback."""
     start = time.perf_counter()
-    dispatch(gpu.device, pipeline, group, grid, times, sync, then)
+    enc = gpu.device.create_command_encoder()
+    cp = enc.begin_compute_pass()
+    for i in range(times):
+        for p, g, size in ((pipeline, groups[i % len(groups)], grid), *then):
+            cp.set_pipeline(p)
+            cp.set_bind_group(0, g)
+            cp.dispatch_workgroups(*size)
+    cp.end()
+    gpu.device.queue.submit([enc.finish()])
+    gpu.device.queue.read_buffer(sync)
     return (time.perf_counter() - start) / times
 
 
@@ -77,16 +92,17 @@ class Case:
     tokens: int
     bufs: dict[int, wgpu.GPUBuffer]
     want: np.ndarray
+    weights: list[wgpu.GPUBuffer]  # copies of the weight (bufs[2] is the first), taken in turn
 
 
-def case(gpu: Gpu, w: np.ndarray, w_buf: wgpu.GPUBuffer, tokens: int) -> Case:
+def case(gpu: Gpu, w: np.ndarray, w_bufs: list[wgpu.GPUBuffer], tokens: int) -> Case:
     rows, k = w.shape
     x = np.random.default_rng(tokens).standard_normal((tokens, k)).astype(np.float32)
     dims = gpu.device.create_buffer_with_data(data=np.array([tokens, 0, 1, 0], np.uint32).tobytes(),
                                               usage=wgpu.BufferUsage.UNIFORM)  # fmt: skip
-    bufs = {0: dims, 1: gpu.upload(x, "x"), 2: w_buf, 3: gpu.empty(tokens * rows * 4, "y"),
+    bufs = {0: dims, 1: gpu.upload(x, "x"), 2: w_bufs[0], 3: gpu.empty(tokens * rows * 4, "y"),
             14: gpu.empty(8 * tokens * rows * 4, "part")}  # fmt: skip
-    return Case(rows, k, tokens, bufs, x @ w.astype(np.float32).T)
+    return Case(rows, k, tokens, bufs, x @ w.astype(np.float32).T, w_bufs)
 
 
 def measure(gpu: Gpu, shader_dir: Path, kernel: MatmulKernel, c: Case, sync: wgpu.GPUBuffer,
@@ -95,19 +111,34 @@ def measure(gpu: Gpu, shader_dir: Path, kernel: MatmulKernel, c: Case, sync: wgp
     kernel and case."""
 
     def bind(shader: str | None) -> tuple:
+        """(pipeline, one bind group per weight copy)"""
         pipeline, layout, bindings = build(gpu.device, shader_dir, kernel, c.rows, c.k, shader)
-        entries = [{"binding": i, "resource": {"buffer": b}} for i, b in c.bufs.items() if i in bindings]
-        return pipeline, gpu.device.create_bind_group(layout=layout, entries=entries)
+        groups = []
+        for weights in c.weights:
+            entries = [{"binding": i, "resource": {"buffer": b}} for i, b in (c.bufs | {2: weights}).items()
+                       if i in bindings]  # fmt: skip
+            groups.append(gpu.device.create_bind_group(layout=layout, entries=entries))
+        return pipeline, groups
 
-    pipeline, group = bind(None)
+    pipeline, groups = bind(None)
+    group = groups[0]
     grid = (ceil_div(c.rows, kernel.rows), ceil_div(c.tokens, kernel.tokens), kernel.slices)
-    then = () if kernel.slices == 1 else ((*bind("matmul_reduce.wgsl"), (ceil_div(c.rows, 64), c.tokens, 1)),)
-    run(gpu, pipeline, group, grid, 1, sync, then)
+    if kernel.slices > 1:
+        reduce, reduce_groups = bind("matmul_reduce.wgsl")
+        then: tuple = ((reduce, reduce_groups[0], (ceil_div(c.rows, 64), c.tokens, 1)),)
+    else:
+        then = ()
+    run(gpu, pipeline, [group], grid, 1, sync, then)
     got = gpu.read(c.bufs[3], c.tokens * c.rows * 4).reshape(c.tokens, c.rows)
     err = float(np.abs(got - c.want).max() / (np.abs(c.want).max() + 1e-9))
-    once = run(gpu, pipeline, group, grid, 2, sync, then)
+    once = run(gpu, pipeline, groups, grid, 2, sync, then)
     times = max(2, min(500, int(budget_s / max(once, 1e-6))))
-    return min(run(gpu, pipeline, group, grid, times, sync, then) for _ in range(2)), err
+    return min(run(gpu, pipeline, groups, grid, times, sync, then) for _ in range(2)), err
+
+
+def weight_copies(nbytes: int, cold_mib: int) -> int:
+    """Copies of a weight of nbytes so that together they hold at least cold_mib MiB (at least one)."""
+    return max(1, ceil_div(cold_mib << 20, nbytes))
 
 
 def variants(tiles: dict[str, MatmulKernel], slices: list[int], rows: int, k: int, tokens: int) -> dict:
@@ -132,6 +163,12 @@ def main() -> None:
     parser.add_argument("--tile", nargs="+", default=list(TILES), help="BMxBTxTMxTN[xBK4[xKS]]")
     parser.add_argument("--slices", type=int, nargs="*", default=[2, 4, 8], help="forced K slices to time")
     parser.add_argument("--budget", type=float, default=0.03, help="seconds of dispatches per timing")
+    parser.add_argument(
+        "--cold-mib",
+        type=int,
+        default=COLD_MIB,
+        help="copies of each weight, taken in turn, to at least this many MiB (0: one copy)",
+    )
     parser.add_argument("--emit", default=None, help="write the winners as AI00_GEMM's text to this file")
     args = parser.parse_args()
     gpu = Gpu()
@@ -150,9 +187,9 @@ def main() -> None:
         for shape in args.shape:
             rows, k = (int(v) for v in shape.split("x"))
             w = (np.random.default_rng(rows + k).standard_normal((rows, k), np.float32) * k**-0.5).astype(np.float16)
-            w_buf = gpu.upload(w, "w")
+            w_bufs = [gpu.upload(w, "w") for _ in range(weight_copies(w.nbytes, args.cold_mib))]
             for tokens in args.tokens:
-                c = case(gpu, w, w_buf, tokens)
+                c = case(gpu, w, w_bufs, tokens)
                 candidates = {"gemv": gemv, "gemm_v1": V1} | variants(tiles, args.slices, rows, k, tokens)
                 for name, kernel in candidates.items():
                     if name == "gemv" and tokens > 64:
@@ -175,7 +212,8 @@ def main() -> None:
                         shapes_done[(tokens, name)] = shapes_done.get((tokens, name), 0) + 1
                 for b in (1, 3, 14):
                     c.bufs[b].destroy()
-            w_buf.destroy()
+            for b in w_bufs:
+                b.destroy()
     winners = []
     for tokens, totals in sorted(best.items()):
         ranked = sorted((s, n) for n, s in totals.items() if shapes_done[(tokens, n)] == len(args.shape))

@@ -16,6 +16,7 @@
 #   LIMIT=560 bash bench/gpu_run.sh next   # ~9 min: the next GPU call (NOTES 21): 7B now, and the 129-256 tier
 #   LIMIT=560 bash bench/gpu_run.sh probe22  # ~9 min: v6/v7 decode rows with the split time mix; 64/128-token tiles
 #   LIMIT=560 bash bench/gpu_run.sh tiers22  # ~9 min: the engine with probe22's tiles against the defaults
+#   LIMIT=560 bash bench/gpu_run.sh cold22  # ~8 min: the tune with cold weights, its tiers in the engine
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
@@ -176,6 +177,20 @@ tiers22)  # session 22's second call (NOTES 22): probe22's tune had, at 64 token
         set -- $run
         AI00_GEMM=${2:-} timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
             --chunk 1024 --steps 32 --out "$tag-speed-1.6B-tiers22-$1.json" 2>&1 | grep -v upload | grep "^|"
+    done
+    ;;
+cold22)  # session 22's third call (NOTES 22): tiers22's engine runs reversed probe22's tune (whose weights sat in
+        # L2); the tune again with each dispatch's weights cold (--cold-mib), its winners in the engine against the
+        # defaults in the same call
+    timeout 240 python3 -m bench.gemm_tune --tokens 32 64 128 256 --budget 0.01 --slices 4 8 --cold-mib 256 \
+        --emit /tmp/tiers --shape 2048x2048 7168x2048 2048x7168 --tile 32x16x2x4x4x4 64x64x8x4h 64x64x8x4x8h \
+        64x64x8x4x16h 64x32x8x4x8h 32x32x4x4x8h 128x128x8x8x8h 64x128x8x8x8h 128x64x8x8x8h 64x64x4x4x8h 2>&1 \
+        | tee "$tag-gemm-tune-22-cold.txt" | grep -v '"kernel"'
+    for run in "default" "cold 9:32x16x2x4x4x4,$(cat /tmp/tiers),257:128x128x8x8x8h"; do
+        set -- $run
+        echo "AI00_GEMM=${2:-}"
+        AI00_GEMM=${2:-} timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+            --chunk 1024 --steps 32 --out "$tag-speed-1.6B-cold22-$1.json" 2>&1 | grep -v upload | grep "^|"
     done
     ;;
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
