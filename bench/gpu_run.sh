@@ -17,6 +17,7 @@
 #   LIMIT=560 bash bench/gpu_run.sh probe22  # ~9 min: v6/v7 decode rows with the split time mix; 64/128-token tiles
 #   LIMIT=560 bash bench/gpu_run.sh tiers22  # ~9 min: the engine with probe22's tiles against the defaults
 #   LIMIT=560 bash bench/gpu_run.sh cold22  # ~8 min: the tune with cold weights, its tiers in the engine
+#   LIMIT=380 bash bench/gpu_run.sh double22  # ~6 min: the GEMM double-buffered against single
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
@@ -191,6 +192,16 @@ cold22)  # session 22's third call (NOTES 22): tiers22's engine runs reversed pr
         echo "AI00_GEMM=${2:-}"
         AI00_GEMM=${2:-} timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
             --chunk 1024 --steps 32 --out "$tag-speed-1.6B-cold22-$1.json" 2>&1 | grep -v upload | grep "^|"
+    done
+    ;;
+double22)  # session 22's last call (NOTES 22): the GEMM's stages in two workgroup-memory buffers (one barrier a
+          # stage; AI00_GEMM_BUFFERS=2) against one, then again one (the spread), and its tile tests on this GPU
+    timeout 60 python3 -m pytest tests/engine/test_gemm_tiles.py -q -p no:cacheprovider -k "double or f16" 2>&1 \
+        | tail -2 | tee "$tag-double22-tests.txt"
+    for buffers in 1 2 1; do
+        AI00_GEMM_BUFFERS=$buffers timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B \
+            --chunk 1024 --steps 32 --out "$tag-speed-1.6B-double22-$buffers-$SECONDS.json" 2>&1 | grep -v upload \
+            | grep "^| v"
     done
     ;;
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
