@@ -47,10 +47,8 @@ const SLICE_K4: u32 = {{SLICE_K4}}u;  // vec4s of K per workgroup z (K4 unless S
 @group(0) @binding(14) var<storage, read_write> part: array<f32>;  // [SLICES, count, NROWS] raw sums
 #endif
 
-const WBUF: u32 = KS * BM * PAD;  // one buffer of ws
-const XBUF: u32 = KS * BT * PAD;
-var<workgroup> ws: array<{{WT}}, {{BUFFERS}} * {{KS}} * {{BM}} * ({{BK4}} + 1)>;  // [BUFFERS][KS][BM][PAD] weights
-var<workgroup> xs: array<{{WT}}, {{BUFFERS}} * {{KS}} * {{BT}} * ({{BK4}} + 1)>;  // [BUFFERS][KS][BT][PAD] inputs
+var<workgroup> ws: array<{{WT}}, {{KS}} * {{BM}} * ({{BK4}} + 1)>;  // [KS][BM][PAD] weights of KS stages
+var<workgroup> xs: array<{{WT}}, {{KS}} * {{BT}} * ({{BK4}} + 1)>;  // [KS][BT][PAD] inputs of KS stages
 #if SPLIT_K
 var<workgroup> partial: array<vec4<f32>, ({{KS}} - 1) * {{BM}} * {{BT}} / 4>;  // groups 1.. KS-1's sums
 #endif
@@ -117,22 +115,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 #endif
 #endif
 #end
-#if DOUBLE
-    // two buffers: stage s is multiplied from buffer s % 2 while stage s + 1 is stored into the other, so one
-    // barrier a stage (after both) keeps readers and writers apart, where one buffer needs two
-#unroll L LW
-    ws[slot(li + {{L}}u * NT, BM)] = {{WT}}(pw{{L}});
-#end
-#unroll L LX
-    xs[slot(li + {{L}}u * NT, BT)] = {{WT}}(px{{L}});
-#end
-    workgroupBarrier();
-    var cur = 0u;
-#endif
     for (var k0 = kb; k0 < ke; k0 += KS * BK4) {
-        let more = k0 + KS * BK4 < ke;
-#if DOUBLE
-#else
 #unroll L LW
         ws[slot(li + {{L}}u * NT, BM)] = {{WT}}(pw{{L}});
 #end
@@ -140,8 +123,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         xs[slot(li + {{L}}u * NT, BT)] = {{WT}}(px{{L}});
 #end
         workgroupBarrier();
-#endif
-        if (more) {
+        if (k0 + KS * BK4 < ke) {
 #unroll L LW
             pw{{L}} = load_w(li + {{L}}u * NT, o0, k0 + KS * BK4);
 #end
@@ -149,26 +131,19 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             px{{L}} = load_x(li + {{L}}u * NT, xb, t0, last, k0 + KS * BK4);
 #end
         }
-#if DOUBLE
-        let wb = wg0 + cur * WBUF;
-        let xbuf = xg0 + cur * XBUF;
-#else
-        let wb = wg0;
-        let xbuf = xg0;
-#endif
         for (var kc = 0u; kc < BK4; kc++) {
-            let x0 = xs[xbuf + tx * PAD + kc];
-            let x1 = xs[xbuf + (tx + TXS) * PAD + kc];
-            let x2 = xs[xbuf + (tx + 2u * TXS) * PAD + kc];
-            let x3 = xs[xbuf + (tx + 3u * TXS) * PAD + kc];
+            let x0 = xs[xg0 + tx * PAD + kc];
+            let x1 = xs[xg0 + (tx + TXS) * PAD + kc];
+            let x2 = xs[xg0 + (tx + 2u * TXS) * PAD + kc];
+            let x3 = xs[xg0 + (tx + 3u * TXS) * PAD + kc];
 #if TN8
-            let x4 = xs[xbuf + (tx + 4u * TXS) * PAD + kc];
-            let x5 = xs[xbuf + (tx + 5u * TXS) * PAD + kc];
-            let x6 = xs[xbuf + (tx + 6u * TXS) * PAD + kc];
-            let x7 = xs[xbuf + (tx + 7u * TXS) * PAD + kc];
+            let x4 = xs[xg0 + (tx + 4u * TXS) * PAD + kc];
+            let x5 = xs[xg0 + (tx + 5u * TXS) * PAD + kc];
+            let x6 = xs[xg0 + (tx + 6u * TXS) * PAD + kc];
+            let x7 = xs[xg0 + (tx + 7u * TXS) * PAD + kc];
 #endif
 #unroll I TM
-            let w{{I}} = ws[wb + (ty + {{I}}u * TYS) * PAD + kc];
+            let w{{I}} = ws[wg0 + (ty + {{I}}u * TYS) * PAD + kc];
 #if HALF
             h{{I}}_0 = fma(w{{I}}.zw, x0.zw, fma(w{{I}}.xy, x0.xy, h{{I}}_0));
             h{{I}}_1 = fma(w{{I}}.zw, x1.zw, fma(w{{I}}.xy, x1.xy, h{{I}}_1));
@@ -204,17 +179,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         h{{I}}_7 = vec2<f16>(0.0);
 #endif
 #end
-#endif
-#if DOUBLE
-        if (more) {
-#unroll L LW
-            ws[(cur ^ 1u) * WBUF + slot(li + {{L}}u * NT, BM)] = {{WT}}(pw{{L}});
-#end
-#unroll L LX
-            xs[(cur ^ 1u) * XBUF + slot(li + {{L}}u * NT, BT)] = {{WT}}(px{{L}});
-#end
-        }
-        cur ^= 1u;
 #endif
         workgroupBarrier();
     }

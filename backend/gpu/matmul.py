@@ -42,12 +42,9 @@ class GemmTile:
     bk4: int = 4
     ks: int = 1
     half: bool = False  # f16 stages and multiply-adds (matmul_gemm.wgsl HALF; inputs a LayerNorm bounds only)
-    buffers: int = 1  # workgroup-memory copies of a stage: 2 stores the next while this one is multiplied
 
     def __post_init__(self) -> None:
         threads, group = self.threads, self.threads // self.ks
-        if self.buffers not in (1, 2):
-            raise ValueError(f"GEMM tile {self}: 1 or 2 buffers")
         if self.tn not in (4, 8) or self.bm % self.tm or self.bt % self.tn or not 32 <= threads <= 256:
             raise ValueError(f"GEMM tile {self}: tn 4 or 8, tm | bm, tn | bt, 32..256 invocations")
         if (self.bm * self.bk4) % group or (self.bt * self.bk4) % group:
@@ -56,14 +53,6 @@ class GemmTile:
     @property
     def threads(self) -> int:
         return (self.bm // self.tm) * (self.bt // self.tn) * self.ks
-
-    @property
-    def workgroup_bytes(self) -> int:
-        """Workgroup memory: the stages' weights and inputs (vec4 of f16 or f32, rows padded by one), times
-        the buffers, and the K-split groups' partial sums."""
-        vec4 = 8 if self.half else 16
-        stages = self.buffers * self.ks * (self.bm + self.bt) * (self.bk4 + 1) * vec4
-        return stages + (self.ks - 1) * self.bm * self.bt * 4
 
     def fits(self, k: int) -> bool:
         """Whether K (floats) is a whole number of the tile's ks x bk4-vec4 steps."""
@@ -74,8 +63,7 @@ class GemmTile:
         return {"BM": self.bm, "BT": self.bt, "BK4": self.bk4, "TM": self.tm, "TN": self.tn, "TN8": self.tn == 8,
                 "TYS": self.bm // self.tm, "TXS": self.bt // self.tn, "KS": self.ks, "SPLIT_K": self.ks > 1,
                 "LW": self.bm * self.bk4 // group, "LX": self.bt * self.bk4 // group,
-                "HALF": self.half, "WT": "vec4<f16>" if self.half else "vec4<f32>",
-                "BUFFERS": self.buffers, "DOUBLE": self.buffers == 2}  # fmt: skip
+                "HALF": self.half, "WT": "vec4<f16>" if self.half else "vec4<f32>"}  # fmt: skip
 
     @property
     def text(self) -> str:
@@ -225,7 +213,6 @@ def matmul_plan(gpu: Gpu) -> list[MatmulKernel]:
     tiers = gemm_tiers(f16)
     if not f16:  # AI00_GEMM's f16 tiles run as f32 ones where the adapter has no f16
         tiers = tuple((m, replace(t, half=False)) for m, t in tiers)
-    tiers = tuple((m, replace(t, buffers=gemm_buffers())) for m, t in tiers)
     plan = [replace(small, max_count=tiers[0][0] - 1)]
     if large.tile is None:  # a forced non-GEMM kernel for the large counts
         return _ln_input_override([*plan, replace(large, min_count=tiers[0][0])])
@@ -377,18 +364,6 @@ def small_gemm_min() -> int:
     return env_count("AI00_SMALL_GEMM_MIN", SMALL_GEMM_MIN_TOKENS, "a whole number of tokens")
 
 
-# Workgroup memory a double-buffered GEMM tile may take (GemmTile.buffers; lavapipe allows 32 KiB, NVIDIA 48):
-# a tile over it keeps one buffer (kernel_for), as the f32 128x128 one (36 KiB single) does.
-GEMM_DOUBLE_BYTES_MAX = 32 << 10
-GEMM_BUFFERS = 1
-
-
-def gemm_buffers() -> int:
-    """Workgroup-memory buffers of the GEMM's stages (GEMM_BUFFERS, or AI00_GEMM_BUFFERS: 1 or 2), for tiles
-    whose double form fits GEMM_DOUBLE_BYTES_MAX."""
-    return env_count("AI00_GEMM_BUFFERS", GEMM_BUFFERS, "1 or 2 buffers", 1, 2)
-
-
 def gemm_fitted(kernel: MatmulKernel, k: int, segments: Sequence[Segment]) -> MatmulKernel | None:
     """The GEMM kernel with its tile fitted to a weight, or None where none fits: rows halved (down to 16)
     until tiles stay inside segments (stacked projections are zero-padded to 64 rows, layers.py; a LoRA's
@@ -440,9 +415,6 @@ def kernel_for(
         fitted = None if small and kernel.min_count < small_gemm_min() else gemm_fitted(
             kernel, w.shape[1], segments)  # fmt: skip
         kernel = fitted or tiled
-        tile = kernel.tile
-        if tile is not None and tile.buffers > 1 and tile.workgroup_bytes > GEMM_DOUBLE_BYTES_MAX:
-            kernel = gemm_kernel(replace(tile, buffers=1), kernel.min_count, kernel.max_count)
     if straddles(kernel, segments) or (vec and (w.quant or ln_tiled)):
         kernel = tiled
     if straddles(kernel, segments):  # segments of odd sizes: one invocation per row serves any

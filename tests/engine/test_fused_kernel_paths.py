@@ -32,21 +32,11 @@ FUSED_VERSIONS = [Version.V4, Version.V5_2, Version.V6, Version.V7]
 # workgroups where K allows (AI00_GEMM_SLICES=4; the default rule slices only the test models' 512-wide
 # channel-mix value)
 F32_TIERS = tiers_text(GEMM_TIERS)
-PATHS = (
-    [(v, "tiled,gemm", 7, "", "") for v in FUSED_VERSIONS]
-    + [(Version.V7, "rows", 7, "", "")]
-    + [
-        (
-            v,
-            "tiled,gemm",
-            chunk,
-            "4" if (v, chunk) in ((Version.V6, 16), (Version.V7, 100)) else "",
-            F32_TIERS if (v, chunk) in ((Version.V6, 64), (Version.V7, 100)) else "",
-        )
-        for v in (Version.V6, Version.V7)
-        for chunk in (16, 64, 100)
-    ]
-)
+PATHS = [(v, "tiled,gemm", 7, "", "") for v in FUSED_VERSIONS] + [(Version.V7, "rows", 7, "", "")] + [
+    (v, "tiled,gemm", chunk, "4" if (v, chunk) in ((Version.V6, 16), (Version.V7, 100)) else "",
+     F32_TIERS if (v, chunk) in ((Version.V6, 64), (Version.V7, 100)) else "")
+    for v in (Version.V6, Version.V7) for chunk in (16, 64, 100)
+]
 
 
 @pytest.mark.parametrize(("version", "plan", "chunk", "slices", "tiers"), PATHS,
@@ -69,32 +59,8 @@ def test_gpu_kernels_match_reference_at_every_position(
         sliced = {d.name.split(".", 1)[1] for d in engine.dispatches if d.name.endswith(".reduce")}
         assert {"proj.reduce", "output.reduce", "ffn.value.reduce"} <= sliced, sliced
     ours = logits_for(engine, prompt, chunk)[: len(case.prompt)]
-    assert_close(
-        ours,
-        case.ref.logits,
-        f"{version} gpu kernels, chunk {chunk}, K slices {slices or 'by rule'}, "
-        f"tiers {'GEMM_TIERS' if tiers else 'the plan'}",
-    )
-
-
-@pytest.mark.parametrize(("version", "tiers"), [(Version.V6, ""), (Version.V7, F32_TIERS)], ids=str)
-def test_double_buffered_gemm_matches_reference(
-    device: Device, cases: dict[Version, Case], version: Version, tiers: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """AI00_GEMM_BUFFERS=2: the GEMM's tiles that fit take two workgroup-memory buffers (one barrier a stage);
-    64-token steps on the f16 tiers (v6) and on GEMM_TIERS (v7), against the reference."""
-    monkeypatch.setenv("AI00_MATMUL", "tiled,gemm")
-    monkeypatch.setenv("AI00_GEMM_BUFFERS", "2")
-    monkeypatch.setenv("AI00_GEMM", tiers)
-    case = cases[version]
-    engine = device.engine(case, max_step_tokens=128)
-    doubled = {d.name.split(".", 1)[-1] for d in engine.dispatches
-               if device.pipelines.defines_of(d.pipeline).get("DOUBLE") == "True"}  # fmt: skip
-    assert {"proj", "output", "ffn.value"} <= doubled, doubled
-    ours = logits_for(engine, long_prompt(case, 64), 64)[: len(case.prompt)]
-    assert_close(
-        ours, case.ref.logits, f"{version} double-buffered GEMM, tiers {'GEMM_TIERS' if tiers else 'the plan'}"
-    )
+    assert_close(ours, case.ref.logits, f"{version} gpu kernels, chunk {chunk}, K slices {slices or 'by rule'}, "
+                 f"tiers {'GEMM_TIERS' if tiers else 'the plan'}")
 
 
 @pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)

@@ -14,28 +14,22 @@ import pytest
 import wgpu
 
 from backend.gpu.matmul import (
-    GEMM_DOUBLE_BYTES_MAX,
     GEMM_TIERS,
     GEMM_TIERS_F16,
     GemmTile,
-    LnInput,
     Segment,
-    gemm_buffers,
     gemm_fitted,
     gemm_kernel,
-    kernel_for,
     segment_defines,
     tiers_text,
 )
 from backend.gpu.models.info import Version
-from backend.gpu.op_types import Tensor, ceil_div
+from backend.gpu.op_types import ceil_div
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device
 
-TILES = sorted(
-    {t for _, t in GEMM_TIERS + GEMM_TIERS_F16 if not t.half} | {GemmTile(16, 16, 1, 4, ks=4), GemmTile(128, 64, 8, 4)},
-    key=str,
-)
+TILES = sorted({t for _, t in GEMM_TIERS + GEMM_TIERS_F16 if not t.half}
+               | {GemmTile(16, 16, 1, 4, ks=4), GemmTile(128, 64, 8, 4)}, key=str)
 
 
 def run_gemm(device: Device, tile: GemmTile, w: np.ndarray, x: np.ndarray, segments: list[Segment],
@@ -101,42 +95,6 @@ def test_f16_tile_computes_the_product_to_f16_precision(device: Device, tile: Ge
     got = run_gemm(device, tile, w, x, [Segment(200)], slices).reshape(37, 200)
     want = x[0] @ w.astype(np.float32).T
     np.testing.assert_allclose(got, want, rtol=0, atol=5e-3 * np.abs(want).max())
-
-
-DOUBLE_TILES = [replace(t, buffers=2) for t in TILES + HALF_TILES
-                if replace(t, buffers=2).workgroup_bytes <= GEMM_DOUBLE_BYTES_MAX]  # fmt: skip
-
-
-@pytest.mark.parametrize("tile", DOUBLE_TILES, ids=str)
-@pytest.mark.parametrize("slices", [1, 2])
-def test_double_buffered_tile_computes_the_product(device: Device, tile: GemmTile, slices: int) -> None:
-    """Two workgroup-memory buffers (stage s multiplied from one while s + 1 is stored in the other, one
-    barrier a stage): the same product over K = 512, many stages a workgroup (and an odd count, 11, where K
-    is sliced in two), 200 rows x 37 tokens."""
-    if tile.half and "shader-f16" not in device.gpu.features:
-        pytest.skip("the adapter has no shader-f16")
-    rng = np.random.default_rng(slices)
-    w = (rng.standard_normal((200, 352 if slices == 2 else 512)) / 22).astype(np.float16)
-    x = rng.standard_normal((1, 37, w.shape[1])).astype(np.float32)
-    got = run_gemm(device, tile, w, x, [Segment(200)], slices).reshape(37, 200)
-    want = x[0] @ w.astype(np.float32).T
-    tolerance = 5e-3 if tile.half else 1e-5
-    np.testing.assert_allclose(got, want, rtol=0, atol=tolerance * np.abs(want).max())
-
-
-def test_tiles_too_big_for_two_buffers_keep_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AI00_GEMM_BUFFERS=2 doubles the tiers' tiles; kernel_for keeps one buffer where two would pass
-    GEMM_DOUBLE_BYTES_MAX (the f32 128x128 tile: 36 KiB single), and where an f16 tile runs as f32."""
-    monkeypatch.setenv("AI00_GEMM_BUFFERS", "2")
-    big, small = GemmTile(128, 128, 8, 8, bk4=8, buffers=2), GemmTile(64, 64, 8, 4, half=True, buffers=2)
-    w16 = Tensor(None, (2048, 2048), f16=True)  # type: ignore[arg-type]
-    ln = LnInput(None, None, 0, 0, None)  # type: ignore[arg-type]
-    assert kernel_for(gemm_kernel(big), w16, [Segment(2048)], ln, False).tile == replace(big, buffers=1)
-    assert kernel_for(gemm_kernel(small), w16, [Segment(2048)], ln, False).tile == small
-    assert gemm_buffers() == 2
-    monkeypatch.setenv("AI00_GEMM_BUFFERS", "3")
-    with pytest.raises(ValueError, match="AI00_GEMM_BUFFERS"):
-        gemm_buffers()
 
 
 def test_f16_tiles_keep_the_models_logits_and_spare_unbounded_inputs(
