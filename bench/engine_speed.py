@@ -133,32 +133,40 @@ def prefill(engine: Engine, prompt: list[int], rng: np.random.Generator) -> int:
     return res.drawn[0].token
 
 
+def prefill_speed(engine: Engine, prompt: list[int], rng: np.random.Generator) -> tuple[float, int]:
+    """(tok/s of slot 0 reading the prompt, after a 300-token warm-up as for web-rwkv-py; the token drawn)."""
+    prefill(engine, prompt[:300], rng)
+    start = time.perf_counter()
+    token = prefill(engine, prompt, rng)
+    return len(prompt) / (time.perf_counter() - start), token
+
+
+def streams_speed(engine: Engine, n: int, steps: int, rng: np.random.Generator) -> float:
+    """Aggregate tok/s of n fresh streams decoding together: `steps` steps timed after two."""
+    tokens = list(range(1, n + 1))
+    for slot in range(n):
+        engine.reset_slot(slot)
+    for rep in range(steps + 2):
+        if rep == 2:
+            start = time.perf_counter()
+        res = engine.step(StepPlan(tuple(StepRow(s, (tokens[s],)) for s in range(n)), draws_for(n, rng, rep == 0)))
+        tokens = [d.token for d in res.drawn]
+    return n * steps / (time.perf_counter() - start)
+
+
 def measure_ours(engine: Engine, prompt: list[int], steps: int) -> Figures:
     fig = Figures("ai00-py", "")
     rng = np.random.default_rng(0)
-    prefill(engine, prompt[:300], rng)  # warm-up, as for web-rwkv-py
-    start = time.perf_counter()
-    token = prefill(engine, prompt, rng)
-    elapsed = time.perf_counter() - start
-    fig.ttft_ms = elapsed * 1e3
-    fig.prefill_tok_s = len(prompt) / elapsed
+    fig.prefill_tok_s, token = prefill_speed(engine, prompt, rng)
+    fig.ttft_ms = len(prompt) / fig.prefill_tok_s * 1e3
     for rep in range(steps + 3):
         if rep == 3:  # after a warm-up
             start = time.perf_counter()
         token = engine.step(StepPlan((StepRow(0, (token,)),), draws_for(1, rng))).drawn[0].token
     fig.decode_tok_s = steps / (time.perf_counter() - start)
     for n in STREAMS:
-        if n > engine.max_batch:
-            continue
-        tokens = list(range(1, n + 1))
-        for slot in range(n):
-            engine.reset_slot(slot)
-        for rep in range(steps // 2 + 2):
-            if rep == 2:
-                start = time.perf_counter()
-            res = engine.step(StepPlan(tuple(StepRow(s, (tokens[s],)) for s in range(n)), draws_for(n, rng, rep == 0)))
-            tokens = [d.token for d in res.drawn]
-        fig.aggregate_tok_s[n] = n * (steps // 2) / (time.perf_counter() - start)
+        if n <= engine.max_batch:
+            fig.aggregate_tok_s[n] = streams_speed(engine, n, steps // 2, rng)
     fig.gpu_mem_gib = engine.gpu_bytes / 2**30
     return fig
 
@@ -236,18 +244,23 @@ def st_file(folder: Path, name: str, tensors: dict[str, np.ndarray], info: Model
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| model | engine | decode tok/s (b=1) | x web-rwkv | x floor | agg 8/32/64/128 | prefill tok/s "
-          "| TTFT ms |")
+    print(
+        "\n| model | engine | decode tok/s (b=1) | x web-rwkv | x floor | agg 8/32/64/128 | prefill tok/s | TTFT ms |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         o, w = r["ours"], r.get("web_rwkv")
         vs = f"{o['decode_tok_s'] / w['decode_tok_s']:.2f}" if w else "-"
         agg = "/".join(f"{v:.0f}" for v in o["aggregate_tok_s"].values())
-        print(f"| {r['model']} | ai00-py | {o['decode_tok_s']:.1f} | {vs} | {o['decode_tok_s'] / r['floor_tok_s']:.2f} "
-              f"| {agg} | {o['prefill_tok_s']:.0f} | {o['ttft_ms']:.0f} |")
+        print(
+            f"| {r['model']} | ai00-py | {o['decode_tok_s']:.1f} | {vs} | {o['decode_tok_s'] / r['floor_tok_s']:.2f} "
+            f"| {agg} | {o['prefill_tok_s']:.0f} | {o['ttft_ms']:.0f} |"
+        )
         if w:
-            print(f"| {r['model']} | web-rwkv-py | {w['decode_tok_s']:.1f} | 1.00 | "
-                  f"{w['decode_tok_s'] / r['floor_tok_s']:.2f} | - | {w['prefill_tok_s']:.0f} | {w['ttft_ms']:.0f} |")
+            print(
+                f"| {r['model']} | web-rwkv-py | {w['decode_tok_s']:.1f} | 1.00 | "
+                f"{w['decode_tok_s'] / r['floor_tok_s']:.2f} | - | {w['prefill_tok_s']:.0f} | {w['ttft_ms']:.0f} |"
+            )
 
 
 def main() -> None:
@@ -279,6 +292,7 @@ def write_json(path: Path, results: list[dict], gpu: Gpu) -> None:
            "gemm_tiers": os.environ.get("AI00_GEMM", "default"), "python": sys.version, "platform": platform.platform(),
            "wgpu": wgpu.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     path.write_text(json.dumps(doc, indent=2))
+
 
 if __name__ == "__main__":
     main()

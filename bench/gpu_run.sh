@@ -18,6 +18,7 @@
 #   LIMIT=560 bash bench/gpu_run.sh tiers22  # ~9 min: the engine with probe22's tiles against the defaults
 #   LIMIT=560 bash bench/gpu_run.sh cold22  # ~8 min: the tune with cold weights, its tiers in the engine
 #   LIMIT=380 bash bench/gpu_run.sh double22  # ~6 min: the GEMM double-buffered against single
+#   LIMIT=560 bash bench/gpu_run.sh sweep  # ~8 min: engine variants in turn (bench.engine_sweep), medians and spreads
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
@@ -204,6 +205,15 @@ double22)  # session 22's last call (NOTES 22): the GEMM's stages in two workgro
             --chunk 1024 --steps 32 --out "$tag-speed-1.6B-double22-$buffers-$SECONDS.json" 2>&1 | grep -v upload \
             | grep "^| v"
     done
+    ;;
+sweep)  # variants of the engine side by side (bench.engine_sweep: weights filled once a model, the variants in
+       # turn for 3 rounds, each figure's median and spread): session 22's leads at 64/128 streams (NOTES 22):
+       # v7's split time mix for decode rows, the 33-64 tier as the cold tune's 64x64x4x4x8h, 65-128 as 128x64
+    timeout $(left) python3 -m bench.engine_sweep --model v7:1.6B --model v6:1.6B --streams 32 64 128 --rounds 3 \
+        --variant default --variant "split AI00_WKV=split" \
+        --variant "t33 AI00_GEMM=9:32x16x2x4x4x4,17:64x64x8x4h,33:64x64x4x4x8h,65:64x64x8x4h,129:128x128x8x8x8h,257:128x128x8x8x8h" \
+        --variant "t65 AI00_GEMM=9:32x16x2x4x4x4,17:64x64x8x4h,65:128x64x8x8x8h,129:128x128x8x8x8h,257:128x128x8x8x8h" \
+        --out "$tag-sweep-1.6B.json" 2>&1 | grep -v upload
     ;;
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
       # prefill in 256-token steps (the 129-256 tier): its f16 128x128 tile sliced (the default) against f16 64x64
