@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import wgpu
 
 from backend.gpu.device import Gpu
+from backend.gpu.knobs import env_count
 from backend.gpu.matmul import PRE_TT, wkv_split
 from backend.gpu.models.info import StateLayout
 from backend.gpu.op_types import Binding, Dispatch, Grid, Tensor
@@ -25,6 +26,19 @@ def lora_vec4(sizes: Sequence[int]) -> bool:
     (wkv7_inputs.wgsl's lora_dot): every width a multiple of 4, as every trainer's are (multiples of 32);
     AI00_LORA_VEC4=0 reads them a float at a time (to measure)."""
     return os.environ.get("AI00_LORA_VEC4", "") != "0" and all(n % 4 == 0 for n in sizes)
+
+
+# Invocations per channel of RWKV-7's one-kernel recurrence (steps of up to WKV_FUSED_MAX_TOKENS tokens): 1
+# (wkv7.wgsl) or 4 (wkv7_quad.wgsl, each a quarter of the channel's LoRA and state work), AI00_WKV7_LANES.
+WKV7_LANES = 1
+
+
+def wkv7_lanes() -> int:
+    """WKV7_LANES, or AI00_WKV7_LANES (1 or 4)."""
+    lanes = env_count("AI00_WKV7_LANES", WKV7_LANES, "1 or 4 invocations a channel", 1, 4)
+    if lanes not in (1, 4):
+        raise ValueError(f"AI00_WKV7_LANES: 1 or 4 invocations a channel, got {lanes}")
+    return lanes
 
 
 class WkvOps:
@@ -60,8 +74,11 @@ class WkvOps:
         heads = c // 64
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
-        fused = self._dispatch(f"{layer}.wkv7", "wkv7.wgsl", defines, bindings,
-                               lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
+        quad = wkv7_lanes() == 4
+        sg = self.gpu.subgroup_size
+        one_kernel = {"SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0} if quad else {}
+        fused = self._dispatch(f"{layer}.wkv7", "wkv7_quad.wgsl" if quad else "wkv7.wgsl", defines | one_kernel,
+                               bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         if self.ws.ffn_k.size < 3 * self.t_max * c * 4:
             raise ValueError(f"{layer}.wkv7: ffn_k cannot hold kk, kk * a and g for {self.t_max} tokens")
         ext = ws.ffn_k  # free during the time mix: the channel mix writes it next

@@ -16,6 +16,7 @@ from backend.gpu.matmul import GEMM_TIERS, GEMM_TIERS_F16, gemm_kernel, tiers_te
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Logits, StepPlan, StepRow
+from backend.gpu.wkv_ops import wkv7_lanes
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device, long_prompt
 from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_prompt_matches
@@ -169,6 +170,37 @@ def test_wkv7_forms_match_reference(
     if (form, chunk) == ("chunked", 7):  # chunks of 16 after a prompt: the state the chunked form leaves (the
         # split form's: test_gpu_kernels_leave_the_reference_state, whose 16-token steps run it)
         assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv {form}")
+
+
+@pytest.mark.parametrize(("chunk", "lora4", "subgroups"), [(1, "1", True), (7, "1", True), (7, "0", True),
+                                                           (7, "1", False)])  # fmt: skip
+def test_wkv7_four_invocations_a_channel_match_reference(
+    device: Device, cases: dict[Version, Case], chunk: int, lora4: str, subgroups: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """AI00_WKV7_LANES=4: the one-kernel recurrence with a quarter of each channel's LoRA and state work per
+    invocation (wkv7_quad.wgsl), at 1 and 7 tokens a step (its LoRA rows as vec4, and a float at a time), with
+    the state it leaves; its sums through subgroups (lavapipe's are 8 wide) and, as on an adapter without a
+    fixed subgroup width, through workgroup memory."""
+    monkeypatch.setenv("AI00_WKV7_LANES", "4")
+    monkeypatch.setenv("AI00_LORA_VEC4", lora4)
+    if not subgroups:
+        monkeypatch.setattr(device.gpu, "subgroup_size", 0)
+    case = cases[Version.V7]
+    engine = device.engine(case, max_step_tokens=128)
+    sgq = {device.pipelines.defines_of(d.pipeline).get("SGQ") for d in engine.dispatches if d.name.endswith("wkv7")}
+    assert sgq == {str(device.gpu.subgroup_size)}, sgq
+    ours = logits_for(engine, long_prompt(case, chunk), chunk)[: len(case.prompt)]
+    assert_close(ours, case.ref.logits, f"v7 wkv7 four lanes a channel, chunk {chunk}, vec4 LoRA {lora4}, "
+                 f"subgroups {subgroups}")  # fmt: skip
+    if chunk == 7 and lora4 == "1":
+        assert_state_after_prompt_matches(device.engine(case), case, "v7 wkv7 four lanes a channel")
+
+
+def test_wkv7_lanes_knob_refuses_other_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI00_WKV7_LANES", "2")
+    with pytest.raises(ValueError, match="AI00_WKV7_LANES"):
+        wkv7_lanes()
 
 
 def test_wkv7_chunked_form_replaces_the_scan_when_chosen(

@@ -1,0 +1,162 @@
+// RWKV-7 time mixing for short steps, as wkv7.wgsl, with four invocations per channel: invocation li owns
+// channel c = h N + li / 4 and a quarter of its work, p = li % 4: every 4th vec4 of its LoRA rows (from p) and
+// state row c's vec4s 4p .. 4p + 3. Its dots (the LoRAs' second stages, S kk and S r) are summed over the
+// four (quad_sum) and the head sums count each channel once (p = 0). A decode step has heads x rows
+// workgroups, 32 a 1.6B layer at batch 1: the 64-lane kernel leaves most of the GPU idle while each lane runs
+// 288 LoRA and 2 x 64 state multiply-adds one after another; here each runs a quarter of them.
+// (matmul.wkv7_lanes picks it: AI00_WKV7_LANES=4.)
+#include "common.wgsl"
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> rows: array<Row>;
+@group(0) @binding(2) var<storage, read> rkv: array<f32>;    // [4, T_MAX, C]: r, k, v, -; then [T_MAX, LW] hidden
+#if LORA4
+@group(0) @binding(3) var<storage, read> lora2: array<vec4<f32>>;  // [C, L2 / 4]: as below, in vec4
+#else
+@group(0) @binding(3) var<storage, read> lora2: array<f32>;  // [C, L2]: per channel w2, a2, (v2,) g2 columns
+#endif
+@group(0) @binding(6) var<storage, read_write> v_first: array<f32>;  // [T_MAX, C] layer 0's v
+@group(0) @binding(7) var<storage, read> params: array<f32>;  // [6, C]: k_k, k_a, r_k, w0, a0, v0
+@group(0) @binding(8) var<storage, read> ln_x: array<f32>;    // [2, C]: weight, bias
+@group(0) @binding(9) var<storage, read_write> state: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
+
+const BUFFERS: u32 = 1u;
+const LANES: u32 = 4u * {{N}}u;
+
+#include "wkv7_common.wgsl"
+#include "wkv7_inputs.wgsl"
+#include "wkv7_state.wgsl"
+#include "wkv_group_norm.wgsl"
+#include "wkv7_output.wgsl"
+
+var<workgroup> red: array<f32, 4u * {{N}}u>;
+var<workgroup> row_len: u32;
+
+// v summed over the four invocations of li's channel; the four get the same bits (a + b = b + a).
+fn quad_sum(v: f32, li: u32) -> f32 {
+#if SGQ
+    let pair = v + subgroupShuffleXor(v, 1u);
+    return pair + subgroupShuffleXor(pair, 2u);
+#else
+    red[li] = v;
+    workgroupBarrier();
+    let q = li & ~3u;
+    let total = (red[q] + red[q + 1u]) + (red[q + 2u] + red[q + 3u]);
+    workgroupBarrier();
+    return total;
+#endif
+}
+
+// The sum over the head's channels of v, which the four invocations of a channel hold alike (the name the
+// included wkv7_inputs, wkv_group_norm and wkv7_output call).
+fn head_sum(v: f32, li: u32) -> f32 {
+    let once = select(0.0, v, li % 4u == 0u);
+#if SGQ
+    let part = subgroupAdd(once);
+    if (li % {{SGQ}}u == 0u) {
+        red[li / {{SGQ}}u] = part;
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    for (var q = 0u; q < LANES / {{SGQ}}u; q++) {
+        total += red[q];
+    }
+    workgroupBarrier();
+    return total;
+#else
+    red[li] = once;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+#endif
+}
+
+// invocation p's part of hidden[o .. o + n) . lora2[c, o .. o + n): every 4th vec4 (float) from its p-th
+fn lora_part(hb: u32, c: u32, o: u32, n: u32, p: u32) -> f32 {
+#if LORA4
+    let l4 = (c * L2 + o) / 4u;
+    var acc = vec4<f32>(0.0);
+    for (var q = p; q < n / 4u; q += 4u) {
+        acc += lora2[l4 + q] * hidden4(hb + o + 4u * q);
+    }
+    return acc.x + acc.y + acc.z + acc.w;
+#else
+    var acc = 0.0;
+    for (var j = o + p; j < o + n; j += 4u) {
+        acc += rkv[hb + j] * lora2[c * L2 + j];
+    }
+    return acc;
+#endif
+}
+
+fn lora_dots_quad(t: u32, c: u32, li: u32) -> LoraDots {
+    let hb = LORA_BASE + t * LW;
+    let p = li % 4u;
+    var v = 0.0;
+#if MIX_V
+    v = quad_sum(lora_part(hb, c, {{OV}}u, {{DV}}u, p), li);
+#endif
+    let w = quad_sum(lora_part(hb, c, 0u, {{DW}}u, p), li);
+    let a = quad_sum(lora_part(hb, c, {{OA}}u, {{DA}}u, p), li);
+    let g = quad_sum(lora_part(hb, c, {{OG}}u, {{DG}}u, p), li);
+    return LoraDots(w, a, v, g);
+}
+
+// The token through invocation li's quarter of state row i (vec4s 4p .. 4p + 3, in s); returns y_i.
+fn delta_rule_quad(s: ptr<function, array<vec4<f32>, 4>>, v: f32, li: u32) -> f32 {
+    let j0 = 4u * (li % 4u);
+    var sa4 = vec4<f32>(0.0);
+#unroll J 4
+    sa4 -= s[{{J}}] * sh_kk[0][j0 + {{J}}u];
+#end
+    let sa = quad_sum(sa4.x + sa4.y + sa4.z + sa4.w, li);
+    var y4 = vec4<f32>(0.0);
+#unroll J 4
+    s[{{J}}] = s[{{J}}] * sh_w[0][j0 + {{J}}u] + sa * sh_b[0][j0 + {{J}}u] + v * sh_k[0][j0 + {{J}}u];
+    y4 += s[{{J}}] * sh_r[0][j0 + {{J}}u];
+#end
+    return quad_sum(y4.x + y4.y + y4.z + y4.w, li);
+}
+
+@compute @workgroup_size(4 * {{N}})
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let h = wg.x;
+    let row = rows[wg.y];
+    if (li == 0u) {
+        row_len = row.len;
+    }
+    let len = workgroupUniformLoad(&row_len);
+    let i = li / 4u;
+    let c = h * N + i;
+    let at = state_row(row.slot, c) + 4u * (li % 4u);
+    var s: array<vec4<f32>, 4>;
+#unroll J 4
+    s[{{J}}] = state[at + {{J}}u];
+#end
+    for (var n = 0u; n < len; n++) {
+        let t = row.start + n;
+        let tc = t * C + c;
+        let r = rkv[tc];
+        let x = inputs_from(t, c, li, lora_dots_quad(t, c, li));
+        if (li % 4u == 0u) {
+            share_token(0u, i, r, x.w, x.k, x.kk, x.b);
+        }
+        workgroupBarrier();
+        let y = delta_rule_quad(&s, x.v, li);
+        let o = time_mix_output(y, r, x.k, x.v, x.g, c, li);
+        if (li % 4u == 0u) {
+            out[tc] = o;
+        }
+    }
+#unroll J 4
+    state[at + {{J}}u] = s[{{J}}];
+#end
+}
