@@ -244,23 +244,18 @@ def st_file(folder: Path, name: str, tensors: dict[str, np.ndarray], info: Model
 
 
 def print_table(results: list[dict]) -> None:
-    print(
-        "\n| model | engine | decode tok/s (b=1) | x web-rwkv | x floor | agg 8/32/64/128 | prefill tok/s | TTFT ms |"
-    )
+    print("\n| model | engine | decode tok/s (b=1) | x web-rwkv | x floor | agg 8/32/64/128 | prefill tok/s "
+          "| TTFT ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         o, w = r["ours"], r.get("web_rwkv")
         vs = f"{o['decode_tok_s'] / w['decode_tok_s']:.2f}" if w else "-"
         agg = "/".join(f"{v:.0f}" for v in o["aggregate_tok_s"].values())
-        print(
-            f"| {r['model']} | ai00-py | {o['decode_tok_s']:.1f} | {vs} | {o['decode_tok_s'] / r['floor_tok_s']:.2f} "
-            f"| {agg} | {o['prefill_tok_s']:.0f} | {o['ttft_ms']:.0f} |"
-        )
+        print(f"| {r['model']} | ai00-py | {o['decode_tok_s']:.1f} | {vs} | {o['decode_tok_s'] / r['floor_tok_s']:.2f} "
+              f"| {agg} | {o['prefill_tok_s']:.0f} | {o['ttft_ms']:.0f} |")
         if w:
-            print(
-                f"| {r['model']} | web-rwkv-py | {w['decode_tok_s']:.1f} | 1.00 | "
-                f"{w['decode_tok_s'] / r['floor_tok_s']:.2f} | - | {w['prefill_tok_s']:.0f} | {w['ttft_ms']:.0f} |"
-            )
+            print(f"| {r['model']} | web-rwkv-py | {w['decode_tok_s']:.1f} | 1.00 | "
+                  f"{w['decode_tok_s'] / r['floor_tok_s']:.2f} | - | {w['prefill_tok_s']:.0f} | {w['ttft_ms']:.0f} |")
 
 
 def main() -> None:
@@ -292,7 +287,6 @@ def write_json(path: Path, results: list[dict], gpu: Gpu) -> None:
            "gemm_tiers": os.environ.get("AI00_GEMM", "default"), "python": sys.version, "platform": platform.platform(),
            "wgpu": wgpu.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     path.write_text(json.dumps(doc, indent=2))
-
 
 if __name__ == "__main__":
     main()

@@ -219,7 +219,7 @@ sweep)  # variants of the engine side by side (bench.engine_sweep: weights fille
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B
       # prefill in 256-token steps (the 129-256 tier): its f16 128x128 tile sliced (the default) against f16 64x64
     timeout $(left) python3 -m bench.engine_speed --model v7:7B --model v6:7B --web-rwkv --chunk 1024 --steps 32 \
-        --tmp /tmp --out "$tag-speed-7B.json" 2>&1 | grep -v upload
+        --tmp /tmp --out "$tag-speed-7B-next.json" 2>&1 | grep -v upload
     for run in "default" "h64-129 9:32x16x2x4x4x4,17:64x64x8x4h,129:64x64x8x4h,257:128x128x8x8x8h"; do
         set -- $run
         AI00_GEMM=${2:-} timeout $(left) python3 -m bench.engine_speed --model v6:1.6B --model v7:1.6B --chunk 256 \

@@ -24,41 +24,15 @@ from backend.tokenizer import END_OF_TEXT, Tokenizer
 
 TARGET_P99_MS = 1.0
 
-NAMES = [
-    "Ada Lovelace",
-    "Alan Turing",
-    "Grace Hopper",
-    "Edsger Dijkstra",
-    "Barbara Liskov",
-    "Donald Knuth",
-    "Margaret Hamilton",
-    "Ken Thompson",
-    "Frances Allen",
-    "John Backus",
-    "Radia Perlman",
-    "Tony Hoare",
-]
-CITIES = [
-    ("London", "SW1Y 4LE"),
-    ("Zürich", "8001"),
-    ("São Paulo", "01310-100"),
-    ("Kyoto", "600-8216"),
-    ("New York", "10001"),
-    ("Paris", "75001"),
-    ("Berlin", "10115"),
-    ("Москва", "101000"),
-]
+NAMES = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth",
+         "Margaret Hamilton", "Ken Thompson", "Frances Allen", "John Backus", "Radia Perlman", "Tony Hoare"]
+CITIES = [("London", "SW1Y 4LE"), ("Zürich", "8001"), ("São Paulo", "01310-100"), ("Kyoto", "600-8216"),
+          ("New York", "10001"), ("Paris", "75001"), ("Berlin", "10115"), ("Москва", "101000")]
 TAGS = ["math", "compilers", "poetry", "networks", "proofs", "systems", "languages", "hardware"]
-NOTES = [
-    "Wrote the first published algorithm for a machine.",
-    "Proved that some problems cannot be decided.",
-    "Built the first compiler and found a real bug.",
-    'Said "goto" is harmful, and meant it.',
-    "Defined substitutability for subtypes.",
-    "Typesets everything, including this note: 100%.",
-    "Led the on-board flight software team.",
-    "Co-created Unix in a summer, then C.",
-]
+NOTES = ["Wrote the first published algorithm for a machine.", "Proved that some problems cannot be decided.",
+         "Built the first compiler and found a real bug.", "Said \"goto\" is harmful, and meant it.",
+         "Defined substitutability for subtypes.", "Typesets everything, including this note: 100%.",
+         "Led the on-board flight software team.", "Co-created Unix in a summer, then C."]
 
 README_BNF = AI00_README_BNF  # AI00's README example
 
@@ -106,11 +80,8 @@ def documents(count: int, seed: int = 0) -> list[str]:
             "age": rng.randint(20, 99),
             "active": rng.random() < 0.5,
             "tags": rng.sample(TAGS, rng.randint(0, 4)),
-            "address": {
-                "street": f"{rng.randint(1, 250)} {rng.choice(NAMES).split()[1]} Street",
-                "city": city,
-                "zip": zip_code,
-            },
+            "address": {"street": f"{rng.randint(1, 250)} {rng.choice(NAMES).split()[1]} Street", "city": city,
+                        "zip": zip_code},
             "score": round(rng.random(), rng.randint(1, 4)),
             "notes": rng.choice([*NOTES, None]),
         }
@@ -269,10 +240,8 @@ def time_steps(tokens_per_doc: list[list[int]], fresh: Callable[[], object], ste
 
 def report(name: str, seconds: np.ndarray) -> None:
     ms = seconds * 1e3
-    print(
-        f"{name:<44} steps {len(ms):5d}  mean {ms.mean():9.3f}  p50 {np.percentile(ms, 50):9.3f}  "
-        f"p99 {np.percentile(ms, 99):9.3f}  max {ms.max():9.3f} ms"
-    )
+    print(f"{name:<44} steps {len(ms):5d}  mean {ms.mean():9.3f}  p50 {np.percentile(ms, 50):9.3f}  "
+          f"p99 {np.percentile(ms, 99):9.3f}  max {ms.max():9.3f} ms")
 
 
 def main() -> None:
@@ -304,9 +273,8 @@ def main() -> None:
     table, start = lark_json_table()
     print(f"lark candidate: byte trie and LALR table built in {time.perf_counter() - t0:.2f} s")
     candidate = lambda: LarkTrieMatcher(table, start, trie, tokenizer.vocab_size)  # noqa: E731
-    times = time_steps(
-        tokens, candidate, lambda m, t: (m.allowed(), m.advance(tokenizer.token_bytes(t))), args.lark_steps
-    )
+    times = time_steps(tokens, candidate, lambda m, t: (m.allowed(), m.advance(tokenizer.token_bytes(t))),
+                       args.lark_steps)
     report("pure-Python lark + trie + stack cache, JSON", times)
     # both engines must agree on the first mask (a check that the candidate is a real one)
     first = np.unpackbits(candidate().allowed().view(np.uint8), bitorder="little").astype(bool)

@@ -97,11 +97,9 @@ def main() -> None:
         encode, step = host_encode_us(engine, plan)
         dims = StepDims(tokens, rows, rows)
         count, per_layer = engine.dispatch_count(dims), engine.layer_dispatch_count(dims) / info.n_layer
-        print(
-            f"\n== {args.model}: {tokens} tokens in {rows} rows: GPU {total / 1e3:.2f} ms (sum of passes), "
-            f"host encode {encode / 1e3:.2f} ms, whole step {step:.2f} ms, "
-            f"{count} dispatches ({per_layer:g} per layer)"
-        )
+        print(f"\n== {args.model}: {tokens} tokens in {rows} rows: GPU {total / 1e3:.2f} ms (sum of passes), "
+              f"host encode {encode / 1e3:.2f} ms, whole step {step:.2f} ms, "
+              f"{count} dispatches ({per_layer:g} per layer)")
         for kind, us in sorted(kinds.items(), key=lambda kv: -kv[1])[:14]:
             print(f"  {kind:22s} {us / 1e3:8.3f} ms  {100 * us / total:5.1f} %")
 
