@@ -207,8 +207,9 @@ double22)  # session 22's last call (NOTES 22): the GEMM's stages in two workgro
     done
     ;;
 sweep)  # variants of the engine side by side (bench.engine_sweep: weights filled once a model, the variants in
-       # turn for 3 rounds, each figure's median and spread), session 22's leads (NOTES 22): v7's one-kernel
-       # recurrence with four invocations a channel (batch 1 to 8 tokens a row), v7's split time mix for decode rows
+       # turn for 3 rounds, each figure's median and spread), session 22's leads (NOTES 22): v7's recurrence with
+       # four invocations a channel (the one kernel: batch 1 to 128 streams; the scan: prefill), v7's split time mix
+       # for decode rows
        # (128 streams), the 33-64 tier as the cold tune's 64x64x4x4x8h, 65-128 as 128x64
     timeout $(left) python3 -m bench.engine_sweep --model v7:1.6B --model v6:1.6B --streams 1 32 64 128 --rounds 3 \
         --variant default --variant "quad AI00_WKV7_LANES=4" --variant "split AI00_WKV=split" \

@@ -23,30 +23,17 @@
 
 const BUFFERS: u32 = 1u;
 const LANES: u32 = 4u * {{N}}u;
+const QUAD_LANES: u32 = LANES;
 
 #include "wkv7_common.wgsl"
 #include "wkv7_inputs.wgsl"
 #include "wkv7_state.wgsl"
+#include "wkv7_quad_state.wgsl"
 #include "wkv_group_norm.wgsl"
 #include "wkv7_output.wgsl"
 
 var<workgroup> red: array<f32, 4u * {{N}}u>;
 var<workgroup> row_len: u32;
-
-// v summed over the four invocations of li's channel; the four get the same bits (a + b = b + a).
-fn quad_sum(v: f32, li: u32) -> f32 {
-#if SGQ
-    let pair = v + subgroupShuffleXor(v, 1u);
-    return pair + subgroupShuffleXor(pair, 2u);
-#else
-    red[li] = v;
-    workgroupBarrier();
-    let q = li & ~3u;
-    let total = (red[q] + red[q + 1u]) + (red[q + 2u] + red[q + 3u]);
-    workgroupBarrier();
-    return total;
-#endif
-}
 
 // The sum over the head's channels of v, which the four invocations of a channel hold alike (the name the
 // included wkv7_inputs, wkv_group_norm and wkv7_output call).
@@ -110,22 +97,6 @@ fn lora_dots_quad(t: u32, c: u32, li: u32) -> LoraDots {
     return LoraDots(w, a, v, g);
 }
 
-// The token through invocation li's quarter of state row i (vec4s 4p .. 4p + 3, in s); returns y_i.
-fn delta_rule_quad(s: ptr<function, array<vec4<f32>, 4>>, v: f32, li: u32) -> f32 {
-    let j0 = 4u * (li % 4u);
-    var sa4 = vec4<f32>(0.0);
-#unroll J 4
-    sa4 -= s[{{J}}] * sh_kk[0][j0 + {{J}}u];
-#end
-    let sa = quad_sum(sa4.x + sa4.y + sa4.z + sa4.w, li);
-    var y4 = vec4<f32>(0.0);
-#unroll J 4
-    s[{{J}}] = s[{{J}}] * sh_w[0][j0 + {{J}}u] + sa * sh_b[0][j0 + {{J}}u] + v * sh_k[0][j0 + {{J}}u];
-    y4 += s[{{J}}] * sh_r[0][j0 + {{J}}u];
-#end
-    return quad_sum(y4.x + y4.y + y4.z + y4.w, li);
-}
-
 @compute @workgroup_size(4 * {{N}})
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
@@ -150,7 +121,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             share_token(0u, i, r, x.w, x.k, x.kk, x.b);
         }
         workgroupBarrier();
-        let y = delta_rule_quad(&s, x.v, li);
+        let y = delta_rule_quad(&s, 0u, x.v, li);
         let o = time_mix_output(y, r, x.k, x.v, x.g, c, li);
         if (li % 4u == 0u) {
             out[tc] = o;

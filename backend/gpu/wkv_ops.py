@@ -28,8 +28,9 @@ def lora_vec4(sizes: Sequence[int]) -> bool:
     return os.environ.get("AI00_LORA_VEC4", "") != "0" and all(n % 4 == 0 for n in sizes)
 
 
-# Invocations per channel of RWKV-7's one-kernel recurrence (steps of up to WKV_FUSED_MAX_TOKENS tokens): 1
-# (wkv7.wgsl) or 4 (wkv7_quad.wgsl, each a quarter of the channel's LoRA and state work), AI00_WKV7_LANES.
+# Invocations per channel of RWKV-7's recurrence: 1 (wkv7.wgsl, wkv7_scan.wgsl) or 4 (AI00_WKV7_LANES=4: the
+# one-kernel form wkv7_quad.wgsl, each a quarter of the channel's LoRA and state work; the split form's scan
+# wkv7_scan_quad.wgsl, a head's state rows over four workgroups).
 WKV7_LANES = 1
 
 
@@ -76,22 +77,24 @@ class WkvOps:
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
         quad = wkv7_lanes() == 4
         sg = self.gpu.subgroup_size
-        one_kernel = {"SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0} if quad else {}
-        fused = self._dispatch(f"{layer}.wkv7", "wkv7_quad.wgsl" if quad else "wkv7.wgsl", defines | one_kernel,
+        quad_sg = {"SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0} if quad else {}
+        fused = self._dispatch(f"{layer}.wkv7", "wkv7_quad.wgsl" if quad else "wkv7.wgsl", defines | quad_sg,
                                bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         if self.ws.ffn_k.size < 3 * self.t_max * c * 4:
             raise ValueError(f"{layer}.wkv7: ffn_k cannot hold kk, kk * a and g for {self.t_max} tokens")
         ext = ws.ffn_k  # free during the time mix: the channel mix writes it next
         per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
         per_block: Grid = lambda d: (heads, _ceil(d.T, PRE_TT), 1) if split(d) else (0, 0, 0)  # noqa: E731
-        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
+        scan_groups = 4 * heads if quad else heads  # the quad scan: a workgroup per quarter of a head's rows
+        per_row: Grid = lambda d: (scan_groups, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         pre = {0: ws.dims, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first, 7: params.buffer, 9: ext}
         scan = {1: ws.rows, 2: ws.rkv, 9: ext, 10: state, 11: ws.att_out}
         post = {2: ws.rkv, 7: params.buffer, 8: ln_x.buffer, 9: ext, 11: ws.att_out}
         return [
             fused,
             self._dispatch(f"{layer}.wkv7.pre", "wkv7_pre.wgsl", defines, pre, per_block),
-            self._dispatch(f"{layer}.wkv7.scan", "wkv7_scan.wgsl", defines, scan, per_row),
+            self._dispatch(f"{layer}.wkv7.scan", "wkv7_scan_quad.wgsl" if quad else "wkv7_scan.wgsl",
+                           defines | quad_sg, scan, per_row),
             *[self._dispatch(*p) for p in wkv7_chunk_passes(layer, defines, scan, heads)],
             self._dispatch(f"{layer}.wkv7.post", "wkv7_post.wgsl", defines, post, per_token),
         ]

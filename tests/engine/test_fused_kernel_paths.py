@@ -173,28 +173,32 @@ def test_wkv7_forms_match_reference(
 
 
 @pytest.mark.parametrize(("chunk", "lora4", "subgroups"), [(1, "1", True), (7, "1", True), (7, "0", True),
-                                                           (7, "1", False)])  # fmt: skip
+                                                           (7, "1", False), (100, "1", True),
+                                                           (100, "1", False)])  # fmt: skip
 def test_wkv7_four_invocations_a_channel_match_reference(
     device: Device, cases: dict[Version, Case], chunk: int, lora4: str, subgroups: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """AI00_WKV7_LANES=4: the one-kernel recurrence with a quarter of each channel's LoRA and state work per
     invocation (wkv7_quad.wgsl), at 1 and 7 tokens a step (its LoRA rows as vec4, and a float at a time), with
-    the state it leaves; its sums through subgroups (lavapipe's are 8 wide) and, as on an adapter without a
-    fixed subgroup width, through workgroup memory."""
+    the state it leaves; at 100 tokens a step the split form's scan with a head's rows over four workgroups
+    (wkv7_scan_quad.wgsl); their sums through subgroups (lavapipe's are 8 wide) and, as on an adapter without
+    a fixed subgroup width, through workgroup memory."""
     monkeypatch.setenv("AI00_WKV7_LANES", "4")
     monkeypatch.setenv("AI00_LORA_VEC4", lora4)
     if not subgroups:
         monkeypatch.setattr(device.gpu, "subgroup_size", 0)
     case = cases[Version.V7]
     engine = device.engine(case, max_step_tokens=128)
-    sgq = {device.pipelines.defines_of(d.pipeline).get("SGQ") for d in engine.dispatches if d.name.endswith("wkv7")}
-    assert sgq == {str(device.gpu.subgroup_size)}, sgq
+    quad = [d for d in engine.dispatches if d.name.endswith(("wkv7", "wkv7.scan"))]
+    sgq = {device.pipelines.defines_of(d.pipeline).get("SGQ") for d in quad}
+    assert len(quad) == 2 * case.info.n_layer and sgq == {str(device.gpu.subgroup_size)}, sgq
     ours = logits_for(engine, long_prompt(case, chunk), chunk)[: len(case.prompt)]
     assert_close(ours, case.ref.logits, f"v7 wkv7 four lanes a channel, chunk {chunk}, vec4 LoRA {lora4}, "
                  f"subgroups {subgroups}")  # fmt: skip
-    if chunk == 7 and lora4 == "1":
-        assert_state_after_prompt_matches(device.engine(case), case, "v7 wkv7 four lanes a channel")
+    if lora4 == "1" and subgroups and chunk > 1:  # the state the one kernel (forced) and the quad scan leave
+        monkeypatch.setenv("AI00_WKV", "fused" if chunk == 7 else "")
+        assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv7 four lanes a channel, chunk {chunk}")
 
 
 def test_wkv7_lanes_knob_refuses_other_counts(monkeypatch: pytest.MonkeyPatch) -> None:
