@@ -43,6 +43,15 @@ def test_chunked_wkv_mixed_batch_equals_each_sequence_alone(
     assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
 
 
+def test_four_lane_recurrence_mixed_batch_equals_each_sequence_alone(
+    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RWKV-7 with four invocations a channel (AI00_WKV7_LANES=4): the rows of 1 and 5 tokens alone take the
+    one kernel (wkv7_quad), the batch and the longer rows the split form's scan over four workgroups a head."""
+    monkeypatch.setenv("AI00_WKV7_LANES", "4")
+    assert_mixed_batch_equals_each_sequence_alone(device, cases[Version.V7])
+
+
 def assert_mixed_batch_equals_each_sequence_alone(device: Device, case: Case) -> None:
     engine = device.engine(case, max_batch=4, max_step_tokens=64)
     seqs = [case.prompt[i * 3 : i * 3 + 3 + n] for i, n in enumerate(LENGTHS)]
