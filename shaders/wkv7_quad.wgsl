@@ -4,7 +4,7 @@
 // four (quad_sum) and the head sums count each channel once (p = 0). A decode step has heads x rows
 // workgroups, 32 a 1.6B layer at batch 1: the 64-lane kernel leaves most of the GPU idle while each lane runs
 // 288 LoRA and 2 x 64 state multiply-adds one after another; here each runs a quarter of them.
-// (matmul.wkv7_lanes picks it: AI00_WKV7_LANES=4.)
+// (wkv_ops.wkv7_lanes picks it: AI00_WKV7_LANES=4.)
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -22,49 +22,18 @@
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [T_MAX, C]
 
 const BUFFERS: u32 = 1u;
-const LANES: u32 = 4u * {{N}}u;
-const QUAD_LANES: u32 = LANES;
+const QUAD_LANES: u32 = 4u * {{N}}u;
 
 #include "wkv7_common.wgsl"
 #include "wkv7_inputs.wgsl"
 #include "wkv7_state.wgsl"
+#include "quad_sum.wgsl"
+#include "quad_head_sum.wgsl"
 #include "wkv7_quad_state.wgsl"
 #include "wkv_group_norm.wgsl"
 #include "wkv7_output.wgsl"
 
-var<workgroup> red: array<f32, 4u * {{N}}u>;
 var<workgroup> row_len: u32;
-
-// The sum over the head's channels of v, which the four invocations of a channel hold alike (the name the
-// included wkv7_inputs, wkv_group_norm and wkv7_output call).
-fn head_sum(v: f32, li: u32) -> f32 {
-    let once = select(0.0, v, li % 4u == 0u);
-#if SGQ
-    let part = subgroupAdd(once);
-    if (li % {{SGQ}}u == 0u) {
-        red[li / {{SGQ}}u] = part;
-    }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var q = 0u; q < LANES / {{SGQ}}u; q++) {
-        total += red[q];
-    }
-    workgroupBarrier();
-    return total;
-#else
-    red[li] = once;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red[li] += red[li + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-#endif
-}
 
 // invocation p's part of hidden[o .. o + n) . lora2[c, o .. o + n): every 4th vec4 (float) from its p-th
 fn lora_part(hb: u32, c: u32, o: u32, n: u32, p: u32) -> f32 {

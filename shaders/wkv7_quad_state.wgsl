@@ -1,24 +1,7 @@
 // RWKV-7's state recurrence (wkv7_state.wgsl's delta rule) with four invocations a state row: invocation li
 // holds vec4s 4p .. 4p + 3 of its row (p = li % 4, columns 16p .. 16p + 15), and the row's two dots
-// (S kk and S r) are summed over the four (quad_sum). The includer includes wkv7_state.wgsl (the token's
-// vectors in workgroup memory, BUFFERS deep) and sets QUAD_LANES, its workgroup size.
-
-var<workgroup> quad_red: array<f32, QUAD_LANES>;  // quad_sum's partials where subgroups are not used
-
-// v summed over the four invocations of li's row; the four get the same bits (a + b = b + a).
-fn quad_sum(v: f32, li: u32) -> f32 {
-#if SGQ
-    let pair = v + subgroupShuffleXor(v, 1u);
-    return pair + subgroupShuffleXor(pair, 2u);
-#else
-    quad_red[li] = v;
-    workgroupBarrier();
-    let q = li & ~3u;
-    let total = (quad_red[q] + quad_red[q + 1u]) + (quad_red[q + 2u] + quad_red[q + 3u]);
-    workgroupBarrier();
-    return total;
-#endif
-}
+// (S kk and S r) are summed over the four (quad_sum.wgsl). The includer includes wkv7_state.wgsl (the
+// token's vectors in workgroup memory, BUFFERS deep) and quad_sum.wgsl.
 
 // The token in buffer b through invocation li's quarter of its state row (in s); returns the row's y.
 fn delta_rule_quad(s: ptr<function, array<vec4<f32>, 4>>, b: u32, v: f32, li: u32) -> f32 {

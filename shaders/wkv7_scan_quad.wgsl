@@ -17,6 +17,7 @@ const QUAD_LANES: u32 = 64u;
 
 #include "wkv7_common.wgsl"
 #include "wkv7_state.wgsl"
+#include "quad_sum.wgsl"
 #include "wkv7_quad_state.wgsl"
 
 struct Shared {
