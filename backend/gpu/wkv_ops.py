@@ -34,11 +34,23 @@ def lora_vec4(sizes: Sequence[int]) -> bool:
 WKV7_LANES = 1
 
 
+WKV6_LANES = 1  # the same for RWKV-5/6 (wkv6_quad.wgsl, wkv6_scan_quad.wgsl; heads of 64), AI00_WKV6_LANES
+
+
 def wkv7_lanes() -> int:
     """WKV7_LANES, or AI00_WKV7_LANES (1 or 4)."""
-    lanes = env_count("AI00_WKV7_LANES", WKV7_LANES, "1 or 4 invocations a channel", 1, 4)
+    return _lanes("AI00_WKV7_LANES", WKV7_LANES)
+
+
+def wkv6_lanes() -> int:
+    """WKV6_LANES, or AI00_WKV6_LANES (1 or 4)."""
+    return _lanes("AI00_WKV6_LANES", WKV6_LANES)
+
+
+def _lanes(name: str, default: int) -> int:
+    lanes = env_count(name, default, "1 or 4 invocations a channel", 1, 4)
     if lanes not in (1, 4):
-        raise ValueError(f"AI00_WKV7_LANES: 1 or 4 invocations a channel, got {lanes}")
+        raise ValueError(f"{name}: 1 or 4 invocations a channel, got {lanes}")
     return lanes
 
 
@@ -76,8 +88,7 @@ class WkvOps:
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
         quad = wkv7_lanes() == 4
-        sg = self.gpu.subgroup_size
-        quad_sg = {"SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0} if quad else {}
+        quad_sg = self._quad_sg() if quad else {}
         fused = self._dispatch(f"{layer}.wkv7", "wkv7_quad.wgsl" if quad else "wkv7.wgsl", defines | quad_sg,
                                bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         if self.ws.ffn_k.size < 3 * self.t_max * c * 4:
@@ -98,6 +109,12 @@ class WkvOps:
             *[self._dispatch(*p) for p in wkv7_chunk_passes(layer, defines, scan, heads)],
             self._dispatch(f"{layer}.wkv7.post", "wkv7_post.wgsl", defines, post, per_token),
         ]
+
+    def _quad_sg(self) -> dict[str, int]:
+        """quad_sum.wgsl's subgroup width: the adapter's where a subgroup holds whole groups of four and
+        divides a 64-lane workgroup, else 0 (workgroup memory)."""
+        sg = self.gpu.subgroup_size
+        return {"SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0}
 
     def _head_sg(self, n: int) -> int:
         """The subgroup width head_reduce.wgsl may use for an n-lane head, or 0 (its tree instead)."""
@@ -151,14 +168,19 @@ class WkvOps:
             pre_bindings = {0: ws.dims, 2: ws.rkv, 3: decay.buffer, 8: decay_lora.buffer, 9: ws.ffn_k}
             per_block: Grid = lambda d: (heads, _ceil(d.T, PRE_TT), 1) if split(d) else (0, 0, 0)  # noqa: E731
             pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_block)]
-        fused = self._dispatch(f"{layer}.wkv6", "wkv6.wgsl", defines, bindings,
-                               lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
+        quad = wkv6_lanes() == 4 and head_size == 64
+        quad_sg = self._quad_sg() if quad else {}
+        fused = self._dispatch(f"{layer}.wkv6", "wkv6_quad.wgsl" if quad else "wkv6.wgsl", defines | quad_sg,
+                               bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         passes = chunk_passes(layer, defines, ws, decay, decay_lora, state, heads, self.gpu.max_binding_bytes)
         chunk = [self._dispatch(*p) for p in passes]
+        if quad:  # the quad scan: a workgroup per quarter of a head's columns
+            per_row = lambda d: (4 * heads, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         return [
             fused,
             *pre,
-            self._dispatch(f"{layer}.wkv6.scan", "wkv6_scan.wgsl", defines, scan, per_row),
+            self._dispatch(f"{layer}.wkv6.scan", "wkv6_scan_quad.wgsl" if quad else "wkv6_scan.wgsl",
+                           defines | quad_sg, scan, per_row),
             *chunk,
             self._dispatch(f"{layer}.wkv6.post", "wkv6_post.wgsl", defines, post, per_token),
         ]

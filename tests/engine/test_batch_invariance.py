@@ -43,13 +43,16 @@ def test_chunked_wkv_mixed_batch_equals_each_sequence_alone(
     assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
 
 
+@pytest.mark.parametrize("version", [Version.V6, Version.V7], ids=str)
 def test_four_lane_recurrence_mixed_batch_equals_each_sequence_alone(
-    device: Device, cases: dict[Version, Case], monkeypatch: pytest.MonkeyPatch
+    device: Device, cases: dict[Version, Case], version: Version, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RWKV-7 with four invocations a channel (AI00_WKV7_LANES=4): the rows of 1 and 5 tokens alone take the
-    one kernel (wkv7_quad), the batch and the longer rows the split form's scan over four workgroups a head."""
+    """The recurrences with four invocations a channel (AI00_WKV6_LANES, AI00_WKV7_LANES=4): the rows of 1 and 5
+    tokens alone take the one kernel (wkv6_quad, wkv7_quad), the batch and the longer rows the split form's scan
+    over four workgroups a head."""
+    monkeypatch.setenv("AI00_WKV6_LANES", "4")
     monkeypatch.setenv("AI00_WKV7_LANES", "4")
-    assert_mixed_batch_equals_each_sequence_alone(device, cases[Version.V7])
+    assert_mixed_batch_equals_each_sequence_alone(device, cases[version])
 
 
 def assert_mixed_batch_equals_each_sequence_alone(device: Device, case: Case) -> None:

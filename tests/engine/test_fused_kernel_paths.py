@@ -16,7 +16,7 @@ from backend.gpu.matmul import GEMM_TIERS, GEMM_TIERS_F16, gemm_kernel, tiers_te
 from backend.gpu.models.info import Version
 from backend.gpu.ops import StepDims
 from backend.gpu.step_types import Logits, StepPlan, StepRow
-from backend.gpu.wkv_ops import wkv7_lanes
+from backend.gpu.wkv_ops import wkv6_lanes, wkv7_lanes
 from backend.tools.logits import logits_for
 from tests.engine.conftest import Case, Device, long_prompt
 from tests.engine.test_models_vs_oracle import assert_close, assert_state_after_prompt_matches
@@ -201,10 +201,42 @@ def test_wkv7_four_invocations_a_channel_match_reference(
         assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv7 four lanes a channel, chunk {chunk}")
 
 
-def test_wkv7_lanes_knob_refuses_other_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("version", "chunk", "lora4", "subgroups"), [
+    (Version.V6, 1, "1", True), (Version.V6, 7, "0", True), (Version.V6, 7, "1", False), (Version.V6, 100, "1", True),
+    (Version.V6, 100, "1", False), (Version.V5_2, 7, "1", True), (Version.V5_2, 100, "1", True),
+], ids=str)  # fmt: skip
+def test_wkv6_four_invocations_a_channel_match_reference(
+    device: Device, cases: dict[Version, Case], version: Version, chunk: int, lora4: str, subgroups: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """AI00_WKV6_LANES=4 for RWKV-5/6: the one-kernel recurrence with a quarter of each state column and of v6's
+    decay LoRA row per invocation (wkv6_quad.wgsl) at 1 and 7 tokens a step, the split form's scan with a
+    head's columns over four workgroups (wkv6_scan_quad.wgsl) at 100; sums through subgroups and without; the
+    state each leaves after a prompt."""
+    monkeypatch.setenv("AI00_WKV6_LANES", "4")
+    monkeypatch.setenv("AI00_LORA_VEC4", lora4)
+    if not subgroups:
+        monkeypatch.setattr(device.gpu, "subgroup_size", 0)
+    case = cases[version]
+    engine = device.engine(case, max_step_tokens=128)
+    quad = [d for d in engine.dispatches if d.name.endswith(("wkv6", "wkv6.scan"))]
+    sgq = {device.pipelines.defines_of(d.pipeline).get("SGQ") for d in quad}
+    assert len(quad) == 2 * case.info.n_layer and sgq == {str(device.gpu.subgroup_size)}, sgq
+    ours = logits_for(engine, long_prompt(case, chunk), chunk)[: len(case.prompt)]
+    assert_close(ours, case.ref.logits, f"{version} wkv6 four lanes a channel, chunk {chunk}, vec4 LoRA {lora4}, "
+                 f"subgroups {subgroups}")  # fmt: skip
+    if lora4 == "1" and subgroups and chunk > 1:  # the state the one kernel (forced) and the quad scan leave
+        monkeypatch.setenv("AI00_WKV", "fused" if chunk == 7 else "")
+        assert_state_after_prompt_matches(device.engine(case), case, f"{version} wkv6 four lanes, chunk {chunk}")
+
+
+def test_wkv_lanes_knobs_refuse_other_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AI00_WKV7_LANES", "2")
     with pytest.raises(ValueError, match="AI00_WKV7_LANES"):
         wkv7_lanes()
+    monkeypatch.setenv("AI00_WKV6_LANES", "x")
+    with pytest.raises(ValueError, match="AI00_WKV6_LANES"):
+        wkv6_lanes()
 
 
 def test_wkv7_chunked_form_replaces_the_scan_when_chosen(
