@@ -28,13 +28,12 @@ def lora_vec4(sizes: Sequence[int]) -> bool:
     return os.environ.get("AI00_LORA_VEC4", "") != "0" and all(n % 4 == 0 for n in sizes)
 
 
-# Invocations per channel of RWKV-7's recurrence: 1 (wkv7.wgsl, wkv7_scan.wgsl) or 4 (AI00_WKV7_LANES=4: the
-# one-kernel form wkv7_quad.wgsl, each a quarter of the channel's LoRA and state work; the split form's scan
-# wkv7_scan_quad.wgsl, a head's state rows over four workgroups).
+# Invocations per channel of the recurrences: 1 (wkv7.wgsl, wkv6.wgsl and their scans) or 4 (AI00_WKV7_LANES=4,
+# AI00_WKV6_LANES=4: the one-kernel forms wkv7_quad.wgsl and wkv6_quad.wgsl, each lane a quarter of a channel's
+# LoRA and state work; the split forms' scans wkv7_scan_quad.wgsl and wkv6_scan_quad.wgsl, a head's state over
+# four workgroups). One until a GPU run times them (bench/NOTES.md entry 22, `bash bench/gpu_run.sh sweep`).
 WKV7_LANES = 1
-
-
-WKV6_LANES = 1  # the same for RWKV-5/6 (wkv6_quad.wgsl, wkv6_scan_quad.wgsl; heads of 64), AI00_WKV6_LANES
+WKV6_LANES = 1  # RWKV-5/6 with heads of 64 (others keep one)
 
 
 def wkv7_lanes() -> int:
