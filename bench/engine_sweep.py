@@ -7,10 +7,11 @@ variant's engine built from the same weights, the variants taken in turn for sev
 A variant is a name and the environment it runs under (the engine reads its tuning knobs, DEVELOPERS.md, when it
 builds its plan). bench.engine_speed builds the weights and runs batch 1, four stream counts and prefill per
 model and setting: ~45 s a 1.6B setting on the H100, most of it filling the weights. Here the weights are filled
-once per model, and a variant costs its engine's upload and pipelines plus the figures asked for (~10 s), so a
-device call can compare several. Taking the variants in turn (A B A B ...) spreads the GPU's drift over all of
-them; each figure is printed per round, with its median and spread, so a difference smaller than the spread is
-seen as such (on the H100 the same setting differed by 0.3-3 % between runs of a call, bench/NOTES.md 22).
+once per model, and a variant costs its engine's upload and pipelines plus the figures asked for (expected ~10 s
+at 1.6B there; not yet run on a GPU), so a device call can compare several. Taking the variants in turn (A B A
+B ...) spreads the GPU's drift over all of them; each figure is printed per round, with its median and spread,
+so a difference smaller than the spread is seen as such (on the H100 the same setting differed by 0.3-3 %
+between runs of a call, bench/NOTES.md 22).
 """
 
 from __future__ import annotations

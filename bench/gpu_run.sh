@@ -22,6 +22,7 @@
 #   (and profile, retune, seven, slices, chunk, tune, gemm, engine, last: each says what it does at its case)
 # Session 20 (NOTES 20) ran: LIMIT=560 bash bench/gpu_run.sh decide, then profile, seven and retune, on one H100.
 # Session 21 (NOTES 21) ran: candidate, longtiles, seven (the f16 tiers as AI00_GEMM) and smallgemm.
+# Session 22 (NOTES 22) ran: probe22, tiers22, cold22, next and double22; it left `sweep` for the next call.
 # Figures land in $OUT as <gpu>-<date>-*.json / *.txt.
 set -uo pipefail
 phase=${1:?speed-1.6B, speed-big or soak}
