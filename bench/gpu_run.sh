@@ -37,6 +37,16 @@ mkdir -p "$OUT"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l4' | tr A-Z a-z)
 tag="$OUT/${gpu:-gpu}-$(date -u +%F)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# the GPU's clocks, temperature, power and throttle reasons at the start and the end of the phase: the same
+# setting moved up to 25 % between calls (NOTES 22), and these say whether the machine did
+clocks() {
+    { nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader
+      nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv,noheader 2>/dev/null \
+          || nvidia-smi --query-gpu=clocks_throttle_reasons.active --format=csv,noheader; } 2>&1 \
+        | sed "s/^/$1: /" | tee -a "$tag-clocks-$phase.txt"
+}
+clocks start
+trap 'clocks end' EXIT
 
 limit=${LIMIT:-560}  # the call's seconds; each step below gets what is left (a killed step keeps its JSON)
 left() { local n=$((limit - SECONDS)); echo $((n > 1 ? n : 1)); }
