@@ -32,6 +32,7 @@ import numpy as np
 from backend.gpu.device import Gpu
 from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
+from backend.gpu.pipelines import PipelineCache
 from bench.engine_speed import PROMPT, SIZES, build_tensors, model_info, prefill_speed, streams_speed
 
 
@@ -77,8 +78,10 @@ def measure(engine: Engine, streams: list[int], steps: int, prompt: list[int]) -
     return figures
 
 
-def sweep(spec: str, variants: list[Variant], args: argparse.Namespace, gpu: Gpu) -> dict[str, list[dict]]:
-    """Per variant, one figures dict per round."""
+def sweep(spec: str, variants: list[Variant], args: argparse.Namespace, gpu: Gpu,
+          pipelines: PipelineCache) -> dict[str, list[dict]]:  # fmt: skip
+    """Per variant, one figures dict per round (the engines share `pipelines`: a variant compiles only the
+    kernels whose defines differ, once)."""
     version_name, size = spec.split(":")
     version, (n_layer, n_embd) = Version(version_name), SIZES[size]
     t0 = time.perf_counter()
@@ -92,7 +95,7 @@ def sweep(spec: str, variants: list[Variant], args: argparse.Namespace, gpu: Gpu
             with environment(v.env):
                 t0 = time.perf_counter()
                 engine = Engine(info, tensors, max_batch=max(args.streams), max_step_tokens=args.chunk,
-                                precision="fp16", gpu=gpu)  # fmt: skip
+                                precision="fp16", gpu=gpu, pipelines=pipelines)  # fmt: skip
                 built = time.perf_counter() - t0
                 figures = measure(engine, args.streams, args.steps, prompt)
                 del engine
@@ -131,11 +134,12 @@ def main() -> None:
     if len({v.name for v in variants}) != len(variants):
         parser.error("variant names must differ")
     gpu = Gpu()
+    pipelines = PipelineCache(gpu.device)
     print(f"device: {gpu.summary.name} ({gpu.summary.backend})", flush=True)
     doc: dict = {"device": gpu.summary.name, "variants": {v.name: v.env for v in variants}, "models": {},
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     for spec in args.model or ["v6:1.6B"]:
-        runs = sweep(spec, variants, args, gpu)
+        runs = sweep(spec, variants, args, gpu, pipelines)
         doc["models"][spec] = {"runs": runs, "summary": summary(runs)}
         if args.out:  # after every model: a call cut short keeps what it measured
             Path(args.out).write_text(json.dumps(doc, indent=1))
