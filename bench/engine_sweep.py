@@ -22,7 +22,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +78,10 @@ def measure(engine: Engine, streams: list[int], steps: int, prompt: list[int]) -
     return figures
 
 
-def sweep(spec: str, variants: list[Variant], args: argparse.Namespace, gpu: Gpu,
-          pipelines: PipelineCache) -> dict[str, list[dict]]:  # fmt: skip
+def sweep(spec: str, variants: list[Variant], args: argparse.Namespace, gpu: Gpu, pipelines: PipelineCache,
+          on_run: Callable[[dict[str, list[dict]]], None]) -> dict[str, list[dict]]:  # fmt: skip
     """Per variant, one figures dict per round (the engines share `pipelines`: a variant compiles only the
-    kernels whose defines differ, once)."""
+    kernels whose defines differ, once); on_run gets the runs so far after each."""
     version_name, size = spec.split(":")
     version, (n_layer, n_embd) = Version(version_name), SIZES[size]
     t0 = time.perf_counter()
@@ -102,6 +102,7 @@ def sweep(spec: str, variants: list[Variant], args: argparse.Namespace, gpu: Gpu
                 gc.collect()  # its buffers dropped before the next variant's are made (a 7B is 14 GB) ...
                 gpu.device.queue.submit([])  # ... and freed: wgpu frees dropped buffers at a submission
             runs[v.name].append(figures)
+            on_run(runs)
             shown = ", ".join(f"{k} {x:.0f}" for k, x in figures.items())
             print(f"[{spec}] round {round_ + 1} {v.name}: {shown} (engine built in {built:.1f} s)", flush=True)
     return runs
@@ -112,7 +113,7 @@ def summary(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, rounds in runs.items():
         out[name] = {}
-        for key in rounds[0]:
+        for key in rounds[0] if rounds else ():
             values = [r[key] for r in rounds]
             median = statistics.median(values)
             out[name][key] = {"median": median, "spread": (max(values) - min(values)) / median if median else 0.0}
@@ -139,10 +140,14 @@ def main() -> None:
     doc: dict = {"device": gpu.summary.name, "variants": {v.name: v.env for v in variants}, "models": {},
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     for spec in args.model or ["v6:1.6B"]:
-        runs = sweep(spec, variants, args, gpu, pipelines)
-        doc["models"][spec] = {"runs": runs, "summary": summary(runs)}
-        if args.out:  # after every model: a call cut short keeps what it measured
-            Path(args.out).write_text(json.dumps(doc, indent=1))
+
+        def keep(runs: dict[str, list[dict]], spec: str = spec) -> None:
+            """After every run: a call cut short keeps what it measured."""
+            doc["models"][spec] = {"runs": runs, "summary": summary(runs)}
+            if args.out:
+                Path(args.out).write_text(json.dumps(doc, indent=1))
+
+        runs = sweep(spec, variants, args, gpu, pipelines, keep)
         print(f"\n| {spec} | " + " | ".join(runs[variants[0].name][0]) + " |")
         print("| --- |" + " --- |" * len(runs[variants[0].name][0]))
         for name, figures in summary(runs).items():
