@@ -172,62 +172,40 @@ def test_wkv7_forms_match_reference(
         assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv {form}")
 
 
-@pytest.mark.parametrize(("chunk", "lora4", "subgroups"), [(1, "1", True), (7, "1", True), (7, "0", True),
-                                                           (7, "1", False), (100, "1", True),
-                                                           (100, "1", False)])  # fmt: skip
-def test_wkv7_four_invocations_a_channel_match_reference(
-    device: Device, cases: dict[Version, Case], chunk: int, lora4: str, subgroups: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    """AI00_WKV7_LANES=4: the one-kernel recurrence with a quarter of each channel's LoRA and state work per
-    invocation (wkv7_quad.wgsl), at 1 and 7 tokens a step (its LoRA rows as vec4, and a float at a time), with
-    the state it leaves; at 100 tokens a step the split form's scan with a head's rows over four workgroups
-    (wkv7_scan_quad.wgsl); their sums through subgroups (lavapipe's are 8 wide) and, as on an adapter without
-    a fixed subgroup width, through workgroup memory."""
-    monkeypatch.setenv("AI00_WKV7_LANES", "4")
-    monkeypatch.setenv("AI00_LORA_VEC4", lora4)
-    if not subgroups:
-        monkeypatch.setattr(device.gpu, "subgroup_size", 0)
-    case = cases[Version.V7]
-    engine = device.engine(case, max_step_tokens=128)
-    quad = [d for d in engine.dispatches if d.name.endswith(("wkv7", "wkv7.scan"))]
-    sgq = {device.pipelines.defines_of(d.pipeline).get("SGQ") for d in quad}
-    assert len(quad) == 2 * case.info.n_layer and sgq == {str(device.gpu.subgroup_size)}, sgq
-    ours = logits_for(engine, long_prompt(case, chunk), chunk)[: len(case.prompt)]
-    assert_close(ours, case.ref.logits, f"v7 wkv7 four lanes a channel, chunk {chunk}, vec4 LoRA {lora4}, "
-                 f"subgroups {subgroups}")  # fmt: skip
-    if lora4 == "1" and subgroups and chunk > 1:  # the state the one kernel (forced) and the quad scan leave
-        monkeypatch.setenv("AI00_WKV", "fused" if chunk == 7 else "")
-        assert_state_after_prompt_matches(device.engine(case), case, f"v7 wkv7 four lanes a channel, chunk {chunk}")
+# (version, tokens a step, LoRA rows as vec4, subgroups): 1 and 7 run the one kernel, 100 the split form's scan
+FOUR_LANE_CASES = [(Version.V7, 1, "1", True), (Version.V7, 7, "1", True), (Version.V7, 7, "0", True),
+                   (Version.V7, 7, "1", False), (Version.V7, 100, "1", True), (Version.V7, 100, "1", False),
+                   (Version.V6, 1, "1", True), (Version.V6, 7, "0", True), (Version.V6, 7, "1", False),
+                   (Version.V6, 100, "1", True), (Version.V6, 100, "1", False), (Version.V5_2, 7, "1", True),
+                   (Version.V5_2, 100, "1", True)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("version", "chunk", "lora4", "subgroups"), [
-    (Version.V6, 1, "1", True), (Version.V6, 7, "0", True), (Version.V6, 7, "1", False), (Version.V6, 100, "1", True),
-    (Version.V6, 100, "1", False), (Version.V5_2, 7, "1", True), (Version.V5_2, 100, "1", True),
-], ids=str)  # fmt: skip
-def test_wkv6_four_invocations_a_channel_match_reference(
+@pytest.mark.parametrize(("version", "chunk", "lora4", "subgroups"), FOUR_LANE_CASES, ids=str)
+def test_four_invocations_a_channel_match_reference(
     device: Device, cases: dict[Version, Case], version: Version, chunk: int, lora4: str, subgroups: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """AI00_WKV6_LANES=4 for RWKV-5/6: the one-kernel recurrence with a quarter of each state column and of v6's
-    decay LoRA row per invocation (wkv6_quad.wgsl) at 1 and 7 tokens a step, the split form's scan with a
-    head's columns over four workgroups (wkv6_scan_quad.wgsl) at 100; sums through subgroups and without; the
-    state each leaves after a prompt."""
-    monkeypatch.setenv("AI00_WKV6_LANES", "4")
+    """AI00_WKV7_LANES=4 (RWKV-7) and AI00_WKV6_LANES=4 (RWKV-5/6): the one-kernel recurrence with a quarter of
+    each channel's LoRA and state work per invocation (wkv7_quad.wgsl, wkv6_quad.wgsl) at 1 and 7 tokens a step
+    (LoRA rows as vec4, and a float at a time), the split form's scan with a head's state over four workgroups
+    (wkv7_scan_quad.wgsl, wkv6_scan_quad.wgsl) at 100; their sums through subgroups (lavapipe's are 8 wide)
+    and, as on an adapter without a fixed subgroup width, through workgroup memory; the state each leaves."""
+    wkv = "wkv7" if version is Version.V7 else "wkv6"
+    monkeypatch.setenv(f"AI00_{wkv.upper()}_LANES", "4")
     monkeypatch.setenv("AI00_LORA_VEC4", lora4)
     if not subgroups:
         monkeypatch.setattr(device.gpu, "subgroup_size", 0)
     case = cases[version]
     engine = device.engine(case, max_step_tokens=128)
-    quad = [d for d in engine.dispatches if d.name.endswith(("wkv6", "wkv6.scan"))]
+    quad = [d for d in engine.dispatches if d.name.endswith((wkv, f"{wkv}.scan"))]
     sgq = {device.pipelines.defines_of(d.pipeline).get("SGQ") for d in quad}
     assert len(quad) == 2 * case.info.n_layer and sgq == {str(device.gpu.subgroup_size)}, sgq
     ours = logits_for(engine, long_prompt(case, chunk), chunk)[: len(case.prompt)]
-    assert_close(ours, case.ref.logits, f"{version} wkv6 four lanes a channel, chunk {chunk}, vec4 LoRA {lora4}, "
+    assert_close(ours, case.ref.logits, f"{version} {wkv} four lanes a channel, chunk {chunk}, vec4 LoRA {lora4}, "
                  f"subgroups {subgroups}")  # fmt: skip
     if lora4 == "1" and subgroups and chunk > 1:  # the state the one kernel (forced) and the quad scan leave
         monkeypatch.setenv("AI00_WKV", "fused" if chunk == 7 else "")
-        assert_state_after_prompt_matches(device.engine(case), case, f"{version} wkv6 four lanes, chunk {chunk}")
+        assert_state_after_prompt_matches(device.engine(case), case, f"{version} {wkv} four lanes, chunk {chunk}")
 
 
 def test_wkv_lanes_knobs_refuse_other_counts(monkeypatch: pytest.MonkeyPatch) -> None:
