@@ -1,9 +1,9 @@
 // RWKV-5/6 time mixing for short steps, as wkv6.wgsl, with four invocations per channel: invocation li owns
 // channel c = h N + li / 4 (state column j = li / 4) and rows i of 16p .. 16p + 15 of that column (p = li % 4),
 // with every 4th vec4 (float) from its p-th of v6's decay LoRA row; y_j and the decay dot are summed over the
-// four (quad_sum.wgsl), the head sums count each channel once (quad_head_sum.wgsl). A decode step has heads x
-// rows workgroups: each lane runs a quarter of the 64-lane kernel's chain. (wkv_ops.wkv6_lanes picks it:
-// AI00_WKV6_LANES=4; heads of 64.)
+// four (quad_sum.wgsl), the head sums count each channel once (head_reduce.wgsl with QUAD). A decode step has
+// heads x rows workgroups: each lane runs a quarter of the 64-lane kernel's chain. (wkv_ops.wkv6_lanes picks
+// it: AI00_WKV6_LANES=4; heads of 64.)
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -29,7 +29,7 @@ const QUAD_LANES: u32 = 4u * {{N}}u;
 #include "wkv6_decay.wgsl"
 #include "wkv6_state.wgsl"
 #include "quad_sum.wgsl"
-#include "quad_head_sum.wgsl"
+#include "head_reduce.wgsl"
 #include "wkv_group_norm.wgsl"
 #include "wkv6_output.wgsl"
 

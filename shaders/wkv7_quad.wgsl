@@ -1,9 +1,9 @@
 // RWKV-7 time mixing for short steps, as wkv7.wgsl, with four invocations per channel: invocation li owns
 // channel c = h N + li / 4 and a quarter of its work, p = li % 4: every 4th vec4 of its LoRA rows (from p) and
 // state row c's vec4s 4p .. 4p + 3. Its dots (the LoRAs' second stages, S kk and S r) are summed over the
-// four (quad_sum) and the head sums count each channel once (p = 0). A decode step has heads x rows
-// workgroups, 32 a 1.6B layer at batch 1: the 64-lane kernel leaves most of the GPU idle while each lane runs
-// 288 LoRA and 2 x 64 state multiply-adds one after another; here each runs a quarter of them.
+// four (quad_sum), and the head sums count each channel once (head_reduce.wgsl with QUAD). A decode step has
+// heads x rows workgroups, 32 a 1.6B layer at batch 1: the 64-lane kernel leaves most of the GPU idle while
+// each lane runs 288 LoRA and 2 x 64 state multiply-adds one after another; here each runs a quarter of them.
 // (wkv_ops.wkv7_lanes picks it: AI00_WKV7_LANES=4.)
 #include "common.wgsl"
 
@@ -28,7 +28,7 @@ const QUAD_LANES: u32 = 4u * {{N}}u;
 #include "wkv7_inputs.wgsl"
 #include "wkv7_state.wgsl"
 #include "quad_sum.wgsl"
-#include "quad_head_sum.wgsl"
+#include "head_reduce.wgsl"
 #include "wkv7_quad_state.wgsl"
 #include "wkv_group_norm.wgsl"
 #include "wkv7_output.wgsl"

@@ -80,15 +80,15 @@ class WkvOps:
             "N": 64, "SG": self._head_sg(64), "C": c, "T_MAX": self.t_max, "S": layout.size,
             "REC": layout.recurrent, "MIX_V": mix_v, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "L2": sum(sizes), "DW": dw, "DA": da, "DV": dv, "DG": dg, "OA": dw, "OV": dw + da, "OG": dw + da + dv,
-            "PRE_TT": PRE_TT, "LORA4": lora_vec4(sizes),
+            "PRE_TT": PRE_TT, "LORA4": lora_vec4(sizes), "QUAD": False,
         }  # fmt: skip
         split, chunked = wkv_split(), wkv_chunked()
         heads = c // 64
         bindings: dict[int, Binding] = {0: ws.dims, 1: ws.rows, 2: ws.rkv, 3: lora2.buffer, 6: ws.v_first}
         bindings |= {7: params.buffer, 8: ln_x.buffer, 9: state, 10: ws.att_out}
         quad = wkv7_lanes() == 4
-        quad_sg = self._quad_sg() if quad else {}
-        fused = self._dispatch(f"{layer}.wkv7", "wkv7_quad.wgsl" if quad else "wkv7.wgsl", defines | quad_sg,
+        quad_defines = self._quad_defines() if quad else {}
+        fused = self._dispatch(f"{layer}.wkv7", "wkv7_quad.wgsl" if quad else "wkv7.wgsl", defines | quad_defines,
                                bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         if self.ws.ffn_k.size < 3 * self.t_max * c * 4:
             raise ValueError(f"{layer}.wkv7: ffn_k cannot hold kk, kk * a and g for {self.t_max} tokens")
@@ -104,16 +104,17 @@ class WkvOps:
             fused,
             self._dispatch(f"{layer}.wkv7.pre", "wkv7_pre.wgsl", defines, pre, per_block),
             self._dispatch(f"{layer}.wkv7.scan", "wkv7_scan_quad.wgsl" if quad else "wkv7_scan.wgsl",
-                           defines | quad_sg, scan, per_row),
+                           defines | quad_defines, scan, per_row),
             *[self._dispatch(*p) for p in wkv7_chunk_passes(layer, defines, scan, heads)],
             self._dispatch(f"{layer}.wkv7.post", "wkv7_post.wgsl", defines, post, per_token),
         ]
 
-    def _quad_sg(self) -> dict[str, int]:
-        """quad_sum.wgsl's subgroup width: the adapter's where a subgroup holds whole groups of four and
-        divides a 64-lane workgroup, else 0 (workgroup memory)."""
+    def _quad_defines(self) -> dict[str, int | bool]:
+        """The four-lane kernels' defines: QUAD (head_reduce.wgsl counts each channel once) and quad_sum.wgsl's
+        subgroup width, the adapter's where a subgroup holds whole groups of four and divides a 64-lane
+        workgroup, else 0 (workgroup memory)."""
         sg = self.gpu.subgroup_size
-        return {"SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0}
+        return {"QUAD": True, "SGQ": sg if 4 <= sg <= 64 and 64 % sg == 0 else 0}
 
     def _head_sg(self, n: int) -> int:
         """The subgroup width head_reduce.wgsl may use for an n-lane head, or 0 (its tree instead)."""
@@ -146,7 +147,7 @@ class WkvOps:
             "REC": rec, "GATE": gate,
             "DECAY_LORA": decay_lora is not None, "LORA_BASE": ws.lora_base, "LW": ws.hidden_width,
             "D": decay_lora.shape[1] if decay_lora is not None else 0, "PRE_TT": PRE_TT,
-            "LORA4": decay_lora is not None and lora_vec4([decay_lora.shape[1]]),
+            "LORA4": decay_lora is not None and lora_vec4([decay_lora.shape[1]]), "QUAD": False,
         }  # fmt: skip
         split, chunked = wkv_split(), wkv_chunked()
         heads = c // head_size
@@ -168,8 +169,8 @@ class WkvOps:
             per_block: Grid = lambda d: (heads, _ceil(d.T, PRE_TT), 1) if split(d) else (0, 0, 0)  # noqa: E731
             pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_block)]
         quad = wkv6_lanes() == 4 and head_size == 64
-        quad_sg = self._quad_sg() if quad else {}
-        fused = self._dispatch(f"{layer}.wkv6", "wkv6_quad.wgsl" if quad else "wkv6.wgsl", defines | quad_sg,
+        quad_defines = self._quad_defines() if quad else {}
+        fused = self._dispatch(f"{layer}.wkv6", "wkv6_quad.wgsl" if quad else "wkv6.wgsl", defines | quad_defines,
                                bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         passes = chunk_passes(layer, defines, ws, decay, decay_lora, state, heads, self.gpu.max_binding_bytes)
         chunk = [self._dispatch(*p) for p in passes]
@@ -179,7 +180,7 @@ class WkvOps:
             fused,
             *pre,
             self._dispatch(f"{layer}.wkv6.scan", "wkv6_scan_quad.wgsl" if quad else "wkv6_scan.wgsl",
-                           defines | quad_sg, scan, per_row),
+                           defines | quad_defines, scan, per_row),
             *chunk,
             self._dispatch(f"{layer}.wkv6.post", "wkv6_post.wgsl", defines, post, per_token),
         ]
