@@ -6,15 +6,7 @@
 // multiply-adds in a lane. (wkv_ops.wkv6_lanes picks it: AI00_WKV6_LANES=4.)
 #include "common.wgsl"
 
-@group(0) @binding(1) var<storage, read> rows: array<Row>;
-@group(0) @binding(2) var<storage, read> rkv: array<f32>;  // [4, T_MAX, C]: r, k, v, gate
-#if DECAY_LORA
-@group(0) @binding(9) var<storage, read> ext: array<f32>;  // [T_MAX, C] w (wkv6_pre)
-#else
-@group(0) @binding(3) var<storage, read> decay: array<f32>;  // [C]
-#endif
-@group(0) @binding(6) var<storage, read_write> state: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;  // [T_MAX, C] y
+#include "wkv6_scan_bindings.wgsl"
 
 const BUFFERS: u32 = 2u;  // token n's r, k, w in buffer n & 1
 const QUAD_LANES: u32 = 64u;

@@ -6,11 +6,7 @@
 // each token a quarter of the multiply-adds in a lane. (wkv_ops.wkv7_lanes picks it: AI00_WKV7_LANES=4.)
 #include "common.wgsl"
 
-@group(0) @binding(1) var<storage, read> rows: array<Row>;
-@group(0) @binding(2) var<storage, read> rkv: array<f32>;  // [4, T_MAX, C]: r, k, v, w (wkv7_pre)
-@group(0) @binding(9) var<storage, read> ext: array<f32>;  // [3, T_MAX, C]: kk, kk * a, g
-@group(0) @binding(10) var<storage, read_write> state: array<vec4<f32>>;
-@group(0) @binding(11) var<storage, read_write> out: array<f32>;  // [T_MAX, C] y
+#include "wkv7_scan_bindings.wgsl"
 
 const BUFFERS: u32 = 2u;  // token n's vectors in buffer n & 1
 const QUAD_LANES: u32 = 64u;
