@@ -31,6 +31,7 @@ from backend.gpu.engine import Engine
 from backend.gpu.loader import canonical_shapes
 from backend.gpu.models.info import ModelInfo, Version
 from backend.gpu.step_types import Draw, Logits, StepPlan, StepRow
+from backend.sampling.race import draw_key
 from backend.tools import demo_model
 
 SIZES = {"tiny": (2, 128), "0.1B": (12, 768), "0.4B": (24, 1024), "1.6B": (24, 2048), "3B": (32, 2560),
@@ -119,7 +120,7 @@ def copy_bandwidth(engine: Engine, nbytes: int = 1 << 30, repeat: int = 10) -> f
 
 def draws_for(n: int, rng: np.random.Generator, fresh: bool = False) -> tuple[Draw, ...]:
     """One GPU draw per row with AI00's default sampling (temperature 1, top-p 0.5): token in, token out."""
-    return tuple(Draw(i, i, float(rng.random()), temperature=1.0, top_p=0.5, fresh=fresh) for i in range(n))
+    return tuple(Draw(i, i, draw_key(rng), temperature=1.0, top_p=0.5, fresh=fresh) for i in range(n))
 
 
 def prefill(engine: Engine, prompt: list[int], rng: np.random.Generator) -> int:

@@ -18,6 +18,7 @@ from backend.gpu.device import Gpu
 from backend.gpu.pipelines import PipelineCache
 from backend.gpu.sampler import GpuSampler
 from backend.gpu.step_types import Draw
+from backend.sampling.race import draw_key
 
 VOCAB = 65536
 SETTINGS = {
@@ -43,7 +44,7 @@ def main() -> None:
     print(f"{gpu.summary.name}: ms per sampler submit + readback (65,536-token lines)")
     for n in counts:
         for name, setting in SETTINGS.items():
-            draws = [Draw(i, i, float(rng.random()), fresh=True, **setting) for i in range(n)]
+            draws = [Draw(i, i, draw_key(rng), fresh=True, **setting) for i in range(n)]
             sampler.run(draws, list(range(n)))  # warm-up (pipeline build)
             start = time.perf_counter()
             for _ in range(args.repeat):

@@ -77,14 +77,14 @@ def random_tensors(version: Version, n_layer: int, n_embd: int, seed: int = 0) -
 def decode_plan(rows: int) -> StepPlan:
     """`rows` sequences, one token each, every one drawn greedily on the GPU: a decode step."""
     step_rows = tuple(StepRow(slot, (1 + slot,)) for slot in range(rows))
-    draws = tuple(Draw(i, i, 0.5, temperature=0.0) for i in range(rows))
+    draws = tuple(Draw(i, i, 0, temperature=0.0) for i in range(rows))
     return StepPlan(step_rows, draws)
 
 
 def prefill_plan(tokens: int) -> StepPlan:
     """One row of `tokens` prompt tokens, its last line drawn greedily on the GPU: a prompt's last chunk."""
     prompt = tuple(1 + i % 1000 for i in range(tokens))
-    return StepPlan((StepRow(0, prompt, Logits.LAST),), (Draw(0, 0, 0.5, temperature=0.0),))
+    return StepPlan((StepRow(0, prompt, Logits.LAST),), (Draw(0, 0, 0, temperature=0.0),))
 
 
 def plan_name(gpu: Gpu, dims: StepDims) -> str:

@@ -3,8 +3,9 @@
 //   x = -inf where the grammar's bitmask forbids the token
 //   x += logit_bias[token] (OpenAI's, already clamped to +-100 by the host)
 //   temperature 0: argmax x (ties: lowest id); else p = exp((x - max x) / T), then keep p >= tau where
-//   tau = max(k-th largest p, top-p cut, min_p * max p) and draw by inverse CDF over the kept tokens in
-//   id order with the host's uniform number u (so a seeded host RNG makes the GPU draw reproducible).
+//   tau = max(k-th largest p, top-p cut, min_p * max p) and draw the kept token with the largest p / E, where
+//   E ~ Exp(1) is hashed from the host's key and the token id (an exponential race: backend/sampling/race.py
+//   says why, and is the float64 specification of `race_noise`; a seeded host RNG makes the draw reproducible).
 // Then counts = counts * decay (or 0 for a fresh generation) + onehot(token), and, when asked, the
 // model's log-probabilities (raw logits, before any sampling setting) of the token and of the k best.
 // Cuts are thresholds found by a 4-way search over the float bits (p >= 0, so bits order like values):
@@ -22,12 +23,12 @@ struct Draw {
     presence: f32,
     frequency: f32,
     decay: f32,  // per-token factor on counts (0.5 ** (1 / half_life))
-    uniform: f32,  // in [0, 1)
+    key_lo: u32,  // the draw's 64-bit key, low word
     logprobs: u32,  // how many alternatives to report
     mask_row: u32,  // row of `masks` when MASKED, and of `biases`
     n_bias: u32,  // entries of this draw's row of `biases`
-    pad1: u32,
-    pad2: u32,
+    key_hi: u32,
+    pad: u32,
 }
 
 const FRESH: u32 = 1u;  // the generation's first token: counts start from zero
@@ -37,13 +38,13 @@ const LOGPROBS: u32 = 4u;
 const V: u32 = {{V}}u;
 const V4: u32 = (V + 3u) / 4u;  // vec4s per row of `work` and `counts` (padded past V with p = 0)
 const WG: u32 = 256u;
-const CHUNK4: u32 = (V4 + WG - 1u) / WG;  // contiguous vec4s per invocation for the in-order draw
 const MASK_WORDS: u32 = (V + 31u) / 32u;
 const OUT: u32 = {{OUT}}u;  // words per draw: token, logprob bits, alternatives, pad, then (id, logprob) pairs
 const TOP_MAX: u32 = (OUT - 4u) / 2u;
 const EXCLUDED: f32 = -3.0e38;  // below any real logit: exp() of it is 0
 const ONE_BITS: u32 = 0x3f800000u;  // bits of 1.0, the largest p (the max token's)
 const NONE: u32 = 0xffffffffu;
+const TWO_M32: f32 = 2.3283064365386963e-10;  // 2^-32
 const MAX_BIAS: u32 = {{MAX_BIAS}}u;  // entries per row of `biases`
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;  // [lines, V]
@@ -57,8 +58,6 @@ const MAX_BIAS: u32 = {{MAX_BIAS}}u;  // entries per row of `biases`
 var<workgroup> red_f: array<vec4<f32>, WG>;
 var<workgroup> red_u: array<vec4<u32>, WG>;
 var<workgroup> params: Draw;
-var<workgroup> chosen: atomic<u32>;
-var<workgroup> last_kept: atomic<u32>;
 var<workgroup> n_top: atomic<u32>;
 
 fn sum_f(v: vec4<f32>, li: u32) -> vec4<f32> {
@@ -293,67 +292,54 @@ fn choose(d: Draw, base: u32, wb: u32, li: u32) -> u32 {
     if (d.min_p > 0.0) {
         tau = max(tau, bitcast<u32>(d.min_p));  // max p is exactly 1
     }
-    return inverse_cdf(d, wb, tau, li);
+    return race(d, wb, tau, li);
 }
 
-// The first kept token (in id order) where the running kept mass passes u * total.
-fn inverse_cdf(d: Draw, wb: u32, tau: u32, li: u32) -> u32 {
-    let lo = min(li * CHUNK4, V4);
-    let hi = min(lo + CHUNK4, V4);
-    var mine = 0.0;
-    var last = NONE;
-    for (var q = lo; q < hi; q++) {
+// A 32-bit hash with full avalanche (the "lowbias32" constants published by C. Wellons).
+fn mix32(x_in: u32) -> u32 {
+    var x = x_in;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// Token i's Exp(1) number: -ln v, v = (h + 0.5) / 2^32. Where v > 1/2, from w = 1 - v as -ln(1 - w) =
+// 2 atanh(z), z = w / (2 - w) <= 1/3, by its series: f32 holds w exactly near 0 but not v near 1, and log's
+// absolute error there (2^-21) would swamp the small E of the likely winners.
+fn race_noise(d: Draw, i: u32) -> f32 {
+    let h = mix32(mix32(i + d.key_lo) ^ d.key_hi);
+    if (h < 0x80000000u) {
+        return -log((f32(h) + 0.5) * TWO_M32);
+    }
+    let w = (f32(~h) + 0.5) * TWO_M32;
+    let z = w / (2.0 - w);
+    let z2 = z * z;
+    let odd = 1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0 + z2 * (1.0 / 9.0 + z2 * (1.0 / 11.0
+        + z2 * (1.0 / 13.0 + z2 * (1.0 / 15.0 + z2 / 17.0)))))));
+    return 2.0 * z * odd;
+}
+
+// The kept token with the largest p / E (lowest id among equals): token i wins with probability p_i / sum p.
+fn race(d: Draw, wb: u32, tau: u32, li: u32) -> u32 {
+    var best = -1.0;
+    var best_i = 0u;
+    for (var q = li; q < V4; q += WG) {
         let p = work[wb + q];
         let k = kept(p, tau);
-        mine += dot(select(vec4<f32>(0.0), p, k), vec4<f32>(1.0));
         for (var c = 0u; c < 4u; c++) {
             if (k[c]) {
-                last = 4u * q + c;
-            }
-        }
-    }
-    // inclusive scan of the chunk masses
-    red_f[li].x = mine;
-    workgroupBarrier();
-    for (var s = 1u; s < WG; s <<= 1u) {
-        let add = select(0.0, red_f[max(li, s) - s].x, li >= s);
-        workgroupBarrier();
-        red_f[li].x += add;
-        workgroupBarrier();
-    }
-    let total = workgroupUniformLoad(&red_f[WG - 1u]).x;
-    let goal = d.uniform * total;
-    var acc = red_f[li].x - mine;
-    if (li == 0u) {
-        atomicStore(&chosen, NONE);
-        atomicStore(&last_kept, 0u);
-    }
-    workgroupBarrier();
-    if (last != NONE) {
-        atomicMax(&last_kept, last);
-    }
-    if (acc <= goal && goal < acc + mine) {
-        var found = NONE;
-        for (var q = lo; q < hi && found == NONE; q++) {
-            let p = work[wb + q];
-            let k = kept(p, tau);
-            for (var c = 0u; c < 4u; c++) {
-                if (k[c] && found == NONE) {
-                    acc += p[c];
-                    if (acc > goal) {
-                        found = 4u * q + c;
-                    }
+                let score = p[c] / race_noise(d, 4u * q + c);
+                if (score > best) {
+                    best = score;
+                    best_i = 4u * q + c;
                 }
             }
         }
-        if (found != NONE) {
-            atomicMin(&chosen, found);
-        }
     }
-    workgroupBarrier();
-    let c = atomicLoad(&chosen);
-    // rounding can leave the goal past the last kept token: then that token (as the CPU reference)
-    return select(c, atomicLoad(&last_kept), c == NONE);
+    return argmax(best, best_i, li);
 }
 
 fn count_keys_ge(base: u32, t: vec4<u32>, li: u32) -> vec4<u32> {

@@ -1,6 +1,6 @@
 """Token choice on the GPU (shaders/sample.wgsl): one workgroup per draw, all draws of a step in one dispatch.
 
-The host sends each draw's settings, a uniform random number from the generation's own RNG and, for
+The host sends each draw's settings, a 64-bit key from the generation's own RNG (sampling/race.py) and, for
 grammar-constrained generations, the allowed-token bitmask; it reads back only the chosen ids (and
 log-probabilities when asked). Penalty counts stay on the GPU, one row per state slot.
 """
@@ -22,8 +22,8 @@ from backend.sampling.params import MAX_LOGIT_BIAS
 # sample.wgsl's `struct Draw`, field by field (tests/unit/test_draw_layout.py holds the two together)
 DRAW = np.dtype([("line", "<u4"), ("slot", "<u4"), ("flags", "<u4"), ("top_k", "<u4"), ("temperature", "<f4"),
                  ("top_p", "<f4"), ("min_p", "<f4"), ("presence", "<f4"), ("frequency", "<f4"), ("decay", "<f4"),
-                 ("uniform", "<f4"), ("logprobs", "<u4"), ("mask_row", "<u4"), ("n_bias", "<u4"), ("pad1", "<u4"),
-                 ("pad2", "<u4")])  # fmt: skip
+                 ("key_lo", "<u4"), ("logprobs", "<u4"), ("mask_row", "<u4"), ("n_bias", "<u4"), ("key_hi", "<u4"),
+                 ("pad", "<u4")])  # fmt: skip
 DRAW_FIELDS = DRAW.itemsize // 4  # u32 words of one Draw
 # the same layout for struct: a decode step packs a few draws, where numpy's per-call cost dominates
 DRAW_STRUCT = struct.Struct("<" + "".join(DRAW.fields[name][0].char for name in DRAW.names))
@@ -80,8 +80,8 @@ class GpuSampler:
             _check(d, self.slots)
             flags = FRESH * d.fresh | MASKED * (d.mask is not None) | LOGPROBS * (d.logprobs is not None)
             DRAW_STRUCT.pack_into(packed, i * DRAW.itemsize, line, d.slot, flags, d.top_k, d.temperature, d.top_p,
-                                  d.min_p, d.presence, d.frequency, d.decay, min(d.uniform, _BELOW_ONE),
-                                  d.logprobs or 0, i, len(d.bias), 0, 0)  # fmt: skip
+                                  d.min_p, d.presence, d.frequency, d.decay, d.key & _WORD,
+                                  d.logprobs or 0, i, len(d.bias), d.key >> 32, 0)  # fmt: skip
             if d.mask is not None:
                 if d.mask.shape != (self.mask_words,):
                     raise ValueError(f"draw {i}: mask shape {d.mask.shape}, expected ({self.mask_words},)")
@@ -121,7 +121,7 @@ class GpuSampler:
 
 
 _STORAGE_DST = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST
-_BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))  # a uniform number must stay < 1 in f32
+_WORD = 0xFFFFFFFF
 
 
 def _check(d: Draw, slots: int) -> None:
@@ -129,6 +129,8 @@ def _check(d: Draw, slots: int) -> None:
         raise ValueError(f"draw: slot {d.slot} outside 0..{slots - 1}")
     if d.temperature < 0 or not 0 <= d.top_p <= 1 or not 0 <= d.min_p <= 1 or d.top_k < 0:
         raise ValueError(f"draw: settings out of range: {d}")
+    if not 0 <= d.key < 1 << 64:
+        raise ValueError(f"draw: key {d.key} is not 64 bits")
     if d.logprobs is not None and not 0 <= d.logprobs <= TOP_MAX:
         raise ValueError(f"draw: logprobs must be 0..{TOP_MAX}, got {d.logprobs}")
     if len(d.bias) > MAX_LOGIT_BIAS:

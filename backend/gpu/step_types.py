@@ -29,7 +29,7 @@ class Draw:
 
     row: int
     slot: int
-    uniform: float  # in [0, 1): the generation's next random number (unused when greedy)
+    key: int  # 64 bits from the generation's RNG: each token's race noise (sampling/race.py); unused when greedy
     temperature: float = 1.0  # 0: greedy
     top_k: int = 0
     top_p: float = 1.0

@@ -3,13 +3,15 @@
 
 Cuts are thresholds on the probability (top-k keeps p >= the k-th largest, top-p keeps p >= the
 smallest value of the most-likely set that reaches top_p of the mass, min-p keeps p >= min_p * max p),
-so tokens tied at a cut are all kept; the draw then walks the kept tokens in id order."""
+so tokens tied at a cut are all kept; the draw is then an exponential race among the kept tokens
+(sampling/race.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from backend.sampling.params import SamplerParams
+from backend.sampling.race import draw_key, race_noise
 
 
 def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplerParams) -> np.ndarray:
@@ -54,33 +56,41 @@ def sample_token(
     rng: np.random.Generator,
     allowed: np.ndarray | None = None,
 ) -> int:
-    """Draw with the generation's `rng` (one number per token unless greedy): see `choose_token`."""
-    return choose_token(logits, counts, p, rng.random() if p.temperature > 0 else 0.0, allowed)
+    """Draw with the generation's `rng` (one key per token unless greedy): see `choose_token`."""
+    return choose_token(logits, counts, p, draw_key(rng) if p.temperature > 0 else 0, allowed)
 
 
 def choose_token(
-    logits: np.ndarray, counts: np.ndarray, p: SamplerParams, u: float, allowed: np.ndarray | None = None
+    logits: np.ndarray, counts: np.ndarray, p: SamplerParams, key: int, allowed: np.ndarray | None = None
 ) -> int:
     """Penalties -> logit_bias -> grammar mask -> temperature (0: greedy) -> top-k -> top-p -> min-p -> the token
-    `u` draws.
+    that `key`'s exponential race draws (sampling/race.py).
 
     `allowed` ([vocab] bool) keeps only the tokens a grammar accepts next; the cuts then act on those."""
+    ids, scores = race_scores(logits, counts, p, key, allowed)
+    return int(ids[int(np.argmax(scores))])  # the first of equals: the lowest id
+
+
+def race_scores(
+    logits: np.ndarray, counts: np.ndarray, p: SamplerParams, key: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' ids (ascending) and scores: p / E for kept tokens, -1 for cut ones; greedy: the logits."""
     x = apply_bias(apply_penalties(logits.astype(np.float32, copy=False), counts, p), p)
-    ids = None
+    ids = np.arange(len(x))
     if allowed is not None:
         ids = np.flatnonzero(allowed)
         if not len(ids):
             raise ValueError("the grammar allows no next token")
         x = x[ids]
-    i = _draw(x, p, u)
-    return int(ids[i]) if ids is not None else i
-
-
-def _draw(x: np.ndarray, p: SamplerParams, u: float) -> int:
-    """Index into `x` of the candidate that uniform number `u` in [0, 1) draws."""
     if p.temperature == 0.0:
-        return int(np.argmax(x))
+        return ids, x
     probs = softmax(x.astype(np.float64) / p.temperature)
+    kept = (probs >= _cut(probs, p)) & (probs > 0)
+    return ids, np.where(kept, probs / race_noise(key, ids), -1.0)
+
+
+def _cut(probs: np.ndarray, p: SamplerParams) -> float:
+    """The threshold tau (keep p >= tau) of top-k, top-p and min-p together."""
     tau = 0.0
     if 0 < p.top_k < np.count_nonzero(probs):
         tau = np.partition(probs, -p.top_k)[-p.top_k]
@@ -88,11 +98,7 @@ def _draw(x: np.ndarray, p: SamplerParams, u: float) -> int:
         kept = np.sort(probs[probs >= tau])[::-1]
         cut = min(int(np.searchsorted(np.cumsum(kept), p.top_p * kept.sum())), len(kept) - 1)
         tau = max(tau, kept[cut])
-    tau = max(tau, p.min_p * probs.max())
-    kept_ids = np.flatnonzero((probs >= tau) & (probs > 0))
-    cdf = np.cumsum(probs[kept_ids])
-    i = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(kept_ids) - 1)
-    return int(kept_ids[i])
+    return max(tau, p.min_p * probs.max())
 
 
 def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:

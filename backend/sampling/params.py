@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import AfterValidator, Field
 
 from backend.gpu.step_types import Draw
+from backend.sampling.race import draw_key
 
 MAX_STOPS = 16  # stop strings in one request
 MAX_STOP_CHARS = 256  # one stop string
@@ -89,9 +90,9 @@ class SamplerParams:
         return d
 
     def draw(self, row: int, slot: int, rng: np.random.Generator, fresh: bool, mask: np.ndarray | None = None) -> Draw:
-        """The GPU draw of one token with these settings; takes the next number of `rng` unless greedy."""
+        """The GPU draw of one token with these settings; takes the next key of `rng` unless greedy."""
         return Draw(
-            row=row, slot=slot, uniform=rng.random() if self.temperature > 0 else 0.0,
+            row=row, slot=slot, key=draw_key(rng) if self.temperature > 0 else 0,
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
             presence=self.presence_penalty, frequency=self.frequency_penalty, decay=self.penalty_decay,
             fresh=fresh, mask=mask, logprobs=self.logprobs, bias=self.logit_bias,

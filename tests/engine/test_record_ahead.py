@@ -8,6 +8,7 @@ import pytest
 from backend.gpu.engine import Engine
 from backend.gpu.models.info import Version
 from backend.gpu.step_types import Draw, StepPlan, StepRow
+from backend.sampling.race import draw_key
 from tests.engine.conftest import Case, Device
 
 STEPS = 24
@@ -24,7 +25,7 @@ def decode(engine: Engine, ahead: bool, temperature: float) -> list[list[int]]:
         slots = [0, 1, 2] if 8 <= step < 16 else [0, 1]
         rows = tuple(StepRow(s, (streams[s][-1],)) for s in slots)
         draws = tuple(
-            Draw(i, s, float(rng.random()), temperature=temperature, top_p=0.9, fresh=step in (0, 8))
+            Draw(i, s, draw_key(rng), temperature=temperature, top_p=0.9, fresh=step in (0, 8))
             for i, s in enumerate(slots)
         )
         plan = StepPlan(rows, draws)
@@ -50,7 +51,7 @@ def test_decode_recorded_ahead_equals_decode_recorded_each_step(
 def test_recording_ahead_is_used_only_for_steps_of_its_sizes(device: Device, cases: dict[Version, Case]) -> None:
     engine = device.engine(cases[Version.V7], max_batch=4)
     engine.reset_slot(0)
-    pending = engine.submit(StepPlan((StepRow(0, (5,)),), (Draw(0, 0, 0.5, temperature=0.0, fresh=True),)))
+    pending = engine.submit(StepPlan((StepRow(0, (5,)),), (Draw(0, 0, 0, temperature=0.0, fresh=True),)))
     engine.record_ahead(pending.key)
     engine.collect(pending)
     assert set(engine.recorded_ahead) == {pending.key}
@@ -58,7 +59,7 @@ def test_recording_ahead_is_used_only_for_steps_of_its_sizes(device: Device, cas
     other = engine.submit(StepPlan((StepRow(0, (6,)), StepRow(1, (7,)))))
     assert set(engine.recorded_ahead) == {pending.key}, "a step of other sizes consumed the recording"
     engine.collect(other)
-    again = engine.submit(StepPlan((StepRow(0, (8,)),), (Draw(0, 0, 0.5, temperature=0.0),)))
+    again = engine.submit(StepPlan((StepRow(0, (8,)),), (Draw(0, 0, 0, temperature=0.0),)))
     assert not engine.recorded_ahead, "the step of the recorded sizes did not use it"
     engine.collect(again)
 

@@ -68,8 +68,8 @@ def test_drawn_rows_read_back_only_ids_and_match_their_logits(device: Device, ca
     raw = engine.step(StepPlan(rows)).logits
     for slot in range(4):
         engine.reset_slot(slot)
-    draws = (Draw(0, 2, 0.0, temperature=0.0, fresh=True), Draw(1, 0, 0.0, temperature=0.0, fresh=True),
-             Draw(0, 3, 0.0, temperature=0.0, fresh=True))  # fmt: skip
+    draws = (Draw(0, 2, 0, temperature=0.0, fresh=True), Draw(1, 0, 0, temperature=0.0, fresh=True),
+             Draw(0, 3, 0, temperature=0.0, fresh=True))  # fmt: skip
     result = engine.step(StepPlan(rows, draws))
     assert result.logits.shape == (0, engine.info.n_vocab)
     argmax = raw.argmax(-1)
@@ -78,6 +78,6 @@ def test_drawn_rows_read_back_only_ids_and_match_their_logits(device: Device, ca
 
 def test_a_draw_must_name_a_last_row(device: Device, cases: dict[Version, Case]) -> None:
     engine = device.engine(cases[Version.V7], max_batch=4, max_step_tokens=64)
-    plan = StepPlan((StepRow(0, (1, 2), Logits.NONE),), (Draw(0, 0, 0.5),))
+    plan = StepPlan((StepRow(0, (1, 2), Logits.NONE),), (Draw(0, 0, 12345),))
     with pytest.raises(ValueError, match="not a LAST row"):
         engine.step(plan)

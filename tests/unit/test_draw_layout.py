@@ -30,6 +30,6 @@ def test_the_draw_dtype_is_the_wgsl_struct_field_by_field():
 
 
 def test_every_setting_of_a_host_draw_has_its_field():
-    settings = {"temperature", "top_k", "top_p", "min_p", "presence", "frequency", "decay", "uniform", "slot",
-                "logprobs"}  # fmt: skip
-    assert settings <= set(Draw.__dataclass_fields__) and settings <= set(DRAW.names)
+    settings = {"temperature", "top_k", "top_p", "min_p", "presence", "frequency", "decay", "slot", "logprobs"}
+    assert settings | {"key"} <= set(Draw.__dataclass_fields__)
+    assert settings | {"key_lo", "key_hi"} <= set(DRAW.names)  # the 64-bit key as two words
