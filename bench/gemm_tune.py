@@ -33,6 +33,7 @@ from backend.gpu.gemm_slices import PART_FLOATS_MAX, k_slices
 from backend.gpu.matmul import KERNELS, GemmTile, MatmulKernel, Segment, gemm_kernel, segment_defines
 from backend.gpu.op_types import ceil_div
 from backend.gpu.pipelines import SHADER_DIR, binding_layout, specialise
+from backend.gpu.shader_module import create_module
 
 SHAPES = ("2048x2048", "7168x2048", "2048x7168", "4096x4096", "14336x4096", "4096x14336")
 TILES = ("32x16x2x4x4x4", "16x32x2x4x4x4", "64x32x4x4x4x2", "64x64x4x4x8", "64x64x8x4", "128x128x8x8x8",
@@ -55,7 +56,7 @@ def build(device: wgpu.GPUDevice, shader_dir: Path, kernel: MatmulKernel, rows: 
                "NROWS": rows, "ROW0": 0, "WGS": threads} | kernel.defines(k)  # fmt: skip
     defines |= segment_defines([Segment(rows)], 0, 0)
     source = specialise(shader or kernel.shader, defines, shader_dir)
-    module = device.create_shader_module(code=source)
+    module = create_module(device, source)  # as the engine builds it (AI00_SHADER_CHECKS)
     entries = binding_layout(source)
     layout = device.create_bind_group_layout(entries=entries)
     pipeline = device.create_compute_pipeline(

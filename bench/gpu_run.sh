@@ -220,12 +220,16 @@ double22)  # session 22's last call (NOTES 22): the GEMM's stages in two workgro
 sweep)  # variants of the engine side by side (bench.engine_sweep: weights filled once a model, the variants in
        # turn for 3 rounds, each figure's median and spread), session 22's leads (NOTES 22): the v6/v7 recurrences
        # with four invocations a channel (the one kernel: batch 1 to 128 streams; the scan: prefill), v7's split time mix
-       # for decode rows (128 streams), the 33-64 tier as the cold tune's 64x64x4x4x8h, 65-128 as 128x64, and
-       # every GEMM's K in 8 slices (the cold tune's weights moved 60-250 GB/s at 64 tokens: too few in flight?)
+       # for decode rows (128 streams), the 33-64 tier as the cold tune's 64x64x4x4x8h, every GEMM's K in 8 slices
+       # (the cold tune's weights moved 60-250 GB/s at 64 tokens: too few in flight?), and session 23's shaders
+       # without wgpu's runtime checks (`unchecked`), after the check that both give the same logits on this GPU's
+       # own plan (lavapipe never runs the 32-lane kernels)
+    timeout 150 python3 -m pytest tests/engine/test_shader_module.py -q -p no:cacheprovider 2>&1 | tail -3 \
+        | tee "$tag-tests-shader-checks.txt"
     timeout $(left) python3 -m bench.engine_sweep --model v7:1.6B --model v6:1.6B --streams 1 32 64 128 --rounds 3 \
         --variant default --variant "quad AI00_WKV7_LANES=4 AI00_WKV6_LANES=4" --variant "split AI00_WKV=split" \
         --variant "t33 AI00_GEMM=9:32x16x2x4x4x4,17:64x64x8x4h,33:64x64x4x4x8h,65:64x64x8x4h,129:128x128x8x8x8h,257:128x128x8x8x8h" \
-        --variant "t65 AI00_GEMM=9:32x16x2x4x4x4,17:64x64x8x4h,65:128x64x8x8x8h,129:128x128x8x8x8h,257:128x128x8x8x8h" \
+        --variant "unchecked AI00_SHADER_CHECKS=0" \
         --variant "s8 AI00_GEMM_SLICES=8" --out "$tag-sweep-1.6B.json" 2>&1 | grep -v upload
     ;;
 next)  # what NOTES 21 left unmeasured: 7B with the defaults of session 21 beside web-rwkv-py (`seven`), then 1.6B

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import wgpu
 
+from backend.gpu.shader_module import create_module, shader_checks
 from backend.resources import SHADERS
 
 SHADER_DIR = SHADERS  # importlib.resources: backend/shaders/ in a wheel, the checkout's shaders/ in a tree
@@ -112,14 +113,14 @@ class PipelineCache:
     _cache: dict[tuple, Pipeline] = field(default_factory=dict)
 
     def get(self, shader: str, defines: Defines) -> Pipeline:
-        key = (shader, tuple(sorted((k, str(v)) for k, v in defines.items())))
+        key = (shader, tuple(sorted((k, str(v)) for k, v in defines.items())), shader_checks())
         pipeline = self._cache.get(key)
         if pipeline is not None:
             self.hits += 1
             return pipeline
         self.misses += 1
         source = specialise(shader, defines)
-        module = self.device.create_shader_module(code=source, label=shader)
+        module = create_module(self.device, source, shader)
         entries = binding_layout(source)
         layout = self.device.create_bind_group_layout(entries=entries, label=shader)
         pipeline_layout = self.device.create_pipeline_layout(bind_group_layouts=[layout], label=shader)
@@ -132,7 +133,7 @@ class PipelineCache:
 
     def defines_of(self, compute: wgpu.GPUComputePipeline) -> dict[str, str]:
         """The defines a cached pipeline was built with (what a dispatch runs, for tests and tools)."""
-        for (_, defines), pipeline in self._cache.items():
+        for (_, defines, _), pipeline in self._cache.items():
             if pipeline.pipeline is compute:
                 return dict(defines)
         raise KeyError("not a pipeline of this cache")

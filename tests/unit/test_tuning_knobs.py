@@ -20,6 +20,7 @@ from backend.gpu.matmul import (
     wkv_split,
 )
 from backend.gpu.ops import StepDims
+from backend.gpu.shader_module import shader_checks
 
 TILE_KERNEL = gemm_kernel(GEMM_TIERS[0][1], 9, 16)
 
@@ -32,6 +33,7 @@ READERS: dict[str, tuple[str, Callable[[], object]]] = {
     "AI00_WKV_CHUNKED_MIN": ("-1", wkv_chunk.chunked_min_tokens),
     "AI00_WKV_CHUNK_LEN": ("1", wkv_chunk.chunk_len),
     "AI00_WKV7_CHUNK_LEN": ("64", wkv7_chunk.chunk_len),
+    "AI00_SHADER_CHECKS": ("yes", shader_checks),
 }
 
 
@@ -54,4 +56,5 @@ def test_without_knobs_the_defaults_hold(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.delenv(name, raising=False)
     assert gemm_tiers(f16=True) == GEMM_TIERS_F16 and gemm_tiers(f16=False) == GEMM_TIERS
     assert small_gemm_min() == 17
+    assert shader_checks()  # wgpu's runtime checks stay until a GPU times their absence
     assert k_slices(TILE_KERNEL, 512, 2048, 64, 1 << 20) > 1  # a 512-row weight of K 2,048 at 9-16 tokens: sliced
