@@ -10,7 +10,7 @@ wgpu-py 0.32 does not wrap it, so this calls it through wgpu-py's own cffi handl
 
 `AI00_SHADER_CHECKS=0` builds the shaders without any check (storage-buffer reads stay bounded where the
 driver does it: Vulkan's robust buffer access, which wgpu enables when the adapter has it). It stays opt-in
-until a GPU times it: on lavapipe the GEMM's 64x64 tile ran ~15 % slower without the checks (bench/NOTES.md 23).
+until a GPU times it (lavapipe's timings of it moved 2x between runs: bench/NOTES.md 23).
 """
 
 from __future__ import annotations
