@@ -224,7 +224,7 @@ sweep)  # variants of the engine side by side (bench.engine_sweep: weights fille
        # (the cold tune's weights moved 60-250 GB/s at 64 tokens: too few in flight?), and session 23's shaders
        # without wgpu's runtime checks (`unchecked`), after the check that both give the same logits on this GPU's
        # own plan (lavapipe never runs the 32-lane kernels)
-    timeout 100 python3 -m pytest tests/engine/test_shader_module.py -q -p no:cacheprovider 2>    timeout 150 python3 -m pytest tests/engine/test_shader_module.py -q -p no:cacheprovider 2>&1 | tail -3 \1 | tail -3 \
+    timeout 100 python3 -m pytest tests/engine/test_shader_module.py -q -p no:cacheprovider 2>&1 | tail -3 \
         | tee "$tag-tests-shader-checks.txt"
     timeout $(left) python3 -m bench.engine_sweep --model v7:1.6B --model v6:1.6B --streams 1 32 64 128 --rounds 3 \
         --variant default --variant "quad AI00_WKV7_LANES=4 AI00_WKV6_LANES=4" --variant "split AI00_WKV=split" \
