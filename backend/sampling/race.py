@@ -18,8 +18,9 @@ TWO_M32 = 2.0**-32
 
 
 def draw_key(rng: np.random.Generator) -> int:
-    """The next token's key: one number from the generation's RNG."""
-    return int(rng.integers(0, 1 << 64, dtype=np.uint64))
+    """The next token's key: the next 64 bits of the generation's RNG (its raw output: 0.4 us, where
+    `rng.integers(0, 2**64, dtype=np.uint64)` takes 2.3, and a decode step makes one per stream)."""
+    return int(rng.bit_generator.random_raw())
 
 
 def mix32(x: np.ndarray) -> np.ndarray:
