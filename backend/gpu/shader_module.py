@@ -15,13 +15,9 @@ until a GPU times it (lavapipe's timings of it moved 2x between runs: bench/NOTE
 
 from __future__ import annotations
 
-import logging
-
 import wgpu
 
 from backend.gpu.knobs import env_count
-
-log = logging.getLogger(__name__)
 
 try:  # wgpu-py's private cffi layer; any other wgpu-py falls back to the checked modules
     from wgpu.backends.wgpu_native import _api
