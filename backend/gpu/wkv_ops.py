@@ -157,7 +157,6 @@ class WkvOps:
         post: dict[int, Binding] = {2: ws.rkv, 4: u.buffer, 5: ln_x.buffer, 7: ws.att_out}
         pre: list[Dispatch] = []
         per_token: Grid = lambda d: (heads, d.T, 1) if split(d) else (0, 0, 0)  # noqa: E731
-        per_row: Grid = lambda d: (heads, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         if decay_lora is None:
             scan[3] = decay.buffer
         else:
@@ -170,12 +169,12 @@ class WkvOps:
             pre = [self._dispatch(f"{layer}.wkv6.pre", "wkv6_pre.wgsl", defines, pre_bindings, per_block)]
         quad = wkv6_lanes() == 4 and head_size == 64
         quad_defines = self._quad_defines() if quad else {}
+        scan_groups = 4 * heads if quad else heads  # the quad scan: a workgroup per quarter of a head's columns
+        per_row: Grid = lambda d: (scan_groups, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         fused = self._dispatch(f"{layer}.wkv6", "wkv6_quad.wgsl" if quad else "wkv6.wgsl", defines | quad_defines,
                                bindings, lambda d: (0, 0, 0) if split(d) else (heads, d.B, 1))  # fmt: skip
         passes = chunk_passes(layer, defines, ws, decay, decay_lora, state, heads, self.gpu.max_binding_bytes)
         chunk = [self._dispatch(*p) for p in passes]
-        if quad:  # the quad scan: a workgroup per quarter of a head's columns
-            per_row = lambda d: (4 * heads, d.B, 1) if split(d) and not chunked(d) else (0, 0, 0)  # noqa: E731
         return [
             fused,
             *pre,
